@@ -1,0 +1,1 @@
+"""lblab experiments: runner, workloads, analysis and the `lblab` command."""

@@ -1,0 +1,102 @@
+"""What an experiment declares: parameters (with --quick values), scenario, and a run function.
+
+The runner owns everything with a lifetime (network, controller, run directory, signals);
+an experiment only measures, through the `Context` it is given, and returns summary rows.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from topologies.system import InputError
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    help: str
+    quick: Any = None
+
+    def value(self, quick: bool) -> Any:
+        return self.quick if quick and self.quick is not None else self.default
+
+    def convert(self, text: str) -> Any:
+        """Parse a --set value to the type of the default; a bad value is an InputError."""
+        kind = type(self.default)
+        try:
+            if kind is bool:
+                if text.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if text.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if kind in (list, tuple):
+                return [_scalar(x) for x in text.split(",") if x]
+            return kind(text)
+        except ValueError:
+            raise InputError(f"--set {self.name}={text}: expected {kind.__name__}") from None
+
+
+def _scalar(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    summary: str
+    claim: str
+    run: Callable[["Context"], list[dict]]
+    params: tuple[Param, ...] = ()
+    scenario: str = "three-dc"
+    summary_columns: tuple[str, ...] = ()
+
+    def resolve_params(self, quick: bool, overrides: dict[str, str]) -> dict[str, Any]:
+        known = {p.name: p for p in self.params}
+        values = {p.name: p.value(quick) for p in self.params}
+        for key, text in overrides.items():
+            if key not in known:
+                valid = ", ".join(sorted(known)) or "none"
+                raise InputError(f"--set {key}: unknown parameter of {self.name} "
+                                 f"(parameters: {valid}; runner keys: link_emulation)")
+            values[key] = known[key].convert(text)
+        return values
+
+
+@dataclass
+class Context:
+    """Handed to an experiment's run function."""
+
+    experiment: Experiment
+    run_id: str
+    params: dict
+    seed: int
+    quick: bool
+    work_dir: Path
+    open_net: Callable[..., Any]
+    phase: Callable[[str, int], Any]
+    log: Callable[[str], None]
+    records: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    extra_metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
+
+    def record(self, **fields) -> None:
+        row = {"run_id": self.run_id, "experiment": self.experiment.name,
+               "variant": "default", "repetition": 0}
+        row.update(fields)
+        self.records.append(row)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self.log(f"WARNING: {text}")

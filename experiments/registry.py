@@ -1,0 +1,18 @@
+"""All experiments by name. A new experiment registers here and nowhere else."""
+from __future__ import annotations
+
+from experiments.base import Experiment
+from topologies.system import InputError
+
+
+def experiments() -> dict[str, Experiment]:
+    from experiments import rtt_matrix
+    found = [rtt_matrix.EXPERIMENT]
+    return {e.name: e for e in found}
+
+
+def get(name: str) -> Experiment:
+    exps = experiments()
+    if name not in exps:
+        raise InputError(f"unknown experiment '{name}' (available: {', '.join(exps)})")
+    return exps[name]

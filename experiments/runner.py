@@ -1,0 +1,151 @@
+"""Run one experiment: scenario, mechanisms, network, measurements, results, teardown.
+
+Everything with a lifetime is owned here and released in `finally`: the live network (and
+with it hosts, bridges, links, controller, relays), the CPU sampler and the partial run
+directory. SIGTERM is turned into KeyboardInterrupt so that it takes the same path as
+Ctrl-C; an interrupted run publishes nothing (no half-written results).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+from experiments.base import Context, Experiment
+from experiments.cpu import STARVED_BELOW_PCT, CpuIdleSampler
+from experiments.progress import Phase
+from experiments.results import RECORD_COLUMNS, RunDir, write_csv, write_json
+from topologies import mechanisms, scenario as scenario_mod
+from topologies.plan import build_plan
+from topologies.state import new_run_id
+from topologies.system import run as run_cmd
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RUNNER_KEYS = ("link_emulation",)
+
+
+def git_info() -> dict:
+    head = run_cmd(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], check=False)
+    if head.returncode != 0:
+        return {"commit": "unknown", "dirty": None}
+    status = run_cmd(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
+                      "--untracked-files=no"], check=False)
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def split_overrides(pairs: list[str]) -> tuple[dict, dict]:
+    """--set key=value pairs -> (runner keys, experiment parameters)."""
+    from topologies.system import InputError
+    runner, params = {}, {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise InputError(f"--set {pair}: expected key=value")
+        key, value = pair.split("=", 1)
+        (runner if key in RUNNER_KEYS else params)[key.strip()] = value.strip()
+    return runner, params
+
+
+def link_mechanisms(plan, mech) -> dict:
+    """Per WAN link, the mechanism that carries its delay and loss in this run."""
+    return {f"{w.link.a}-{w.link.b}": mech.link_delay for w in plan.wans}
+
+
+def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool = False,
+                   seed: int = 1, out_root: Path | None = None, overrides: list[str] = (),
+                   log=print) -> Path:
+    runner_keys, param_text = split_overrides(list(overrides))
+    params = exp.resolve_params(quick, param_text)
+    scen = scenario_mod.load(scenario or exp.scenario)
+    plan = build_plan(scen)
+    mech = mechanisms.detect(runner_keys.get("link_emulation"))
+    run_id = new_run_id(exp.name)
+    out_root = Path(out_root or REPO_ROOT / "results")
+    run_dir = RunDir(out_root, exp.name, run_id)
+    log(f"lblab run {exp.name} ({'quick' if quick else 'full'}), scenario {scen.name}, "
+        f"seed {seed}, run {run_id}")
+    log(f"mechanisms: OVS datapath {mech.ovs_datapath}, link delay {mech.link_delay}, "
+        f"GRE decap {mech.gre_decap}, controller {mech.controller}")
+    warnings = [f"link_delay is 'none': configured WAN delays and loss are not applied"] \
+        if mech.link_delay == "none" else []
+    for text in warnings:
+        log(f"WARNING: {text}")
+    nets: list = []
+
+    def open_net(plan_override=None, controller_apps=None):
+        from topologies.net import LiveNet
+        net = LiveNet(plan_override or plan, mech, run_id, run_dir.work,
+                      controller_apps=controller_apps, log=log)
+        nets.append(net)
+        return net
+
+    def phase(name: str, total: int) -> Phase:
+        return Phase(name, total)
+
+    ctx = Context(experiment=exp, run_id=run_id, params=params, seed=seed, quick=quick,
+                  work_dir=run_dir.work, open_net=open_net, phase=phase, log=log,
+                  warnings=warnings)
+    ctx.plan = plan
+    ctx.scenario = scen
+    ctx.mechanisms = mech
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.monotonic()
+    published = False
+    try:
+        with sigterm_as_interrupt(), CpuIdleSampler() as cpu:
+            summary = exp.run(ctx)
+        if cpu.starved:
+            ctx.warn(f"CPU idle fell to {cpu.min_idle_pct}% (< {STARVED_BELOW_PCT:g}%): the "
+                     "emulation was CPU-starved; latencies include CPU queueing")
+        write_csv(run_dir.path("records.csv"), ctx.records, RECORD_COLUMNS)
+        write_csv(run_dir.path("summary.csv"), summary, exp.summary_columns)
+        metadata = {
+            "run_id": run_id, "experiment": exp.name, "quick": quick, "seed": seed,
+            "parameters": params, "runner_settings": runner_keys,
+            "command_line": sys.argv,
+            "scenario": {"name": scen.name, "source": str(scenario_mod.resolve_path(
+                scenario or exp.scenario)), "sha256": _sha256(scenario_mod.resolve_path(
+                    scenario or exp.scenario))},
+            "git": git_info(),
+            "started_utc": started.isoformat(), "ended_utc":
+                dt.datetime.now(dt.timezone.utc).isoformat(),
+            "duration_s": round(time.monotonic() - t0, 2),
+            "kernel_release": platform.release(), "machine": platform.machine(),
+            "hostname": platform.node(), "cpus": os.cpu_count(),
+            "mechanisms": mech.as_dict(), "link_mechanisms": link_mechanisms(plan, mech),
+            "versions": mechanisms.versions(),
+            "min_cpu_idle_pct": cpu.min_idle_pct, "mean_cpu_idle_pct": cpu.mean_idle_pct,
+            "cpu_starved": cpu.starved,
+            "network_timing_s": [{"up": round(n.timing.up_s, 3),
+                                  "down": round(n.timing.down_s, 3)} for n in nets],
+            "warnings": ctx.warnings,
+            **ctx.extra_metadata,
+        }
+        write_json(run_dir.path("metadata.json"), metadata)
+        final = run_dir.publish()
+        published = True
+        log(f"results: {final}")
+        return final
+    finally:
+        if not published:
+            run_dir.discard()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

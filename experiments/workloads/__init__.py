@@ -1,0 +1,1 @@
+"""Workloads that run inside Mininet hosts (servers, clients, probes)."""

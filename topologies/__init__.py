@@ -1,0 +1,1 @@
+"""Scenario files -> validated dataclasses -> network plan (pure) -> Mininet net (glue)."""

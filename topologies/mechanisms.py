@@ -1,0 +1,140 @@
+"""What this kernel offers and which mechanism lblab picks for each job (`lblab doctor`).
+
+Detection is by trying, in a scratch network namespace of our own (lbprobe-<pid>), never by
+assuming: users' VMs have netem, the openvswitch module and ip_gre; container and micro-VM
+kernels (and lblab's CI machines) lack all three.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from topologies import ovs
+from topologies.system import have, ok, run
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mechanisms:
+    ovs_datapath: str   # kernel | userspace
+    link_delay: str     # netem | relay | none
+    gre_decap: str      # kernel | userspace | none
+    controller: str     # "ryu 4.34" | "os-ken 3.1.1" | "none"
+    netem_available: bool
+    relay_available: bool
+    ip_gre_available: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ovs_datapath_mininet(self) -> str:
+        return "kernel" if self.ovs_datapath == "kernel" else "user"
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        return d
+
+
+@contextmanager
+def scratch_netns():
+    name = f"lbprobe-{os.getpid()}"
+    run(["ip", "netns", "add", name])
+    try:
+        yield name
+    finally:
+        run(["ip", "netns", "del", name], check=False)
+
+
+def probe_netem() -> bool:
+    if not have("tc"):
+        return False
+    with scratch_netns() as ns:
+        return ok(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root",
+                   "netem", "delay", "1ms"])
+
+
+def probe_ip_gre() -> bool:
+    with scratch_netns() as ns:
+        return ok(["ip", "netns", "exec", ns, "ip", "link", "add", "lbprobe-gre", "type",
+                   "gre", "local", "192.0.2.1", "remote", "192.0.2.2"])
+
+
+def relay_binary() -> Path:
+    return Path(os.environ.get("LBLAB_RELAY_BIN", REPO_ROOT / "build" / "lblab-relay"))
+
+
+def relay_available() -> bool:
+    return relay_binary().is_file() and os.access(relay_binary(), os.X_OK) \
+        and (REPO_ROOT / "topologies" / "relay" / "node.py").is_file()
+
+
+def controller_name() -> str:
+    try:
+        from controller.compat import framework_name
+        name = framework_name()
+        if name == "ryu":
+            from importlib.metadata import version
+            return f"ryu {version('ryu')}"
+        from importlib.metadata import version
+        return f"os-ken {version('os-ken')}"
+    except Exception as exc:  # ImportError and broken installs alike: doctor must still print
+        return f"none ({type(exc).__name__})"
+
+
+def detect(link_emulation: str | None = None) -> Mechanisms:
+    """Probe the kernel and pick a mechanism for each job. `link_emulation` forces
+    netem|relay (from `--set link_emulation=...`); a forced mechanism that is not available
+    is an error rather than a silent substitute."""
+    from topologies.system import InputError
+
+    notes = []
+    netem = probe_netem()
+    relay = relay_available()
+    gre = probe_ip_gre()
+    if link_emulation in (None, "", "auto"):
+        link_delay = "netem" if netem else ("relay" if relay else "none")
+    elif link_emulation == "netem" and not netem:
+        raise InputError("link_emulation=netem: this kernel has no sch_netem")
+    elif link_emulation == "relay" and not relay:
+        raise InputError("link_emulation=relay: the relay is not built (run `sudo make setup`)")
+    elif link_emulation in ("netem", "relay", "none"):
+        link_delay = link_emulation
+    else:
+        raise InputError(f"link_emulation={link_emulation}: use netem, relay or none")
+    if link_delay == "none":
+        notes.append("no link delay mechanism: WAN delay and loss are NOT applied")
+    if gre:
+        gre_decap = "kernel"
+    else:
+        gre_decap = "none"
+        notes.append("no ip_gre and no userspace GRE decapsulator yet: GRE mode unavailable")
+    dp = ovs.datapath()
+    return Mechanisms(ovs_datapath="kernel" if dp == "kernel" else "userspace",
+                      link_delay=link_delay, gre_decap=gre_decap, controller=controller_name(),
+                      netem_available=netem, relay_available=relay, ip_gre_available=gre,
+                      notes=tuple(notes))
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "kernel": platform.release(),
+           "ovs": ovs.version()}
+    try:
+        from importlib.metadata import version
+        out["mininet"] = version("mininet")
+    except Exception:
+        out["mininet"] = "not installed"
+    for pkg in ("ryu", "os-ken", "eventlet", "dnspython", "PyYAML"):
+        try:
+            from importlib.metadata import version
+            out[pkg] = version(pkg)
+        except Exception:
+            continue
+    for tool, args in (("iperf3", ["--version"]), ("unbound", ["-V"])):
+        if have(tool):
+            first = run([tool, *args], check=False).stdout.strip().splitlines()
+            out[tool] = first[0] if first else "unknown"
+    return out

@@ -1,0 +1,183 @@
+"""Live network glue: a NetworkPlan replayed into Mininet with OVS, routers and a controller.
+
+`LiveNet` is a context manager that owns everything it starts: the controller process,
+the Mininet net (hosts, OVS bridges, links) and the run state file used by `lblab clean`.
+Teardown runs in `__exit__`, so callers get it on errors and on KeyboardInterrupt (the
+runner turns SIGTERM into one). Thin on purpose: all decisions are in plan.py and topo.py.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.l2logic import BASE_COOKIE
+from controller.process import ControllerProcess
+from topologies import ovs
+from topologies.mechanisms import Mechanisms
+from topologies.pingparse import PingResult, parse_ping
+from topologies.plan import NetworkPlan
+from topologies.state import RUN_ENV, RunState
+from topologies.system import LblabError
+from topologies.topo import ScenarioTopo
+
+
+@dataclass
+class Timing:
+    up_s: float = 0.0
+    down_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _node_classes(datapath: str):
+    """Host and switch factories that pick the class from the node's `role` param."""
+    from mininet.node import Host, Node, OVSSwitch
+
+    class LinuxRouter(Node):
+        """A site router: a namespace that forwards IPv4 between its LAN and WAN links."""
+
+        def config(self, **params):
+            super().config(**params)
+            self.cmd("sysctl -qw net.ipv4.ip_forward=1")
+            _quiet_ipv6(self)
+
+    class QuietHost(Host):
+        def config(self, **params):
+            result = super().config(**params)
+            _quiet_ipv6(self)
+            return result
+
+    def make_host(name, role="client", site=None, **params):
+        cls = LinuxRouter if role == "router" else QuietHost
+        return cls(name, **params)
+
+    def make_switch(name, role="edge", **params):
+        if role == "relay":
+            from topologies.relay.node import RelaySwitch
+            return RelaySwitch(name, **params)
+        return OVSSwitch(name, datapath=datapath, protocols="OpenFlow13", failMode="secure",
+                         **params)
+
+    return make_host, make_switch
+
+
+def _quiet_tclink():
+    """TCLink minus htb's harmless 'quantum of class is big' warning, which Mininet prints
+    as an error for every capped link and which would bury real errors."""
+    from mininet.link import TCIntf, TCLink
+
+    class QuietTCIntf(TCIntf):
+        def tc(self, cmd, tc="tc"):
+            out = super().tc(cmd, tc)
+            return "\n".join(line for line in out.splitlines()
+                             if "quantum of class" not in line)
+
+    class QuietTCLink(TCLink):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("cls1", QuietTCIntf)
+            kwargs.setdefault("cls2", QuietTCIntf)
+            super().__init__(*args, **kwargs)
+
+    return QuietTCLink
+
+
+def _quiet_ipv6(node) -> None:
+    """No IPv6 in the emulated network: router solicitations and MLD reports would otherwise
+    wake the controller and skew packet counters."""
+    node.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+
+
+class LiveNet:
+    def __init__(self, plan: NetworkPlan, mechanisms: Mechanisms, run_id: str, work_dir: Path,
+                 controller_apps=None, log=print):
+        self.plan = plan
+        self.mech = mechanisms
+        self.run_id = run_id
+        self.work_dir = Path(work_dir)
+        self.log = log
+        self.state = RunState(run_id)
+        self.controller = ControllerProcess(self.work_dir / "controller.log",
+                                            apps=controller_apps or ("controller.l2app",))
+        self.net = None
+        self.timing = Timing()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> "LiveNet":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+        from mininet.node import RemoteController
+
+        setLogLevel(os.environ.get("LBLAB_MININET_LOG", "error"))
+        os.environ[RUN_ENV] = self.run_id  # inherited by every host shell and helper
+        t0 = time.monotonic()
+        self.state.data["bridges"] = [s.name for s in self.plan.switches]
+        self.state.data["interfaces"] = self._expected_root_interfaces()
+        self.state.save()
+        ovs.ensure_running(self.log)
+        self.controller.start()
+        self.state.add("pids", self.controller.pid)
+        QuietTCLink = _quiet_tclink()
+        make_host, make_switch = _node_classes(self.mech.ovs_datapath_mininet)
+        topo = ScenarioTopo(plan=self.plan, link_delay=self.mech.link_delay,
+                            lan_bw=self.plan.scenario.lan_bw_mbps)
+        self.net = Mininet(topo=topo, host=make_host, switch=make_switch, link=QuietTCLink,
+                           controller=None, autoSetMacs=False, build=False, waitConnected=False)
+        self.net.addController("c0", controller=RemoteController, ip="127.0.0.1",
+                               port=self.controller.of_port)
+        self.net.build()
+        self.net.start()
+        for sw in self.plan.switches:
+            ovs.tag_bridge(sw.name, self.run_id)
+        self._install_routes()
+        self.controller.wait_switches([s.name for s in self.plan.switches], BASE_COOKIE)
+        self.timing.up_s = time.monotonic() - t0
+
+    def _expected_root_interfaces(self) -> list[str]:
+        names = []
+        for sw in self.plan.switches:
+            names.append(sw.name)  # the bridge's own internal port
+        return names
+
+    def _install_routes(self) -> None:
+        for route in self.plan.routes:
+            out = self.net[route.router].cmd(f"ip route replace {route.dst} via {route.via}")
+            if out.strip():
+                raise LblabError(f"route {route.dst} via {route.via} on {route.router}: "
+                                 f"{out.strip()}")
+
+    def stop(self) -> None:
+        t0 = time.monotonic()
+        try:
+            if self.net is not None:
+                self.net.stop()
+        finally:
+            self.net = None
+            self.controller.stop()
+            for sw in self.plan.switches:  # a half-built net may have left bridges
+                if sw.name in ovs.bridges():
+                    ovs.delete_bridge(sw.name)
+            self.state.remove()
+            os.environ.pop(RUN_ENV, None)
+            self.timing.down_s = time.monotonic() - t0
+
+    # -- helpers for experiments -----------------------------------------------------------
+    def node(self, name: str):
+        return self.net[name]
+
+    def ping(self, src: str, dst_ip: str, count: int = 5, interval: float = 0.2,
+             timeout_s: float = 2.0) -> "PingResult":
+        out = self.node(src).cmd(f"ping -n -c {count} -i {interval} -W {timeout_s:g} "
+                                 f"{dst_ip}")
+        return parse_ping(out, count)

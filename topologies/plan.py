@@ -1,0 +1,218 @@
+"""Scenario -> network plan: names, addresses, links and static routes. Pure data.
+
+Model: every site (client region or DC) is one IP subnet behind one Linux router, with one
+Open vSwitch edge switch joining the router and the site's hosts (the DC's switch is the one
+that later serves the VIP). WAN links join routers point to point, each with its own /30
+from the scenario's `wan_pool`; routes follow the lowest one-way delay, so the configured
+RTT of any host pair is known before the network exists and can be checked against it.
+
+Names carry lblab's prefix (`lb` + role letter + `-`) so `lblab clean` can tell lblab's
+interfaces from everybody else's: router lbr-SITE, switch lbs-SITE, client lbc-SITEn,
+backend lbb-SITEn, resolver lbd-SITE, DNS authority lba-SITE, WAN relay lbw-N.
+"""
+from __future__ import annotations
+
+import heapq
+import ipaddress
+from dataclasses import dataclass
+
+from topologies.scenario import Link, Scenario
+
+NAME_PREFIXES = ("lbr-", "lbs-", "lbc-", "lbb-", "lbd-", "lba-", "lbw-")
+ROUTER_HOST = 1        # .1 in every site subnet
+FIRST_HOST = 11        # clients / backends from .11
+RESOLVER_HOST = 53
+AUTHORITY_HOST = 54
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    name: str
+    site: str
+    role: str          # client | backend | resolver | authority
+    ip: ipaddress.IPv4Address
+    prefixlen: int
+    gateway: ipaddress.IPv4Address
+    index: int = 0
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.ip}/{self.prefixlen}"
+
+
+@dataclass(frozen=True)
+class RouterPlan:
+    name: str
+    site: str
+    lan_ip: ipaddress.IPv4Address
+    prefixlen: int
+
+
+@dataclass(frozen=True)
+class SwitchPlan:
+    name: str
+    site: str
+    dpid: int
+
+    @property
+    def dpid_hex(self) -> str:
+        return f"{self.dpid:016x}"
+
+
+@dataclass(frozen=True)
+class WanPlan:
+    index: int
+    link: Link
+    a_router: str
+    b_router: str
+    a_ip: ipaddress.IPv4Address
+    b_ip: ipaddress.IPv4Address
+    prefixlen: int
+
+    @property
+    def relay_name(self) -> str:
+        return f"lbw-{self.index}"
+
+
+@dataclass(frozen=True)
+class Route:
+    router: str
+    dst: ipaddress.IPv4Network
+    via: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    scenario: Scenario
+    routers: tuple[RouterPlan, ...]
+    switches: tuple[SwitchPlan, ...]
+    hosts: tuple[HostPlan, ...]
+    wans: tuple[WanPlan, ...]
+    routes: tuple[Route, ...]
+    one_way_ms: dict  # (site, site) -> one-way delay of the routed path
+
+    def host(self, name: str) -> HostPlan:
+        return next(h for h in self.hosts if h.name == name)
+
+    def hosts_in(self, site: str, role: str | None = None) -> list[HostPlan]:
+        return [h for h in self.hosts if h.site == site and (role is None or h.role == role)]
+
+    def by_role(self, role: str) -> list[HostPlan]:
+        return [h for h in self.hosts if h.role == role]
+
+    def router(self, site: str) -> RouterPlan:
+        return next(r for r in self.routers if r.site == site)
+
+    def switch(self, site: str) -> SwitchPlan:
+        return next(s for s in self.switches if s.site == site)
+
+    def configured_rtt_ms(self, site_a: str, site_b: str) -> float:
+        return 2 * self.one_way_ms[(site_a, site_b)]
+
+    def path_wans(self, site_a: str, site_b: str) -> list[WanPlan]:
+        """The WAN links a packet from site_a to site_b crosses, in order."""
+        nxt = _shortest_paths(self.scenario)
+        hops, here = [], site_a
+        while here != site_b:
+            step = nxt[(here, site_b)]
+            hops.append(next(w for w in self.wans if {w.link.a, w.link.b} == {here, step}))
+            here = step
+        return hops
+
+
+def _site_subnets(scenario: Scenario) -> dict[str, ipaddress.IPv4Network]:
+    return {**{r.name: r.subnet for r in scenario.regions},
+            **{d.name: d.subnet for d in scenario.dcs}}
+
+
+def _shortest_paths(scenario: Scenario) -> dict[tuple[str, str], str]:
+    """(src, dst) -> next site on the lowest-delay path (ties broken by name, so stable)."""
+    adjacency: dict[str, list[tuple[float, str]]] = {s: [] for s in scenario.sites}
+    for link in scenario.links:
+        adjacency[link.a].append((link.delay_ms, link.b))
+        adjacency[link.b].append((link.delay_ms, link.a))
+    nxt = {}
+    for src in scenario.sites:
+        best = {src: (0.0, src)}
+        heap = [(0.0, src, src)]
+        while heap:
+            dist, site, first = heapq.heappop(heap)
+            if best.get(site, (float("inf"), ""))[0] < dist:
+                continue
+            for delay, neighbour in sorted(adjacency[site]):
+                hop = neighbour if site == src else first
+                cand = (dist + delay, hop)
+                if neighbour not in best or cand < best[neighbour]:
+                    best[neighbour] = cand
+                    heapq.heappush(heap, (cand[0], neighbour, hop))
+        for dst, (_, hop) in best.items():
+            if dst != src:
+                nxt[(src, dst)] = hop
+    return nxt
+
+
+def _one_way(scenario: Scenario, nxt: dict) -> dict[tuple[str, str], float]:
+    delay = {frozenset((l.a, l.b)): l.delay_ms for l in scenario.links}
+    out = {}
+    for src in scenario.sites:
+        out[(src, src)] = 0.0
+        for dst in scenario.sites:
+            if dst == src:
+                continue
+            total, here = 0.0, src
+            while here != dst:
+                step = nxt[(here, dst)]
+                total += delay[frozenset((here, step))]
+                here = step
+            out[(src, dst)] = total
+    return out
+
+
+def build_plan(scenario: Scenario) -> NetworkPlan:
+    subnets = _site_subnets(scenario)
+    routers, switches, hosts = [], [], []
+    for i, site in enumerate(scenario.sites):
+        net = subnets[site]
+        gw = net.network_address + ROUTER_HOST
+        routers.append(RouterPlan(f"lbr-{site}", site, gw, net.prefixlen))
+        switches.append(SwitchPlan(f"lbs-{site}", site, dpid=0x1B1A_0000 + i + 1))
+
+    def add(name, site, role, host_no, index=0):
+        net = subnets[site]
+        hosts.append(HostPlan(name, site, role, net.network_address + host_no, net.prefixlen,
+                              net.network_address + ROUTER_HOST, index))
+
+    for region in scenario.regions:
+        for n in range(1, region.clients + 1):
+            add(f"lbc-{region.name}{n}", region.name, "client", FIRST_HOST + n - 1, n)
+        if region.resolver:
+            add(f"lbd-{region.name}", region.name, "resolver", RESOLVER_HOST)
+    for dc in scenario.dcs:
+        for n in range(1, dc.backends + 1):
+            add(f"lbb-{dc.name}{n}", dc.name, "backend", FIRST_HOST + n - 1, n)
+    add(f"lba-{scenario.dns.authority_site}", scenario.dns.authority_site, "authority",
+        AUTHORITY_HOST)
+
+    wan_nets = scenario.wan_pool.subnets(new_prefix=30)
+    wans = []
+    for i, link in enumerate(scenario.links):
+        try:
+            net = next(wan_nets)
+        except StopIteration:
+            raise ValueError(f"wan_pool {scenario.wan_pool} is too small for "
+                             f"{len(scenario.links)} links") from None
+        wans.append(WanPlan(i, link, f"lbr-{link.a}", f"lbr-{link.b}",
+                            net.network_address + 1, net.network_address + 2, 30))
+
+    nxt = _shortest_paths(scenario)
+    routes = []
+    for src in scenario.sites:
+        for dst in scenario.sites:
+            if dst == src:
+                continue
+            step = nxt[(src, dst)]
+            wan = next(w for w in wans if {w.link.a, w.link.b} == {src, step})
+            via = wan.b_ip if wan.link.a == src else wan.a_ip
+            routes.append(Route(f"lbr-{src}", subnets[dst], via))
+    return NetworkPlan(scenario, tuple(routers), tuple(switches), tuple(hosts), tuple(wans),
+                       tuple(routes), _one_way(scenario, nxt))

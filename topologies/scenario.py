@@ -1,0 +1,352 @@
+"""Scenario files: YAML -> validated, typed, frozen dataclasses.
+
+A scenario describes client regions, datacenters (DCs), the DNS authority and the WAN links
+between sites. Every mistake is reported as one `ScenarioError` line naming the file, the
+field and the problem (`three-dc.yaml: links[2].b: unknown site 'ap2' ...`), because a user
+editing a scenario must see what to fix, not a traceback.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from topologies.system import InputError
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+# Site names end up inside interface names (15-byte kernel limit), hence short.
+SITE_NAME = re.compile(r"^[a-z][a-z0-9]{0,3}$")
+MODES = ("nat", "dsr", "gre")
+ALGORITHMS = ("modn", "maglev", "leastload")
+DNS_POLICIES = ("all", "geo", "capacity")
+
+
+class ScenarioError(InputError):
+    """A scenario file is wrong: one line, file + field + problem, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    subnet: ipaddress.IPv4Network
+    clients: int
+    resolver: bool
+    ecs: bool
+
+
+@dataclass(frozen=True)
+class DataCenter:
+    name: str
+    subnet: ipaddress.IPv4Network
+    vip: ipaddress.IPv4Address
+    backends: int
+    capacity_rps: float
+    mode: str
+    algorithm: str
+    conntrack: bool
+
+
+@dataclass(frozen=True)
+class Link:
+    a: str
+    b: str
+    delay_ms: float
+    bw_mbps: float | None
+    loss_pct: float
+
+    @property
+    def rtt_ms(self) -> float:
+        return 2 * self.delay_ms
+
+
+@dataclass(frozen=True)
+class Dns:
+    authority_site: str
+    policy: str
+    ttl_s: int
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    source: str
+    regions: tuple[Region, ...]
+    dcs: tuple[DataCenter, ...]
+    links: tuple[Link, ...]
+    dns: Dns
+    wan_pool: ipaddress.IPv4Network
+    lan_bw_mbps: float | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def sites(self) -> list[str]:
+        return [r.name for r in self.regions] + [d.name for d in self.dcs]
+
+    def region(self, name: str) -> Region:
+        return next(r for r in self.regions if r.name == name)
+
+    def dc(self, name: str) -> DataCenter:
+        return next(d for d in self.dcs if d.name == name)
+
+
+class _Fields:
+    """Reads one mapping of a scenario, tracking the field path for error messages."""
+
+    def __init__(self, source: str, path: str, data: Any, allowed: set[str]):
+        self.source, self.path = source, path
+        if not isinstance(data, dict):
+            self.fail(f"expected a mapping, got {type(data).__name__}")
+        unknown = sorted(set(map(str, data)) - allowed)
+        if unknown:
+            self.fail(f"unknown key '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})",
+                      sub=unknown[0])
+        self.data = data
+
+    def fail(self, problem: str, sub: str | None = None):
+        where = f"{self.path}.{sub}" if sub and self.path else (sub or self.path or "top level")
+        raise ScenarioError(f"{self.source}: {where}: {problem}")
+
+    def get(self, key: str, kind, default: Any = ...):
+        if key not in self.data:
+            if default is ...:
+                self.fail("missing required key", sub=key)
+            return default
+        value = self.data[key]
+        try:
+            return kind(value)
+        except (TypeError, ValueError) as exc:
+            self.fail(f"{_describe(exc, value)}", sub=key)
+
+    def number(self, key: str, default: Any = ..., minimum: float = 0.0,
+               maximum: float | None = None) -> float:
+        value = self.get(key, _number, default)
+        if value is None:
+            return value
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum:g} and {maximum:g}" if maximum is not None \
+                else f">= {minimum:g}"
+            self.fail(f"must be {bound}, got {value:g}", sub=key)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            self.fail(f"'{value}' is not one of {', '.join(choices)}", sub=key)
+        return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _subnet(value: Any) -> ipaddress.IPv4Network:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IPv4 subnet like 10.1.0.0/24, got {value!r}")
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"bad IPv4 subnet {value!r}: {exc}") from None
+    if net.prefixlen > 26:
+        raise ValueError(f"subnet {value} is too small (lblab needs /26 or larger)")
+    return net
+
+
+def _address(value: Any) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError(f"bad IPv4 address {value!r}") from None
+
+
+def _describe(exc: Exception, value: Any) -> str:
+    return str(exc) or f"bad value {value!r}"
+
+
+def parse(data: Any, source: str) -> Scenario:
+    """Validate a scenario mapping (already loaded from YAML) into a `Scenario`."""
+    top = _Fields(source, "", data, {"name", "description", "regions", "dcs", "links", "dns",
+                                     "wan_pool", "lan_bw_mbps"})
+    name = top.get("name", str)
+    description = top.get("description", str, "")
+    regions = _parse_regions(source, top.get("regions", dict))
+    dcs = _parse_dcs(source, top.get("dcs", dict))
+    names = [r.name for r in regions] + [d.name for d in dcs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        top.fail(f"site name '{sorted(dup)[0]}' is used by both a region and a DC", sub="dcs")
+    _check_overlaps(top, regions, dcs)
+    links = _parse_links(source, top.get("links", list), set(names))
+    dns_f = _Fields(source, "dns", top.get("dns", dict, {}), {"authority", "policy", "ttl_s"})
+    authority = dns_f.get("authority", str, dcs[0].name if dcs else "")
+    if authority not in names:
+        dns_f.fail(f"unknown site '{authority}' (sites: {', '.join(names)})", sub="authority")
+    dns = Dns(authority_site=authority, policy=dns_f.choice("policy", DNS_POLICIES, "geo"),
+              ttl_s=int(dns_f.number("ttl_s", 30, minimum=0, maximum=86400)))
+    wan_pool = top.get("wan_pool", _subnet_any, ipaddress.IPv4Network("10.255.0.0/16"))
+    lan_bw = top.number("lan_bw_mbps", None, minimum=0.1)
+    scenario = Scenario(name=name, description=description, source=source,
+                        regions=tuple(regions), dcs=tuple(dcs), links=tuple(links), dns=dns,
+                        wan_pool=wan_pool, lan_bw_mbps=lan_bw)
+    _check_connected(top, scenario)
+    return scenario
+
+
+def _subnet_any(value: Any) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(value, strict=True)
+    except (ValueError, TypeError):
+        raise ValueError(f"bad IPv4 subnet {value!r}") from None
+
+
+def _site_name(fields: _Fields, name: Any) -> str:
+    if not isinstance(name, str) or not SITE_NAME.match(name):
+        fields.fail(f"bad site name {name!r}: use 1-4 lowercase letters/digits, starting "
+                    "with a letter (names end up in 15-character interface names)", sub=str(name))
+    return name
+
+
+def _parse_regions(source: str, data: dict) -> list[Region]:
+    holder = _Fields(source, "regions", data, set(map(str, data)))
+    if not data:
+        holder.fail("at least one region is needed")
+    out = []
+    for name, spec in data.items():
+        _site_name(holder, name)
+        f = _Fields(source, f"regions.{name}", spec, {"subnet", "clients", "resolver", "ecs"})
+        clients = f.get("clients", _count, 2)
+        if not 1 <= clients <= 40:
+            f.fail(f"must be between 1 and 40, got {clients}", sub="clients")
+        out.append(Region(name=name, subnet=f.get("subnet", _subnet), clients=clients,
+                          resolver=f.get("resolver", _boolean, True),
+                          ecs=f.get("ecs", _boolean, True)))
+    return out
+
+
+def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
+    holder = _Fields(source, "dcs", data, set(map(str, data)))
+    if not data:
+        holder.fail("at least one DC is needed")
+    out = []
+    for name, spec in data.items():
+        _site_name(holder, name)
+        f = _Fields(source, f"dcs.{name}", spec, {"subnet", "vip", "backends", "capacity_rps",
+                                                  "mode", "algorithm", "conntrack"})
+        subnet = f.get("subnet", _subnet)
+        vip = f.get("vip", _address)
+        if vip not in subnet:
+            f.fail(f"VIP {vip} is not inside the DC subnet {subnet}", sub="vip")
+        if vip in (subnet.network_address, subnet.broadcast_address, subnet.network_address + 1):
+            f.fail(f"VIP {vip} collides with the network, broadcast or router address",
+                   sub="vip")
+        backends = f.get("backends", _count, 4)
+        if not 1 <= backends <= 40:
+            f.fail(f"must be between 1 and 40, got {backends}", sub="backends")
+        out.append(DataCenter(
+            name=name, subnet=subnet, vip=vip, backends=backends,
+            capacity_rps=f.number("capacity_rps", 1000.0, minimum=1),
+            mode=f.choice("mode", MODES, "nat"),
+            algorithm=f.choice("algorithm", ALGORITHMS, "maglev"),
+            conntrack=f.get("conntrack", _boolean, True)))
+    return out
+
+
+def _check_overlaps(top: _Fields, regions: list[Region], dcs: list[DataCenter]) -> None:
+    nets = [(f"regions.{r.name}.subnet", r.subnet) for r in regions] + \
+        [(f"dcs.{d.name}.subnet", d.subnet) for d in dcs]
+    for i, (path_a, net_a) in enumerate(nets):
+        for path_b, net_b in nets[i + 1:]:
+            if net_a.overlaps(net_b):
+                raise ScenarioError(f"{top.source}: {path_b}: {net_b} overlaps {net_a} "
+                                    f"({path_a})")
+
+
+def _parse_links(source: str, data: list, sites: set[str]) -> list[Link]:
+    out, seen = [], set()
+    for i, spec in enumerate(data):
+        f = _Fields(source, f"links[{i}]", spec, {"a", "b", "delay_ms", "bw_mbps", "loss_pct"})
+        ends = []
+        for key in ("a", "b"):
+            site = f.get(key, str)
+            if site not in sites:
+                f.fail(f"unknown site '{site}' (sites: {', '.join(sorted(sites))})", sub=key)
+            ends.append(site)
+        if ends[0] == ends[1]:
+            f.fail(f"a link needs two different sites, got '{ends[0]}' twice", sub="b")
+        pair = frozenset(ends)
+        if pair in seen:
+            f.fail(f"duplicate link between '{ends[0]}' and '{ends[1]}'")
+        seen.add(pair)
+        out.append(Link(a=ends[0], b=ends[1],
+                        delay_ms=f.number("delay_ms", minimum=0, maximum=5000),
+                        bw_mbps=f.number("bw_mbps", None, minimum=0.1, maximum=100000),
+                        loss_pct=f.number("loss_pct", 0.0, minimum=0, maximum=100)))
+    return out
+
+
+def _check_connected(top: _Fields, scenario: Scenario) -> None:
+    """Every site must reach every other one over WAN links, or routing cannot work."""
+    adjacency: dict[str, set[str]] = {s: set() for s in scenario.sites}
+    for link in scenario.links:
+        adjacency[link.a].add(link.b)
+        adjacency[link.b].add(link.a)
+    start = scenario.sites[0]
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in adjacency[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    missing = sorted(set(scenario.sites) - seen)
+    if missing:
+        top.fail(f"site '{missing[0]}' is not connected to '{start}' by any chain of links",
+                 sub="links")
+
+
+def resolve_path(name_or_file: str) -> Path:
+    """A scenario given as a name (three-dc) or a path to a YAML file."""
+    candidate = Path(name_or_file)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise ScenarioError(f"{name_or_file}: no such scenario file")
+        return candidate
+    builtin = SCENARIO_DIR / f"{name_or_file}.yaml"
+    if not builtin.is_file():
+        raise ScenarioError(f"unknown scenario '{name_or_file}' "
+                            f"(built-in: {', '.join(builtin_names())}; or give a .yaml path)")
+    return builtin
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def load(name_or_file: str) -> Scenario:
+    path = resolve_path(name_or_file)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "YAML"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError(f"{path.name}: {where}: {problem}") from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse(data, path.name)
