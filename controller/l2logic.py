@@ -1,26 +1,35 @@
-"""Pure decisions of lblab's base L2 app: MAC learning per switch.
+"""Pure decisions of lblab's base L2 app: MAC learning per switch, forwarding in the switch.
 
-Kept free of Ryu so it is unit-tested without a switch; the Ryu glue (l2app.py) only turns
-the returned decisions into OpenFlow messages.
+Two tables, so that no data packet ever has to be re-sent by the controller:
+  table 0 (SRC_TABLE): a known (in_port, eth_src) goes on to table 1; anything else is
+      copied to the controller (headers only) *and* goes on to table 1;
+  table 1 (DST_TABLE): a known eth_dst is output to its port; anything else is flooded.
+The switch forwards every packet itself. This matters on the userspace datapath: a TCP
+segment with checksum offload pending, sent to the controller and packet-out back, arrives
+with a bad checksum and is dropped (the first SYN of every new pair then waits 1 s for its
+retransmission). Kept free of Ryu so it is unit-tested without a switch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FLOOD = "flood"
 # Cookie of every flow the base app installs; the runner's readiness check looks for it.
 BASE_COOKIE = 0x1B1AB00000000000
+SRC_TABLE = 0
+DST_TABLE = 1
 L2_PRIORITY = 10
 TABLE_MISS_PRIORITY = 0
+PACKET_IN_BYTES = 128  # headers are all the app needs
 
 
 @dataclass(frozen=True)
-class Forward:
-    """Send the packet out `out_port` (or FLOOD); `install` says whether a flow is worth
-    installing (only when the destination is known, so later packets skip the controller)."""
+class Learn:
+    """Install: table 0 in_port+eth_src -> table 1, and table 1 eth_dst -> out port.
+    `moved_from` is the previous port when a station moved (its old table-0 flow goes)."""
 
-    out_port: int | str
-    install: bool
+    mac: str
+    port: int
+    moved_from: int | None = None
 
 
 @dataclass
@@ -29,22 +38,20 @@ class MacTables:
 
     by_dpid: dict[int, dict[str, int]] = field(default_factory=dict)
 
-    def packet_in(self, dpid: int, in_port: int, src: str, dst: str) -> Forward:
+    def packet_in(self, dpid: int, in_port: int, src: str) -> Learn | None:
+        if is_group(src):
+            return None
         table = self.by_dpid.setdefault(dpid, {})
-        if not _is_group(src):
-            table[src] = in_port
-        out = table.get(dst)
-        if out is None or _is_group(dst):
-            return Forward(FLOOD, install=False)
-        if out == in_port:
-            # Would hairpin: the learned location is stale; flood to relearn.
-            return Forward(FLOOD, install=False)
-        return Forward(out, install=True)
+        old = table.get(src)
+        if old == in_port:
+            return None  # already known: a copy raced the flow install
+        table[src] = in_port
+        return Learn(src, in_port, moved_from=old)
 
     def forget(self, dpid: int) -> None:
         self.by_dpid.pop(dpid, None)
 
 
-def _is_group(mac: str) -> bool:
+def is_group(mac: str) -> bool:
     """Broadcast/multicast MACs have the low bit of the first octet set."""
     return int(mac.split(":")[0], 16) & 1 == 1

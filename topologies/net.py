@@ -101,6 +101,7 @@ class LiveNet:
                                             apps=controller_apps or ("controller.l2app",))
         self.net = None
         self.timing = Timing()
+        self.procs: list = []  # processes started in hosts; Mininet's stop() does not reap them
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "LiveNet":
@@ -160,6 +161,7 @@ class LiveNet:
     def stop(self) -> None:
         t0 = time.monotonic()
         try:
+            self._stop_procs()
             if self.net is not None:
                 self.net.stop()
         finally:
@@ -172,9 +174,41 @@ class LiveNet:
             os.environ.pop(RUN_ENV, None)
             self.timing.down_s = time.monotonic() - t0
 
+    def _stop_procs(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 5
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except Exception:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
     # -- helpers for experiments -----------------------------------------------------------
     def node(self, name: str):
         return self.net[name]
+
+    def spawn(self, host: str, argv: list[str], **kwargs):
+        """Start a process inside a host; it is stopped at teardown (and carries the run's
+        LBLAB_RUN marker for `lblab clean`)."""
+        proc = self.node(host).popen(argv, **kwargs)
+        self.procs.append(proc)
+        self.state.add("pids", proc.pid)
+        return proc
+
+    def wait_until(self, host: str, shell_check: str, what: str, timeout_s: float = 15) -> None:
+        """Poll a shell check inside a host until it succeeds (a readiness check, not a
+        sleep); raise a clear error naming `what` on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.node(host).cmd(f"{shell_check} >/dev/null 2>&1; echo $?").strip() \
+                    .endswith("0"):
+                return
+            time.sleep(0.05)
+        raise LblabError(f"{what} not ready after {timeout_s:g}s")
 
     def ping(self, src: str, dst_ip: str, count: int = 5, interval: float = 0.2,
              timeout_s: float = 2.0) -> "PingResult":

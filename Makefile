@@ -1,0 +1,43 @@
+# lblab: the two commands a user needs are `sudo make run` and `sudo make test`.
+SHELL := /bin/bash
+VENV  := .venv
+LBLAB := $(VENV)/bin/lblab
+PYTEST := $(VENV)/bin/python -m pytest
+
+.PHONY: setup run test unit integration bench clean help
+
+help:
+	@echo "sudo make run    install what is missing, run the default suite into results/"
+	@echo "sudo make test   install what is missing, run unit and integration tests"
+	@echo "sudo make bench  performance checks -> results/bench/<run-id>/bench.csv"
+	@echo "sudo make setup  the install step alone (idempotent)"
+	@echo "sudo make clean  remove leftovers of crashed lblab runs (only lblab's)"
+
+setup:
+	@bash tools/setup.sh
+
+# The default suite (grows as experiments land).
+SUITE ?= rtt-matrix
+run: setup
+	@set -e; for exp in $(SUITE); do $(LBLAB) run $$exp $(RUN_ARGS); done
+
+# Unit tests first (fast, no root needed), then integration tests serially (one OVS, one
+# machine). pytest exit 5 (no tests collected) counts as failure: a suite that runs nothing
+# proves nothing.
+test: setup
+	$(LBLAB) clean
+	$(PYTEST) tests/unit -q
+	$(PYTEST) tests/integration -q -m "integration and not kernel" -p no:cacheprovider
+
+unit: setup
+	$(PYTEST) tests/unit -q
+
+integration: setup
+	$(LBLAB) clean
+	$(PYTEST) tests/integration -q -m "integration and not kernel"
+
+bench: setup
+	$(LBLAB) bench
+
+clean:
+	@if [ -x $(LBLAB) ]; then $(LBLAB) clean; else echo "nothing to clean (no venv)"; fi

@@ -1,0 +1,134 @@
+"""Flow keys and the bucket model of the switch's hash; bucket -> backend assignments.
+
+How backend choice works in lblab's fast path (see controller/vipflows.py): Open vSwitch runs
+the Nicira action `multipath(symmetric_l3l4+udp, basis, modulo_n, n_links, 0, reg0)`, which
+writes hash(5-tuple) mod n_links into reg0; a bucket table with one flow per value of reg0
+then names the backend. The controller only fills that bucket table:
+- `modn`: n_links = N healthy backends, bucket i -> backend i (plain mod-N hashing);
+- `maglev`: n_links = M, bucket i -> maglev_table[i];
+- `leastload`: n_links = a fixed bucket count, buckets handed to the least-loaded backends.
+
+The Python side does not reproduce OVS's hash (flow_hash_symmetric_l3l4 over the datapath's
+flow struct; not worth re-implementing byte for byte). `bucket_of` is a *model* of multipath
+with the same shape: symmetric in (src, dst), stable across processes, uniform mod n_links.
+Synthetic remap experiments and the fake flow table use it; the integration experiment
+measures remapping on the real switch instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+TCP = 6
+UDP = 17
+
+
+@dataclass(frozen=True, order=True)
+class FlowKey:
+    """A transport 5-tuple, as the switch sees it on the client -> VIP packet."""
+
+    src: str
+    dst: str
+    proto: int
+    sport: int
+    dport: int
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, object]) -> FlowKey:
+        """From packet fields named as in vipflows (ipv4_src, tcp_src, ...)."""
+        proto = int(fields.get("ip_proto", TCP))
+        l4 = "udp" if proto == UDP else "tcp"
+        return cls(str(fields["ipv4_src"]), str(fields["ipv4_dst"]), proto,
+                   int(fields.get(f"{l4}_src", 0)), int(fields.get(f"{l4}_dst", 0)))
+
+    def fields(self) -> dict[str, object]:
+        """Packet fields for the fake flow table (eth_type/ip_proto included)."""
+        l4 = "udp" if self.proto == UDP else "tcp"
+        return {"eth_type": 0x0800, "ip_proto": self.proto, "ipv4_src": self.src,
+                "ipv4_dst": self.dst, f"{l4}_src": self.sport, f"{l4}_dst": self.dport}
+
+
+def key_hash(key: FlowKey, basis: int = 0) -> int:
+    """Stable 64-bit hash of a 5-tuple, symmetric like OVS's symmetric_l3l4: the two
+    directions of a connection hash alike."""
+    a = (int(ipaddress.IPv4Address(key.src)), key.sport)
+    b = (int(ipaddress.IPv4Address(key.dst)), key.dport)
+    lo, hi = min(a, b), max(a, b)
+    data = b"%d|%d|%d|%d|%d|%d" % (lo[0], lo[1], hi[0], hi[1], key.proto, basis)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8,
+                                          person=b"lblab-multipath").digest(), "big")
+
+
+def bucket_of(key: FlowKey, n_links: int, basis: int = 0) -> int:
+    """Model of `multipath(..., modulo_n, n_links, ...)`: the bucket in 0..n_links-1."""
+    if n_links < 1:
+        raise ValueError(f"n_links must be >= 1, got {n_links}")
+    return key_hash(key, basis) % n_links
+
+
+def modn_assignment(backends: Sequence[T]) -> list[T]:
+    """mod-N: bucket i -> backends[i] (n_links = len(backends); weights are not used)."""
+    return list(backends)
+
+
+def maglev_assignment(backends: Sequence[str], m: int | None = None,
+                      weights: Mapping[str, float] | None = None) -> list[str]:
+    """Maglev: bucket i -> maglev_table[i] (n_links = M)."""
+    from controller.maglev import build_table
+    return build_table(backends, m, weights)
+
+
+def leastload_assignment(counts: Mapping[str, int], weights: Mapping[str, float] | None,
+                         n_buckets: int, per_bucket: float = 1.0) -> list[str]:
+    """Least-load: hand the buckets out to the least-loaded backends (water filling).
+
+    `counts` maps each eligible backend (the keys, in order) to its active connections.
+    Each bucket is assumed to bring `per_bucket` new connections before the controller
+    rebuilds the table, so bucket by bucket the backend with the smallest
+    (count + assigned * per_bucket) / weight wins; ties go to the earlier backend. With one
+    clearly idle backend every bucket goes to it; with equal loads the buckets are shared
+    evenly and interleaved. It decides only for new connections: established ones keep
+    their backend through the connection table (or, with conntrack off, keep hashing to the
+    same bucket until the table is rebuilt).
+    """
+    names = list(counts)
+    if not names:
+        raise ValueError("least-load needs at least one backend")
+    if n_buckets < 1:
+        raise ValueError(f"n_buckets must be >= 1, got {n_buckets}")
+    w = {n: float((weights or {}).get(n, 1.0)) for n in names}
+    if any(x <= 0 for x in w.values()):
+        raise ValueError(f"weights must be > 0: {w}")
+    load = {n: float(counts[n]) for n in names}
+    out: list[str] = []
+    for _ in range(n_buckets):
+        best = min(names, key=lambda n: (load[n] / w[n], names.index(n)))
+        out.append(best)
+        load[best] += per_bucket
+    return out
+
+
+def backend_for(key: FlowKey, assignment: Sequence[T], basis: int = 0) -> T:
+    """Model of the whole fast path without conntrack: multipath then the bucket table."""
+    return assignment[bucket_of(key, len(assignment), basis)]
+
+
+def synthetic_keys(n: int, dst: str, dport: int = 80, seed: int = 1,
+                   src_net: str = "172.16.0.0/12") -> list[FlowKey]:
+    """n distinct deterministic client keys towards dst:dport (remap experiments, tests)."""
+    rng = random.Random(seed)
+    net = ipaddress.IPv4Network(src_net)
+    seen: set[FlowKey] = set()
+    out: list[FlowKey] = []
+    while len(out) < n:
+        src = str(net.network_address + rng.randrange(1, net.num_addresses - 1))
+        k = FlowKey(src, dst, TCP, rng.randrange(1024, 65536), dport)
+        if k not in seen:
+            seen.add(k)
+            out.append(k)
+    return out

@@ -1,0 +1,80 @@
+"""Start workloads inside a live network, with readiness checks (never sleeps)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HTTP_PORT = 80
+
+
+def start_http_backends(net, plan, port: int = HTTP_PORT, dcs=None) -> None:
+    """One backend HTTP server per backend host, each naming itself and its DC."""
+    backends = [h for h in plan.by_role("backend") if dcs is None or h.site in dcs]
+    for host in backends:
+        net.spawn(host.name, [sys.executable, "-m", "experiments.workloads.httpserver",
+                              "--port", str(port), "--backend", host.name, "--dc", host.site],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for host in backends:
+        net.wait_until(host.name, f"curl -sf -m 1 http://127.0.0.1:{port}/health",
+                       f"HTTP server on {host.name}")
+
+
+def http_get(net, client: str, url: str, timeout_s: float = 5) -> dict:
+    """One GET from inside a host with curl: status, headers of interest, body size."""
+    out = net.node(client).cmd(
+        f"curl -s -m {timeout_s:g} -D - -o /dev/null -w 'LBLAB %{{http_code}} "
+        f"%{{size_download}}\\n' '{url}'")
+    status, size, headers = 0, 0, {}
+    for line in out.splitlines():
+        if line.startswith("LBLAB "):
+            _, code, size_text = line.split()
+            status, size = int(code), int(size_text)
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            headers[key.strip().lower()] = value.strip()
+    return {"status": status, "bytes": size, "backend": headers.get("x-backend", ""),
+            "dc": headers.get("x-dc", "")}
+
+
+def run_search(net, client: str, host: str, rate: float, duration: float, seed: int,
+               port: int = HTTP_PORT, size: int = 1024, timeout_s: float = 3.0) -> list[dict]:
+    """Run the search workload in `client` against `host`; rows as dicts (strings parsed)."""
+    import csv
+    with tempfile.NamedTemporaryFile(prefix="lblab-search-", suffix=".csv",
+                                     delete=False) as tmp:
+        out = Path(tmp.name)
+    try:
+        proc = net.spawn(client, [sys.executable, "-m", "experiments.workloads.search",
+                                  "--host", host, "--port", str(port), "--rate", str(rate),
+                                  "--duration", str(duration), "--seed", str(seed),
+                                  "--size", str(size), "--timeout", str(timeout_s),
+                                  "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, err = proc.communicate(timeout=duration + timeout_s + 30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"search client failed: {err.decode(errors='replace')[-300:]}")
+        with open(out) as fh:
+            rows = list(csv.DictReader(fh))
+    finally:
+        out.unlink(missing_ok=True)
+    for row in rows:
+        row["ok"] = row["ok"] == "True"
+        row["latency_ms"] = float(row["latency_ms"])
+        row["t_s"] = float(row["t_s"])
+        row["bytes"] = int(row["bytes"] or 0)
+    return rows
+
+
+def run_upload(net, client: str, host: str, size_mb: float, timeout_s: float,
+               port: int = HTTP_PORT) -> dict:
+    proc = net.spawn(client, [sys.executable, "-m", "experiments.workloads.upload",
+                              "--host", host, "--port", str(port), "--size-mb", str(size_mb),
+                              "--timeout", str(timeout_s)],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=timeout_s + 30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"upload client failed: {err.decode(errors='replace')[-300:]}")
+    return json.loads(out.decode().strip().splitlines()[-1])
