@@ -43,6 +43,8 @@ def marked_processes() -> dict[int, str]:
         if not entry.name.isdigit():
             continue
         try:
+            if _is_zombie(entry):
+                continue  # already dead; only its parent (or init) can reap it
             env = (entry / "environ").read_bytes()
         except OSError:
             continue
@@ -51,6 +53,11 @@ def marked_processes() -> dict[int, str]:
                 out[int(entry.name)] = item[len(marker):].decode(errors="replace")
                 break
     return out
+
+
+def _is_zombie(proc_dir: Path) -> bool:
+    stat = (proc_dir / "stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _kill(pids: list[int], timeout_s: float = 5.0) -> list[int]:

@@ -55,8 +55,12 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     from experiments.registry import get
-    from experiments.runner import run_experiment
+    from experiments.runner import run_experiment, split_overrides
+    from topologies import scenario
+    # Bad input is reported before anything else, root or not.
     exp = get(args.experiment)
+    scenario.load(args.scenario or exp.scenario)
+    exp.resolve_params(args.quick, split_overrides(args.set or [])[1])
     _need_root("lblab run")
     run_experiment(exp, scenario=args.scenario, quick=args.quick, seed=args.seed,
                    out_root=args.out, overrides=args.set or [])
@@ -168,3 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         print("lblab: interrupted; everything started by this run was torn down, "
               "no partial results were published", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback in a file
+        import tempfile
+        import traceback
+        path = Path(tempfile.gettempdir()) / "lblab-last-error.log"
+        path.write_text(traceback.format_exc())
+        print(f"lblab: internal error: {type(exc).__name__}: {exc} (traceback in {path}; "
+              f"`sudo lblab clean` removes anything left behind)", file=sys.stderr)
+        return 1

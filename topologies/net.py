@@ -7,7 +7,10 @@ runner turns SIGTERM into one). Thin on purpose: all decisions are in plan.py an
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +63,24 @@ def _node_classes(datapath: str):
                          **params)
 
     return make_host, make_switch
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM during teardown and re-deliver the first one afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+           for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if pending:
+            raise KeyboardInterrupt(f"signal {pending[0]} during teardown")
 
 
 def _quiet_tclink():
@@ -159,11 +180,28 @@ class LiveNet:
                                  f"{out.strip()}")
 
     def stop(self) -> None:
+        """Tear down everything; safe on a half-built net and on a net whose last host
+        command was interrupted. SIGINT/SIGTERM are held off until teardown is done, so a
+        second Ctrl-C cannot leave bridges or processes behind."""
+        with _signals_deferred():
+            self._stop()
+
+    def _stop(self) -> None:
         t0 = time.monotonic()
         try:
             self._stop_procs()
             if self.net is not None:
+                for node in self.net.values():
+                    # A KeyboardInterrupt inside node.cmd() leaves the shell "waiting";
+                    # Mininet would then refuse every teardown command on that node.
+                    if getattr(node, "waiting", False):
+                        node.waiting = False
+                controllers = list(self.net.controllers)
                 self.net.stop()
+                # RemoteController.stop() is a no-op in Mininet 2.3: its helper shell
+                # (bash "mininet:c0") would outlive the net.
+                for ctl in controllers:
+                    ctl.terminate()
         finally:
             self.net = None
             self.controller.stop()

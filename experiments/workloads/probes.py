@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass
 
 from topologies.pingparse import PingResult, parse_ping
@@ -25,8 +26,8 @@ def ping_many(net, jobs: list[PingJob], count: int, interval_s: float,
     for job in jobs:
         cmd = ["ping", "-n", "-c", str(count), "-i", f"{interval_s:g}", "-W", f"{timeout_s:g}",
                job.dst_ip]
-        procs.append((job, net.node(job.src).popen(cmd, stdout=subprocess.PIPE,
-                                                   stderr=subprocess.STDOUT)))
+        procs.append((job, net.spawn(job.src, cmd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)))
     results = []
     limit = count * interval_s + timeout_s + 10
     for job, proc in procs:
@@ -40,20 +41,23 @@ def ping_many(net, jobs: list[PingJob], count: int, interval_s: float,
 
 
 def iperf3_goodput_mbps(client, server, server_ip: str, seconds: float = 3.0,
-                        extra: str = "") -> float:
-    """TCP goodput client->server in Mbit/s (receiver side), one iperf3 run."""
-    srv = server.popen(["iperf3", "-s", "-1", "-B", server_ip], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+                        extra: str = "", port: int = 5201) -> float:
+    """TCP goodput client->server in Mbit/s (receiver side), one iperf3 run. `client` and
+    `server` are Mininet nodes; the server is ready once its port accepts connections."""
+    srv = server.popen(["iperf3", "-s", "-1", "-p", str(port), "-B", server_ip],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        out = ""
-        for _ in range(50):  # the server needs a moment to listen: retry the connect
-            out = client.cmd(f"iperf3 -J -c {server_ip} -t {seconds:g} {extra}")
-            if '"error"' not in out or "Connection refused" not in out:
-                break
+        deadline = time.monotonic() + 10
+        while server.cmd(f"ss -Hltn 'sport = :{port}'").strip() == "":
+            if time.monotonic() > deadline or srv.poll() is not None:
+                raise RuntimeError("iperf3 server did not start listening")
+            time.sleep(0.02)
+        out = client.cmd(f"iperf3 -J -c {server_ip} -p {port} -t {seconds:g} {extra}")
         data = json.loads(out)
         if "error" in data:
             raise RuntimeError(f"iperf3: {data['error']}")
         return data["end"]["sum_received"]["bits_per_second"] / 1e6
     finally:
-        srv.kill()
+        if srv.poll() is None:
+            srv.kill()
         srv.wait()

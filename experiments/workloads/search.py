@@ -59,15 +59,17 @@ async def run(host: str, port: int, rate: float, duration: float, size: int,
               timeout_s: float, seed: int, poisson: bool) -> list[dict]:
     rng = random.Random(seed)
     t0 = time.monotonic()
-    tasks, offsets, at = [], [], 0.0
+    tasks, offsets, at, i = [], [], 0.0, 0
     path = f"/search?size={size}"
-    while at < duration:
+    while at < duration - 1e-9:
         delay = t0 + at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         offsets.append(at)
         tasks.append(asyncio.create_task(one_request(host, port, path, timeout_s)))
-        at += rng.expovariate(rate) if poisson else 1.0 / rate
+        i += 1
+        # fixed rate: computed from the index, so float error cannot add a request
+        at = at + rng.expovariate(rate) if poisson else i / rate
     rows = await asyncio.gather(*tasks)
     for row, offset in zip(rows, offsets):
         row["t_s"] = round(offset, 4)

@@ -1,0 +1,141 @@
+"""`make bench`: performance checks, each measured side by side with its baseline in one run.
+
+Writes results/bench/<run-id>/bench.csv with columns metric, value, unit, baseline, ratio,
+target, note (ratio = value / baseline) and prints the table. Targets are informative here:
+speed is checked in benchmarks, never in timed tests, because the machines are noisy.
+Metrics come from small functions registered in METRICS; other issues add theirs.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from experiments.cpu import CpuIdleSampler
+from experiments.results import write_csv, write_json
+from topologies.state import new_run_id
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_COLUMNS = ("metric", "value", "unit", "baseline", "ratio", "target", "note")
+
+
+@dataclass
+class Row:
+    metric: str
+    value: float | None
+    unit: str
+    baseline: float | None = None
+    target: float | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        ratio = self.value / self.baseline if self.value is not None and self.baseline else None
+        return {"metric": self.metric, "value": _round(self.value), "unit": self.unit,
+                "baseline": _round(self.baseline), "ratio": _round(ratio),
+                "target": self.target, "note": self.note}
+
+
+def _round(x):
+    return None if x is None else round(x, 4)
+
+
+def _mech():
+    from topologies import mechanisms
+    return mechanisms.detect()
+
+
+def bench_topology() -> list[Row]:
+    """three-dc brought up (controller connected, every switch configured) and torn down."""
+    from topologies import scenario
+    from topologies.net import LiveNet
+    from topologies.plan import build_plan
+    plan = build_plan(scenario.load("three-dc"))
+    mech = _mech()
+    run_id = new_run_id("bench-topo")
+    ups, downs = [], []
+    for _ in range(2):
+        live = LiveNet(plan, mech, run_id, Path("/tmp") / f"lblab-{run_id}", log=lambda *_: 0)
+        with live:
+            # "verified": one ping across the WAN before the clock stops.
+            res = live.ping(plan.by_role("client")[0].name, str(plan.by_role("backend")[-1].ip),
+                            count=1, interval=0.2)
+            if res.received != 1:
+                raise RuntimeError("three-dc did not pass traffic during the benchmark")
+            up = live.timing.up_s
+        ups.append(up)
+        downs.append(live.timing.down_s)
+    note = f"median of 2; link_delay={mech.link_delay}, datapath={mech.ovs_datapath}"
+    return [Row("topology_up_s", statistics.median(ups), "s", target=10, note=note),
+            Row("topology_down_s", statistics.median(downs), "s", target=5, note=note)]
+
+
+def bench_ovs_goodput() -> list[Row]:
+    """TCP goodput host-to-host across one lblab switch vs over a plain veth pair."""
+    from experiments.workloads.probes import iperf3_goodput_mbps
+    from topologies.minimal import two_host_net
+    mech = _mech()
+    through_switch, direct = [], []
+    for _ in range(2):  # interleaved, so drift in machine load hits both alike
+        with two_host_net(mech, with_switch=True) as (h1, h2):
+            through_switch.append(iperf3_goodput_mbps(h1, h2, h2.IP(), seconds=3))
+        with two_host_net(mech, with_switch=False) as (h1, h2):
+            direct.append(iperf3_goodput_mbps(h1, h2, h2.IP(), seconds=3))
+    return [Row("ovs_goodput_vs_veth", statistics.median(through_switch), "Mbit/s",
+                baseline=statistics.median(direct),
+                note=f"iperf3 TCP 3 s, median of 2; OVS datapath {mech.ovs_datapath}")]
+
+
+def bench_relay() -> list[Row]:
+    try:
+        from topologies.relay import bench as relay_bench
+    except ImportError:
+        return [Row("relay_rtt_error_ms", None, "ms", target=0.5, note="relay not available")]
+    return relay_bench.rows(Row)
+
+
+METRICS: dict[str, Callable[[], list[Row]]] = {
+    "topology": bench_topology,
+    "ovs_goodput_vs_veth": bench_ovs_goodput,
+    "relay": bench_relay,
+}
+
+
+def run_bench(out_root: Path | None = None, only: list[str] | None = None, log=print) -> Path:
+    from experiments.runner import git_info
+    from topologies import mechanisms, ovs
+    ovs.ensure_running(log)
+    run_id = new_run_id("bench")
+    out_dir = Path(out_root or REPO_ROOT / "results") / "bench" / run_id
+    rows: list[Row] = []
+    started = dt.datetime.now(dt.timezone.utc).isoformat()
+    with CpuIdleSampler() as cpu:
+        for name, fn in METRICS.items():
+            if only and name not in only:
+                continue
+            log(f"bench: {name} ...")
+            t0 = time.monotonic()
+            try:
+                got = fn()
+            except Exception as exc:  # one broken metric must not hide the others
+                got = [Row(name, None, "", note=f"failed: {type(exc).__name__}: {exc}")]
+            rows.extend(got)
+            log(f"bench: {name} done in {time.monotonic() - t0:.1f}s")
+    table = [r.as_dict() for r in rows]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "bench.csv", table, BENCH_COLUMNS)
+    write_json(out_dir / "metadata.json", {
+        "run_id": run_id, "started_utc": started, "git": git_info(),
+        "mechanisms": mechanisms.detect().as_dict(), "versions": mechanisms.versions(),
+        "kernel_release": platform.release(), "min_cpu_idle_pct": cpu.min_idle_pct,
+        "cpu_starved": cpu.starved})
+    log(f"{'metric':<28} {'value':>10} {'unit':<8} {'baseline':>10} {'ratio':>7} {'target':>7}")
+    for r in table:
+        fmt = lambda v: "" if v is None else f"{v:g}"  # noqa: E731
+        log(f"{r['metric']:<28} {fmt(r['value']):>10} {r['unit']:<8} {fmt(r['baseline']):>10} "
+            f"{fmt(r['ratio']):>7} {fmt(r['target']):>7}  {r['note']}")
+    log(f"bench results: {out_dir / 'bench.csv'}")
+    return out_dir

@@ -1,0 +1,87 @@
+"""Pure helpers: ping parsing, MAC learning decisions, result files, parameters, overrides."""
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from controller.l2logic import MacTables
+from experiments.base import Experiment, Param
+from experiments.results import RECORD_COLUMNS, RunDir, csv_text, columns_of
+from experiments.runner import split_overrides
+from topologies.pingparse import parse_ping
+from topologies.system import InputError
+
+PING = """PING 10.1.0.1 (10.1.0.1) 56(84) bytes of data.
+64 bytes from 10.1.0.1: icmp_seq=1 ttl=64 time=6.10 ms
+64 bytes from 10.1.0.1: icmp_seq=1 ttl=64 time=6.90 ms (DUP!)
+64 bytes from 10.1.0.1: icmp_seq=3 ttl=64 time=6.30 ms
+
+--- 10.1.0.1 ping statistics ---
+3 packets transmitted, 2 received, +1 duplicates, 33.3333% packet loss, time 2003ms
+"""
+
+
+def test_ping_parse_ignores_duplicates_and_counts_loss():
+    res = parse_ping(PING, 3)
+    assert res.sent == 3 and res.received == 2
+    assert res.rtts_ms == [6.10, 6.30]
+    assert res.loss_pct == pytest.approx(33.33, abs=0.01)
+    assert res.median_ms == pytest.approx(6.2)
+
+
+def test_ping_parse_no_output_is_total_loss():
+    res = parse_ping("", 5)
+    assert res.sent == 5 and res.received == 0 and res.median_ms is None
+
+
+def test_mac_learning_learns_once_and_tracks_moves():
+    macs = MacTables()
+    first = macs.packet_in(1, 3, "02:00:00:00:00:01")
+    assert first.port == 3 and first.moved_from is None
+    assert macs.packet_in(1, 3, "02:00:00:00:00:01") is None
+    moved = macs.packet_in(1, 5, "02:00:00:00:00:01")
+    assert moved.port == 5 and moved.moved_from == 3
+    assert macs.packet_in(1, 3, "ff:ff:ff:ff:ff:ff") is None  # never learn a group address
+    assert macs.packet_in(2, 3, "02:00:00:00:00:01").moved_from is None  # per switch
+
+
+def test_csv_has_schema_columns_first_and_blank_for_missing():
+    rows = [{"run_id": "r", "latency_ms": 1.5, "ok": True, "extra": "x"}]
+    text = csv_text(rows, columns_of(rows, RECORD_COLUMNS))
+    header, row = list(csv.reader(io.StringIO(text)))
+    assert header[:len(RECORD_COLUMNS)] == list(RECORD_COLUMNS) and header[-1] == "extra"
+    record = dict(zip(header, row))
+    assert record["ok"] == "true" and record["latency_ms"] == "1.5" and record["backend"] == ""
+
+
+def test_run_dir_publishes_whole_or_nothing(tmp_path):
+    rd = RunDir(tmp_path, "exp", "run1")
+    (rd.path("records.csv")).write_text("a\n")
+    assert not (tmp_path / "exp" / "run1").exists()  # invisible until published
+    final = rd.publish()
+    assert (final / "records.csv").read_text() == "a\n"
+    rd2 = RunDir(tmp_path, "exp", "run2")
+    rd2.discard()
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["run1"]
+
+
+def test_params_quick_values_and_typed_overrides():
+    exp = Experiment(name="e", summary="", claim="", run=lambda ctx: [],
+                     params=(Param("pings", 20, "", quick=5), Param("ratio", 0.5, ""),
+                             Param("flag", False, "")))
+    assert exp.resolve_params(True, {})["pings"] == 5
+    got = exp.resolve_params(False, {"pings": "7", "ratio": "0.25", "flag": "yes"})
+    assert got == {"pings": 7, "ratio": 0.25, "flag": True}
+    with pytest.raises(InputError, match="unknown parameter"):
+        exp.resolve_params(False, {"ping": "7"})
+    with pytest.raises(InputError, match="expected int"):
+        exp.resolve_params(False, {"pings": "many"})
+
+
+def test_set_splits_runner_keys():
+    runner, params = split_overrides(["link_emulation=relay", "pings=3"])
+    assert runner == {"link_emulation": "relay"} and params == {"pings": "3"}
+    with pytest.raises(InputError):
+        split_overrides(["novalue"])
