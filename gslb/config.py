@@ -1,0 +1,306 @@
+"""Typed, validated settings of the GSLB authority.
+
+The lead fills these from the scenario YAML (``GslbConfig.from_dict``); everything downstream
+(policy, server) trusts them, so every check lives here and fails with one line naming the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from typing import Any
+
+import dns.name
+
+POLICIES = ("all", "geo", "capacity")
+MAX_TTL_S = 86400  # a day: longer makes run-time policy changes meaningless
+
+
+class GslbConfigError(ValueError):
+    """A bad DNS setting in the scenario; the message is one line naming the field."""
+
+
+IpNetwork = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True)
+class DcInfo:
+    """One data centre: the VIP the authority hands out and what it can serve."""
+
+    name: str
+    vip: IPv4Address
+    capacity_rps: float
+
+
+@dataclass(frozen=True)
+class RegionInfo:
+    """A client region: the subnets (clients or resolvers) that are located there."""
+
+    name: str
+    subnets: tuple[IpNetwork, ...]
+
+
+@dataclass(frozen=True)
+class SoaParams:
+    """SOA timers; ``minimum_s`` is the negative-caching TTL (RFC 2308)."""
+
+    rname: str = "hostmaster"
+    serial: int = 1
+    refresh_s: int = 3600
+    retry_s: int = 600
+    expire_s: int = 86400
+    minimum_s: int = 5
+
+
+@dataclass(frozen=True)
+class GslbConfig:
+    """Everything the authority needs; frozen so a run-time change is a whole new object."""
+
+    dcs: tuple[DcInfo, ...]
+    regions: tuple[RegionInfo, ...]
+    # (region name, dc name) -> one-way distance in ms; every pair must be present.
+    distance_ms: Mapping[tuple[str, str], float]
+    zone: str = "lblab.test"
+    service: str = "www"
+    ttl_s: int = 30
+    policy: str = "geo"
+    authority_ns_name: str = "ns1"  # relative to the zone unless it ends with '.'
+    authority_address: IPv4Address = IPv4Address("127.0.0.1")
+    soa: SoaParams = field(default_factory=SoaParams)
+    # capacity policy: a DC starts shedding new answers when less than this fraction of its
+    # capacity is spare, and sheds all of them when full.
+    spill_headroom: float = 0.2
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # -- derived names (dnspython objects, absolute) --------------------------------------
+    @property
+    def zone_name(self) -> dns.name.Name:
+        return dns.name.from_text(self.zone)
+
+    @property
+    def service_name(self) -> dns.name.Name:
+        return dns.name.from_text(self.service, origin=self.zone_name)
+
+    @property
+    def ns_name(self) -> dns.name.Name:
+        return dns.name.from_text(self.authority_ns_name, origin=self.zone_name)
+
+    def dc(self, name: str) -> DcInfo:
+        for dc in self.dcs:
+            if dc.name == name:
+                return dc
+        raise KeyError(name)
+
+    def replace(self, **changes: Any) -> GslbConfig:
+        """A validated copy with ``changes`` (used for run-time policy/TTL changes)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "dns") -> GslbConfig:
+        """Build from the scenario's ``dns:`` mapping; unknown keys are errors (typos)."""
+        return _from_dict(data, where)
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+
+
+def _validate(cfg: GslbConfig) -> None:
+    _check_name(cfg.zone, "zone")
+    _check_name(cfg.service, "service")
+    _check_name(cfg.authority_ns_name, "authority_ns_name")
+    if cfg.policy not in POLICIES:
+        raise GslbConfigError(f"policy: {cfg.policy!r} is not one of {', '.join(POLICIES)}")
+    _check_int(cfg.ttl_s, "ttl_s", 0, MAX_TTL_S)
+    if not isinstance(cfg.authority_address, IPv4Address):
+        raise GslbConfigError("authority_address: must be an IPv4Address")
+    if not (isinstance(cfg.spill_headroom, (int, float)) and 0 < cfg.spill_headroom <= 1):
+        raise GslbConfigError("spill_headroom: must be a number in (0, 1]")
+    if not cfg.dcs:
+        raise GslbConfigError("dcs: at least one data centre is needed")
+    _check_unique([d.name for d in cfg.dcs], "dcs[].name")
+    _check_unique([str(d.vip) for d in cfg.dcs], "dcs[].vip")
+    for i, dc in enumerate(cfg.dcs):
+        _check_dc(dc, f"dcs[{i}]")
+    _check_unique([r.name for r in cfg.regions], "regions[].name")
+    seen: dict[IpNetwork, str] = {}
+    for i, region in enumerate(cfg.regions):
+        _check_label(region.name, f"regions[{i}].name")
+        for net in region.subnets:
+            if not isinstance(net, (IPv4Network, IPv6Network)):
+                raise GslbConfigError(f"regions[{i}].subnets: {net!r} is not a network")
+            if net in seen:
+                raise GslbConfigError(
+                    f"regions[{i}].subnets: {net} is already in region {seen[net]!r}")
+            seen[net] = region.name
+    for region in cfg.regions:
+        for dc in cfg.dcs:
+            d = cfg.distance_ms.get((region.name, dc.name))
+            if d is None:
+                raise GslbConfigError(f"distance_ms: missing {region.name} -> {dc.name}")
+            if not _finite_nonneg(d):
+                raise GslbConfigError(f"distance_ms[{region.name}][{dc.name}]: must be >= 0")
+    known = {(r.name, d.name) for r in cfg.regions for d in cfg.dcs}
+    for key in cfg.distance_ms:
+        if key not in known:
+            raise GslbConfigError(f"distance_ms: unknown pair {key[0]} -> {key[1]}")
+    for name in ("serial", "refresh_s", "retry_s", "expire_s", "minimum_s"):
+        _check_int(getattr(cfg.soa, name), f"soa.{name}", 0, 2**32 - 1)
+    _check_name(cfg.soa.rname, "soa.rname")
+
+
+def _check_dc(dc: DcInfo, where: str) -> None:
+    _check_label(dc.name, f"{where}.name")
+    if not isinstance(dc.vip, IPv4Address):
+        raise GslbConfigError(f"{where}.vip: must be an IPv4 address")
+    if not (_finite_nonneg(dc.capacity_rps) and dc.capacity_rps > 0):
+        raise GslbConfigError(f"{where}.capacity_rps: must be a number > 0")
+
+
+def _finite_nonneg(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+
+def _check_int(x: object, where: str, lo: int, hi: int) -> None:
+    if not isinstance(x, int) or isinstance(x, bool) or not lo <= x <= hi:
+        raise GslbConfigError(f"{where}: must be an integer in [{lo}, {hi}], got {x!r}")
+
+
+def _check_unique(names: Sequence[str], where: str) -> None:
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise GslbConfigError(f"{where}: duplicate {sorted(dup)[0]!r}")
+
+
+def _check_label(name: object, where: str) -> None:
+    if not isinstance(name, str) or not name or len(name) > 63:
+        raise GslbConfigError(f"{where}: must be a non-empty string of at most 63 characters")
+
+
+def _check_name(name: object, where: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise GslbConfigError(f"{where}: must be a non-empty domain name")
+    try:
+        dns.name.from_text(name)
+    except Exception as exc:  # dnspython raises several types for bad names
+        raise GslbConfigError(f"{where}: {name!r} is not a domain name ({exc})") from None
+
+
+# ---------------------------------------------------------------------------------------
+# from_dict: scenario mapping -> dataclasses, with the path of the offending field
+
+_TOP_KEYS = {"zone", "service", "ttl_s", "policy", "dcs", "regions", "distance_ms",
+             "authority", "soa", "spill_headroom"}
+
+
+def _from_dict(data: Mapping[str, Any], where: str) -> GslbConfig:
+    _expect_mapping(data, where)
+    _no_unknown(data, _TOP_KEYS, where)
+    dcs = tuple(_dc_from(item, f"{where}.dcs[{i}]")
+                for i, item in enumerate(_expect_list(data.get("dcs"), f"{where}.dcs")))
+    regions = tuple(_region_from(item, f"{where}.regions[{i}]") for i, item in
+                    enumerate(_expect_list(data.get("regions", []), f"{where}.regions")))
+    kwargs: dict[str, Any] = {"dcs": dcs, "regions": regions,
+                              "distance_ms": _distances_from(data.get("distance_ms", {}),
+                                                             f"{where}.distance_ms")}
+    for key in ("zone", "service", "ttl_s", "policy", "spill_headroom"):
+        if key in data:
+            kwargs[key] = data[key]
+    if "authority" in data:
+        auth = data["authority"]
+        _expect_mapping(auth, f"{where}.authority")
+        _no_unknown(auth, {"ns_name", "address"}, f"{where}.authority")
+        if "ns_name" in auth:
+            kwargs["authority_ns_name"] = auth["ns_name"]
+        if "address" in auth:
+            kwargs["authority_address"] = _ipv4(auth["address"], f"{where}.authority.address")
+    if "soa" in data:
+        soa = data["soa"]
+        _expect_mapping(soa, f"{where}.soa")
+        names = {f.name for f in dataclasses.fields(SoaParams)}
+        _no_unknown(soa, names, f"{where}.soa")
+        kwargs["soa"] = SoaParams(**soa)
+    try:
+        return GslbConfig(**kwargs)
+    except GslbConfigError as exc:
+        raise GslbConfigError(f"{where}.{exc}") from None
+
+
+def _dc_from(item: Any, where: str) -> DcInfo:
+    _expect_mapping(item, where)
+    _no_unknown(item, {"name", "vip", "capacity_rps"}, where)
+    for key in ("name", "vip", "capacity_rps"):
+        if key not in item:
+            raise GslbConfigError(f"{where}.{key}: missing")
+    return DcInfo(name=item["name"], vip=_ipv4(item["vip"], f"{where}.vip"),
+                  capacity_rps=item["capacity_rps"])
+
+
+def _region_from(item: Any, where: str) -> RegionInfo:
+    _expect_mapping(item, where)
+    _no_unknown(item, {"name", "subnets"}, where)
+    if "name" not in item:
+        raise GslbConfigError(f"{where}.name: missing")
+    subnets = []
+    for i, text in enumerate(_expect_list(item.get("subnets"), f"{where}.subnets")):
+        try:
+            subnets.append(ipaddress.ip_network(str(text), strict=True))
+        except ValueError as exc:
+            raise GslbConfigError(f"{where}.subnets[{i}]: {exc}") from None
+    return RegionInfo(name=item["name"], subnets=tuple(subnets))
+
+
+def _distances_from(data: Any, where: str) -> dict[tuple[str, str], float]:
+    """``{region: {dc: ms}}`` (the natural YAML shape) -> ``{(region, dc): ms}``."""
+    _expect_mapping(data, where)
+    out: dict[tuple[str, str], float] = {}
+    for region, row in data.items():
+        _expect_mapping(row, f"{where}.{region}")
+        for dc, ms in row.items():
+            if not _finite_nonneg(ms):
+                raise GslbConfigError(f"{where}.{region}.{dc}: must be a number >= 0")
+            out[(str(region), str(dc))] = float(ms)
+    return out
+
+
+def _ipv4(text: Any, where: str) -> IPv4Address:
+    try:
+        return IPv4Address(str(text))
+    except ValueError:
+        raise GslbConfigError(f"{where}: {text!r} is not an IPv4 address") from None
+
+
+def _expect_mapping(x: Any, where: str) -> None:
+    if not isinstance(x, Mapping):
+        raise GslbConfigError(f"{where}: must be a mapping")
+
+
+def _expect_list(x: Any, where: str) -> list[Any]:
+    if not isinstance(x, list):
+        raise GslbConfigError(f"{where}: must be a list")
+    return x
+
+
+def _no_unknown(data: Mapping[str, Any], known: set[str], where: str) -> None:
+    extra = sorted(set(map(str, data)) - known)
+    if extra:
+        raise GslbConfigError(f"{where}: unknown key {extra[0]!r}")
+
+
+def example_config(**changes: Any) -> GslbConfig:
+    """Three DCs, three regions, each nearest to one DC; for tests, the bench and demos."""
+    names = ("east", "central", "west")
+    dcs = tuple(DcInfo(f"dc-{n}", IPv4Address(f"10.100.{i + 1}.1"), 1000.0)
+                for i, n in enumerate(names))
+    regions = tuple(RegionInfo(n, (IPv4Network(f"10.{i + 1}.0.0/16"),
+                                   IPv6Network(f"fd00:{i + 1}::/48")))
+                    for i, n in enumerate(names))
+    dist = {(r, f"dc-{d}"): float(10 + 40 * abs(i - j))
+            for i, r in enumerate(names) for j, d in enumerate(names)}
+    cfg = GslbConfig(dcs=dcs, regions=regions, distance_ms=dist)
+    return cfg.replace(**changes) if changes else cfg

@@ -1,0 +1,160 @@
+"""A tiny JSON-over-HTTP control channel for experiments (loopback by default).
+
+  GET  /state                      -> policy, ttl_s, version, each DC's state
+  POST /policy  {"policy": "geo"}
+  POST /ttl     {"ttl_s": 5}
+  POST /dc/NAME {"healthy": false} and/or {"load": 123.0}
+
+A bad request gets a 400 JSON error and changes nothing: every field is validated before
+any is applied. One request per connection (``Connection: close``) keeps the parser tiny;
+``curl`` and ``urllib`` both speak it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from gslb.config import GslbConfigError
+
+if TYPE_CHECKING:
+    from gslb.server import GslbServer
+
+MAX_BODY = 64 * 1024
+MAX_HEADERS = 100
+IO_TIMEOUT_S = 5.0
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def state(server: GslbServer) -> dict[str, Any]:
+    cfg = server.authority.base_config.replace(**server.view.overrides())
+    records = server.view.records()
+    return {
+        "zone": cfg.zone, "policy": cfg.policy, "ttl_s": cfg.ttl_s,
+        "version": server.view.version,
+        "dcs": {d.name: {"vip": str(d.vip), "capacity_rps": d.capacity_rps,
+                         "healthy": records[d.name].state.healthy,
+                         "load": records[d.name].state.load} for d in cfg.dcs},
+    }
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(400, f"body is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BadRequest(400, "body must be a JSON object")
+    return obj
+
+
+def _only(obj: dict[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(obj) - allowed)
+    if extra:
+        raise BadRequest(400, f"unknown field {extra[0]!r}")
+    if not obj:
+        raise BadRequest(400, f"expected one of {sorted(allowed)}")
+
+
+def _set_config(server: GslbServer, key: str, value: Any) -> None:
+    base = server.authority.base_config
+    try:  # validate with the config's own rules, against the other overrides
+        base.replace(**{**server.view.overrides(), key: value})
+    except (GslbConfigError, TypeError) as exc:
+        raise BadRequest(400, str(exc)) from None
+    server.view.set_overrides(**{key: value})
+
+
+def dispatch(server: GslbServer, method: str, path: str, body: bytes) -> dict[str, Any]:
+    """Apply one request; raise BadRequest without side effects when anything is wrong."""
+    if path == "/state":
+        if method != "GET":
+            raise BadRequest(405, "use GET")
+        return state(server)
+    if method != "POST":
+        raise BadRequest(405 if path in ("/policy", "/ttl") or path.startswith("/dc/")
+                         else 404, f"no {method} {path}")
+    if path == "/policy":
+        obj = _object(body)
+        _only(obj, {"policy"})
+        _set_config(server, "policy", obj["policy"])
+    elif path == "/ttl":
+        obj = _object(body)
+        _only(obj, {"ttl_s"})
+        _set_config(server, "ttl_s", obj["ttl_s"])
+    elif path.startswith("/dc/"):
+        name = path[len("/dc/"):]
+        if name not in server.view.names():
+            raise BadRequest(404, f"unknown dc {name!r}")
+        obj = _object(body)
+        _only(obj, {"healthy", "load"})
+        if "healthy" in obj and not isinstance(obj["healthy"], bool):
+            raise BadRequest(400, "healthy must be true or false")
+        load = obj.get("load")
+        if "load" in obj and (isinstance(load, bool) or not isinstance(load, (int, float))
+                              or not math.isfinite(load) or load < 0):
+            raise BadRequest(400, "load must be a number >= 0")
+        if "healthy" in obj:
+            server.view.set_health(name, obj["healthy"])
+        if "load" in obj:
+            server.view.set_load(name, float(load))
+    else:
+        raise BadRequest(404, f"no such path {path}")
+    return state(server)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
+    line = (await reader.readline()).decode("latin-1").strip()
+    parts = line.split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise BadRequest(400, "bad request line")
+    length = 0
+    for _ in range(MAX_HEADERS):
+        header = (await reader.readline()).decode("latin-1").strip()
+        if not header:
+            break
+        name, _, value = header.partition(":")
+        if name.strip().lower() == "content-length":
+            try:
+                length = int(value.strip())
+            except ValueError:
+                raise BadRequest(400, "bad Content-Length") from None
+    else:
+        raise BadRequest(400, "too many headers")
+    if not 0 <= length <= MAX_BODY:
+        raise BadRequest(400, "body too large")
+    body = await reader.readexactly(length) if length else b""
+    return parts[0].upper(), parts[1].split("?", 1)[0], body
+
+
+async def start_control(server: GslbServer, host: str, port: int
+                        ) -> tuple[tuple[str, int], Any]:
+    """Listen on host:port (give loopback or a test host's address, never 0.0.0.0)."""
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                method, path, body = await asyncio.wait_for(_read_request(reader), IO_TIMEOUT_S)
+                status, payload = 200, dispatch(server, method, path, body)
+            except BadRequest as exc:
+                status, payload = exc.status, {"error": str(exc)}
+            data = json.dumps(payload, sort_keys=True).encode() + b"\n"
+            reason = {200: "OK", 400: "Bad Request", 404: "Not Found",
+                      405: "Method Not Allowed"}[status]
+            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                         + data)
+            await asyncio.wait_for(writer.drain(), IO_TIMEOUT_S)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError,
+                ValueError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(client, host, port)
+    return srv.sockets[0].getsockname()[:2], srv.close

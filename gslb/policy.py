@@ -1,0 +1,180 @@
+"""Answer policies: which VIPs to put in the A RRset, and which client prefix that depended on.
+
+Pure: the inputs are the config, a GlobalView snapshot, the client's location and a counter or
+rng; nothing here reads the clock or the network, so every decision is testable and repeatable.
+
+Availability rule shared by all policies (documented choice):
+  1. a DC is *eligible* when healthy and its load does not exceed its capacity;
+  2. if no DC is eligible but some are healthy (all overloaded), the healthy ones are used:
+     overloaded service is better than none, and the policy still orders them;
+  3. if no DC is healthy, every configured VIP is answered (fail open, as Route 53 does).
+     SERVFAIL would be cached by resolvers (RFC 9520) and turn a wrong health view - e.g. the
+     prober cut off from DCs that clients can still reach - into a certain outage.
+"""
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from gslb.config import GslbConfig, IpNetwork
+from gslb.ecs import FAMILY_BITS
+
+
+@dataclass(frozen=True, slots=True)
+class DcState:
+    """What the global view knows about one DC at one instant."""
+
+    healthy: bool = True
+    load: float = 0.0  # same unit as capacity_rps (requests/s)
+
+
+Snapshot = Mapping[str, DcState]  # dc name -> state; a missing DC counts as healthy, idle
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLocation:
+    """Where the client is, and how many prefix bits decided that.
+
+    ``scope`` is what the ECS reply carries if the answer depends on the location: the length
+    of the matched region subnet (or longer when a more specific region subnet overlaps the
+    client's prefix, so a resolver does not reuse the answer for clients elsewhere).
+    """
+
+    region: str | None
+    scope: int = 0
+
+
+UNKNOWN = ClientLocation(None, 0)
+
+
+class RegionMap:
+    """Longest-prefix match of addresses and ECS prefixes to regions."""
+
+    def __init__(self, config: GslbConfig) -> None:
+        entries = [(net, r.name) for r in config.regions for net in r.subnets]
+        # most specific first, so the first containing subnet is the longest match
+        self._entries: list[tuple[IpNetwork, str]] = sorted(
+            entries, key=lambda e: -e[0].prefixlen)
+
+    def locate_address(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address
+                       ) -> ClientLocation:
+        """The resolver's source address -> region (no ECS: scope is irrelevant)."""
+        try:
+            addr = ipaddress.ip_address(address)
+        except ValueError:
+            return UNKNOWN
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        for net, region in self._entries:
+            if net.version == addr.version and addr in net:
+                return ClientLocation(region, net.prefixlen)
+        return UNKNOWN
+
+    def locate_prefix(self, client: IpNetwork | None) -> ClientLocation:
+        """An ECS prefix -> region and scope.
+
+        A region subnet matches when it contains the whole client prefix. The scope is the
+        matched length, raised to the length of any region subnet nested inside the client
+        prefix (the answer there would differ). No match: region None, scope = SOURCE, so the
+        fallback answer is cached only for that prefix. SOURCE 0 (None): unknown, scope 0.
+        """
+        if client is None:
+            return UNKNOWN
+        scope = 0
+        region: str | None = None
+        for net, name in self._entries:
+            if net.version != client.version:
+                continue
+            if net.prefixlen <= client.prefixlen and client.subnet_of(net):  # type: ignore
+                if region is None:
+                    region, scope = name, max(scope, net.prefixlen)
+            elif net.prefixlen > client.prefixlen and net.subnet_of(client):  # type: ignore
+                scope = max(scope, net.prefixlen)
+        if region is None:
+            return ClientLocation(None, max(scope, client.prefixlen))
+        return ClientLocation(region, min(scope, FAMILY_BITS[1 if client.version == 4 else 2]))
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    vips: tuple[IPv4Address, ...]
+    scope: int  # ECS SCOPE PREFIX-LENGTH: 0 when the answer did not depend on the client
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A policy decision for one (config, snapshot, region), before the per-query draw.
+
+    Precomputed so the server's hot path does only ``pick``. ``stay`` holds, nearest first,
+    the probability that a query stops at that VIP (capacity policy); ``rotate`` means answer
+    all ``vips`` with the order rotated per query (all policy, and geo's fallback).
+    """
+
+    vips: tuple[IPv4Address, ...]
+    rotate: bool
+    stay: tuple[float, ...] | None
+    depends_on_client: bool
+
+    def pick(self, counter: int, rng: random.Random | None = None) -> tuple[IPv4Address, ...]:
+        if self.stay is not None:
+            draw = (rng or random).random
+            for vip, p in zip(self.vips, self.stay):
+                if p >= 1.0 or draw() < p:
+                    return (vip,)
+            return (self.vips[-1],)
+        if self.rotate and len(self.vips) > 1:
+            k = counter % len(self.vips)
+            return self.vips[k:] + self.vips[:k]
+        return self.vips
+
+
+def candidates(config: GslbConfig, snapshot: Snapshot) -> tuple[list[str], bool]:
+    """DC names to answer from (config order), and whether that is the fail-open set."""
+    healthy = [d.name for d in config.dcs if snapshot.get(d.name, DcState()).healthy]
+    eligible = [n for n in healthy
+                if snapshot.get(n, DcState()).load <= config.dc(n).capacity_rps]
+    if eligible:
+        return eligible, False
+    if healthy:
+        return healthy, False
+    return [d.name for d in config.dcs], True
+
+
+def _by_distance(config: GslbConfig, names: list[str], region: str) -> list[str]:
+    # ties keep config order (sorted is stable), so equal distances are deterministic
+    return sorted(names, key=lambda n: config.distance_ms[(region, n)])
+
+
+def _stay_probability(config: GslbConfig, snapshot: Snapshot, name: str) -> float:
+    """Nearest first, shedding as the DC fills: 1 until spare < headroom, 0 when full."""
+    capacity = config.dc(name).capacity_rps
+    spare = capacity - snapshot.get(name, DcState()).load
+    return max(0.0, min(1.0, spare / (config.spill_headroom * capacity)))
+
+
+def plan(config: GslbConfig, snapshot: Snapshot, region: str | None) -> Plan:
+    """The decision for a client in ``region`` (None: location unknown) under config.policy."""
+    names, fail_open = candidates(config, snapshot)
+    vip = {d.name: d.vip for d in config.dcs}
+    all_vips = tuple(vip[n] for n in names)
+    if fail_open or config.policy == "all" or region is None or len(names) == 1:
+        # no location to use (or nothing to choose): every candidate, rotated. Geo/capacity
+        # answers still differ between regions when several DCs exist, hence the flag.
+        depends = config.policy != "all" and not fail_open and len(names) > 1
+        return Plan(all_vips, rotate=True, stay=None, depends_on_client=depends)
+    ordered = _by_distance(config, names, region)
+    if config.policy == "geo":
+        return Plan((vip[ordered[0]],), rotate=False, stay=None, depends_on_client=True)
+    stay = tuple(_stay_probability(config, snapshot, n) for n in ordered)
+    return Plan(tuple(vip[n] for n in ordered), rotate=False, stay=stay,
+                depends_on_client=True)
+
+
+def decide(config: GslbConfig, snapshot: Snapshot, location: ClientLocation, counter: int,
+           rng: random.Random | None = None) -> Answer:
+    """One query's answer: VIPs in order and the ECS scope they depended on."""
+    p = plan(config, snapshot, location.region)
+    return Answer(p.pick(counter, rng), location.scope if p.depends_on_client else 0)

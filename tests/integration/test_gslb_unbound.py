@@ -1,0 +1,109 @@
+"""A real unbound (subnetcache) between clients and the GSLB authority, all on loopback.
+
+Shows the chapter's point end to end: with ECS forwarding the resolver's clients get their
+own nearest DC, and unbound caches each answer per SCOPE prefix; without it the authority
+sees only the resolver (127.0.0.1, in no region) and gives the fallback answer.
+"""
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.edns
+import dns.message
+import dns.query
+import pytest
+
+from gslb.bench import _free_port
+from gslb.config import example_config
+from gslb.server import running_server
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("unbound") is None, reason="unbound not installed")]
+HOST = "127.0.0.1"
+EAST, CENTRAL, WEST = "10.100.1.1", "10.100.2.1", "10.100.3.1"
+
+
+@contextlib.contextmanager
+def running_unbound(tmp: Path, authority_port: int, ecs: bool) -> Iterator[int]:
+    port = _free_port()
+    modules = "subnetcache iterator" if ecs else "iterator"
+    conf = tmp / f"unbound-{port}.conf"
+    conf.write_text(f"""server:
+  interface: {HOST}
+  port: {port}
+  username: ""
+  chroot: ""
+  directory: "{tmp}"
+  pidfile: "{tmp}/unbound-{port}.pid"
+  do-daemonize: no
+  use-syslog: no
+  logfile: "{tmp}/unbound-{port}.log"
+  verbosity: 1
+  num-threads: 1
+  do-ip6: no
+  so-reuseport: no
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  domain-insecure: "lblab.test"
+  # unbound answers the special-use TLD test. (RFC 6761) itself with NXDOMAIN unless told not to
+  local-zone: "test." nodefault
+  qname-minimisation: no
+  module-config: "{modules}"
+{'  send-client-subnet: 127.0.0.1' if ecs else ''}
+  max-client-subnet-ipv4: 24
+remote-control:
+  control-enable: no
+stub-zone:
+  name: "lblab.test"
+  stub-addr: {HOST}@{authority_port}
+""")
+    proc = subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # ready when it answers a query for our zone
+            try:
+                dns.query.udp(dns.message.make_query("lblab.test", "SOA"), HOST, port=port,
+                              timeout=0.3)
+                break
+            except Exception:
+                assert proc.poll() is None, (tmp / f"unbound-{port}.log").read_text()
+                assert time.monotonic() < deadline, "unbound did not answer in 10 s"
+        yield port
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def resolve(port: int, subnet: str | None) -> list[str]:
+    opts = [dns.edns.ECSOption(subnet, 24)] if subnet else None
+    q = dns.message.make_query("www.lblab.test", "A", use_edns=0 if opts else False,
+                               options=opts)
+    r = dns.query.udp(q, HOST, port=port, timeout=3)
+    return sorted(rd.address for rrset in r.answer for rd in rrset)
+
+
+def test_unbound_with_ecs_gives_each_client_its_nearest_dc(tmp_path: Path) -> None:
+    with running_server(example_config(policy="geo", ttl_s=30), control_port=None) as auth, \
+            running_unbound(tmp_path, auth.port, ecs=True) as resolver:
+        assert resolve(resolver, "10.1.2.0") == [EAST]
+        assert resolve(resolver, "10.3.2.0") == [WEST]
+        assert resolve(resolver, "10.1.9.0") == [EAST]  # same /16 scope: cached answer fits
+        assert resolve(resolver, "10.2.0.0") == [CENTRAL]
+
+
+def test_unbound_without_ecs_hides_the_client(tmp_path: Path) -> None:
+    with running_server(example_config(policy="geo", ttl_s=30), control_port=None) as auth, \
+            running_unbound(tmp_path, auth.port, ecs=False) as resolver:
+        # the authority sees the resolver's 127.0.0.1: no region, fallback to every DC
+        assert resolve(resolver, "10.3.2.0") == sorted([EAST, CENTRAL, WEST])
