@@ -107,7 +107,7 @@ def leastload_assignment(counts: Mapping[str, int], weights: Mapping[str, float]
     load = {n: float(counts[n]) for n in names}
     out: list[str] = []
     for _ in range(n_buckets):
-        best = min(names, key=lambda n: (load[n] / w[n], names.index(n)))
+        best = min(names, key=lambda n: load[n] / w[n])  # min() keeps the earliest on ties
         out.append(best)
         load[best] += per_bucket
     return out

@@ -1,0 +1,143 @@
+"""FlowSpec -> Ryu/os-ken OpenFlow 1.3 messages (the only VIP module that needs the framework).
+
+Every function takes a datapath-like object (`.ofproto`, `.ofproto_parser`), as Ryu's
+datapath and a test's SimpleNamespace both are; nothing here sends. Nicira actions come from
+the parser module (parser.NXActionMultipath etc.), which Ryu and os-ken both generate from
+nx_actions, so this file imports no framework module itself.
+
+Encoding choices:
+- set_field on standard OXM fields -> OFPActionSetField; on registers and tunnel fields ->
+  NXActionRegLoad2 (OVS's own encoding of `set_field:...->reg1` / `->tun_dst` in OF1.3).
+- move -> NXActionRegMove; resubmit -> NXActionResubmitTable; learn -> NXActionLearn with
+  NXM field names (what OVS's learn parser expects).
+- multipath: Ryu 4.34 lacks constants for symmetric_l3l4(+udp); the values below are OVS's
+  (include/openflow/nicira-ext.h).
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from controller.vipflows import (IN_PORT, Action, Controller, FlowDiff, FlowSpec, Learn, Move,
+                                 Multipath, Output, Resubmit, SetField, normalize_match)
+
+NX_HASH_FIELDS = {"eth_src": 0, "symmetric_l4": 1, "symmetric_l3l4": 2,
+                  "symmetric_l3l4+udp": 3, "nw_src": 4, "nw_dst": 5}
+NX_MP_ALG = {"modulo_n": 0, "hash_threshold": 1, "hrw": 2, "iter_hash": 3}
+# Fields without an OpenFlow 1.3 OXM code: loaded with NXActionRegLoad2.
+_NX_ONLY = {f"reg{n}" for n in range(16)} | {"tun_ipv4_dst", "tun_ipv4_src", "tunnel_id"}
+_WIDTH = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48, "arp_spa": 32,
+          "arp_tpa": 32, "ipv4_src": 32, "ipv4_dst": 32, "arp_op": 16, "eth_type": 16,
+          "tcp_src": 16, "tcp_dst": 16, "ip_proto": 8, **{f"reg{n}": 32 for n in range(16)}}
+# Learn specs name NXM fields (the *_nxm variants in Ryu's field table).
+_LEARN_NXM = {"eth_type": "eth_type_nxm", "ip_proto": "ip_proto_nxm",
+              "ipv4_src": "ipv4_src_nxm", "ipv4_dst": "ipv4_dst_nxm",
+              "tcp_src": "tcp_src_nxm", "tcp_dst": "tcp_dst_nxm"}
+
+
+def ryu_match(dp: Any, match: Any) -> Any:
+    """OFPMatch from a FlowSpec match; "a.b.c.d/len" becomes Ryu's (addr, mask) form."""
+    kw = {}
+    for k, v in match:
+        if isinstance(v, str) and "/" in v:
+            net = ipaddress.IPv4Network(v)
+            v = (str(net.network_address), str(net.netmask))
+        kw[k] = v
+    return dp.ofproto_parser.OFPMatch(**kw)
+
+
+def ofs_nbits(start: int, end: int) -> int:
+    """Nicira's packed (offset, n_bits - 1) of a subfield, as nicira_ext.ofs_nbits."""
+    return (start << 6) + (end - start)
+
+
+def ryu_action(dp: Any, a: Action) -> Any:
+    ofp, p = dp.ofproto, dp.ofproto_parser
+    if isinstance(a, Output):
+        port = ofp.OFPP_IN_PORT if a.port == IN_PORT else a.port
+        return p.OFPActionOutput(port, 0)
+    if isinstance(a, Controller):
+        return p.OFPActionOutput(ofp.OFPP_CONTROLLER, a.max_len)
+    if isinstance(a, SetField):
+        if a.field in _NX_ONLY:
+            return p.NXActionRegLoad2(dst=a.field, value=a.value)
+        return p.OFPActionSetField(**{a.field: a.value})
+    if isinstance(a, Move):
+        return p.NXActionRegMove(src_field=a.src, dst_field=a.dst, n_bits=_WIDTH[a.src])
+    if isinstance(a, Multipath):
+        return p.NXActionMultipath(fields=NX_HASH_FIELDS[a.fields], basis=a.basis,
+                                   algorithm=NX_MP_ALG[a.algorithm], max_link=a.n_links - 1,
+                                   arg=a.arg, ofs_nbits=ofs_nbits(0, a.n_bits - 1), dst=a.dst)
+    if isinstance(a, Resubmit):
+        # in_port is 16 bits here: 0xfff8 (OF1.0 OFPP_IN_PORT, the default) keeps it.
+        return p.NXActionResubmitTable(table_id=a.table)
+    if isinstance(a, Learn):
+        specs = []
+        for f, v in a.fixed:
+            specs.append(p.NXFlowSpecMatch(src=v, dst=(_LEARN_NXM[f], 0), n_bits=_WIDTH[f]))
+        for f in a.copy:
+            nx = _LEARN_NXM[f]
+            specs.append(p.NXFlowSpecMatch(src=(nx, 0), dst=(nx, 0), n_bits=_WIDTH[f]))
+        for v, f in a.load:
+            specs.append(p.NXFlowSpecLoad(src=v, dst=(f, 0), n_bits=_WIDTH[f]))
+        return p.NXActionLearn(table_id=a.table, specs=specs, idle_timeout=a.idle_timeout,
+                               hard_timeout=a.hard_timeout, priority=a.priority,
+                               cookie=a.cookie, fin_idle_timeout=a.fin_idle_timeout)
+    raise TypeError(f"no Ryu encoding for {a!r}")
+
+
+def flow_mod(dp: Any, spec: FlowSpec, command: str = "add") -> Any:
+    """OFPFlowMod for one spec; command: add | delete_strict. (Changes are sent as add,
+    which replaces the flow with the same table/priority/match, cookie included.)"""
+    ofp, p = dp.ofproto, dp.ofproto_parser
+    cmd = {"add": ofp.OFPFC_ADD, "delete_strict": ofp.OFPFC_DELETE_STRICT}[command]
+    inst = []
+    if command == "add" and spec.actions:
+        inst = [p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
+                                        [ryu_action(dp, a) for a in spec.actions])]
+    return p.OFPFlowMod(datapath=dp, cookie=spec.cookie,
+                        cookie_mask=0xFFFFFFFFFFFFFFFF if command != "add" else 0,
+                        table_id=spec.table, command=cmd, idle_timeout=spec.idle_timeout,
+                        hard_timeout=spec.hard_timeout, priority=spec.priority,
+                        buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
+                        out_group=ofp.OFPG_ANY, flags=0,
+                        match=ryu_match(dp, spec.match), instructions=inst)
+
+
+def diff_messages(dp: Any, d: FlowDiff) -> list[Any]:
+    """Messages that apply a diff: adds, changes (as add), strict deletes, then a barrier."""
+    msgs = [flow_mod(dp, s) for s in d.add + d.modify]
+    msgs += [flow_mod(dp, s, "delete_strict") for s in d.delete]
+    if msgs:
+        msgs.append(dp.ofproto_parser.OFPBarrierRequest(dp))
+    return msgs
+
+
+def delete_by_cookie(dp: Any, cookie: int, mask: int) -> Any:
+    """OFPFC_DELETE in every table of the flows whose cookie matches under mask."""
+    ofp, p = dp.ofproto, dp.ofproto_parser
+    return p.OFPFlowMod(datapath=dp, cookie=cookie, cookie_mask=mask, table_id=ofp.OFPTT_ALL,
+                        command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY,
+                        out_group=ofp.OFPG_ANY, match=p.OFPMatch())
+
+
+def count_request(dp: Any, table: int, cookie: int) -> Any:
+    """Aggregate stats request whose flow_count is the number of connection entries with
+    this exact cookie (vipflows.conn_cookie: one VIP, one backend)."""
+    ofp, p = dp.ofproto, dp.ofproto_parser
+    return p.OFPAggregateStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie,
+                                      0xFFFFFFFFFFFFFFFF, p.OFPMatch())
+
+
+class StatsFlow:
+    """What diff() needs from a flow stats entry: table, priority, match, cookie."""
+
+    def __init__(self, stat: Any) -> None:
+        self.table = stat.table_id
+        self.priority = stat.priority
+        self.cookie = stat.cookie
+        self.match = normalize_match(list(stat.match.items()))
+
+    def __repr__(self) -> str:
+        return (f"StatsFlow(table={self.table}, priority={self.priority}, "
+                f"cookie={self.cookie:#x}, match={self.match})")
