@@ -12,6 +12,7 @@ from pathlib import Path
 from controller.l2logic import BASE_COOKIE
 from controller.process import ControllerProcess
 from topologies import ovs
+from topologies.netlock import network_lock
 from topologies.state import RUN_ENV, RunState, new_run_id
 
 
@@ -23,6 +24,15 @@ def two_host_net(mech, with_switch: bool):
     from mininet.node import OVSSwitch, RemoteController
 
     setLogLevel("error")
+    with network_lock():
+        yield from _two_host_net(mech, with_switch)
+
+
+def _two_host_net(mech, with_switch: bool):
+    from mininet.link import Link
+    from mininet.net import Mininet
+    from mininet.node import OVSSwitch, RemoteController
+
     run_id = new_run_id("bench2")
     state = RunState(run_id)
     state.data["bridges"] = ["lbs-bench"] if with_switch else []

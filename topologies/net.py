@@ -19,6 +19,7 @@ from controller.l2logic import BASE_COOKIE
 from controller.process import ControllerProcess
 from topologies import ovs
 from topologies.mechanisms import Mechanisms
+from topologies.netlock import network_lock
 from topologies.pingparse import PingResult, parse_ping
 from topologies.plan import NetworkPlan
 from topologies.state import RUN_ENV, RunState
@@ -126,15 +127,21 @@ class LiveNet:
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "LiveNet":
+        self._lock = network_lock(log=self.log)
+        self._lock.__enter__()
         try:
             self.start()
         except BaseException:
             self.stop()
+            self._lock.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self._lock.__exit__(None, None, None)
 
     def start(self) -> None:
         from mininet.log import setLogLevel
