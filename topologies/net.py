@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller import vipconfig
 from controller.l2logic import BASE_COOKIE
 from controller.process import ControllerProcess
 from topologies import ovs
@@ -110,19 +111,28 @@ def _quiet_ipv6(node) -> None:
     node.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
 
 
+DEFAULT_APPS = ("controller.l2app", "controller.vipapp")
+HEALTH_PORT = 80
+
+
 class LiveNet:
     def __init__(self, plan: NetworkPlan, mechanisms: Mechanisms, run_id: str, work_dir: Path,
-                 controller_apps=None, log=print):
+                 controller_apps=None, log=print, vip_overrides: dict | None = None):
         self.plan = plan
         self.mech = mechanisms
         self.run_id = run_id
         self.work_dir = Path(work_dir)
         self.log = log
         self.state = RunState(run_id)
-        self.controller = ControllerProcess(self.work_dir / "controller.log",
-                                            apps=controller_apps or ("controller.l2app",))
+        self.vip_config_path = self.work_dir / "vip-config.json"
+        self.health_dir = self.work_dir / "health"
+        self.vip_overrides = dict(vip_overrides or {})
+        self.controller = ControllerProcess(
+            self.work_dir / "controller.log", apps=controller_apps or DEFAULT_APPS,
+            extra_env={"LBLAB_VIP_CONFIG": str(self.vip_config_path)})
         self.net = None
         self.timing = Timing()
+        self.tx_offload_off: list[str] = []
         self.procs: list = []  # processes started in hosts; Mininet's stop() does not reap them
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -155,6 +165,9 @@ class LiveNet:
         self.state.data["interfaces"] = self._expected_root_interfaces()
         self.state.save()
         ovs.ensure_running(self.log)
+        self.health_dir.mkdir(parents=True, exist_ok=True)
+        vipconfig.write(vipconfig.from_plan(self.plan, self.health_dir, self.vip_overrides),
+                        self.vip_config_path)
         self.controller.start()
         self.state.add("pids", self.controller.pid)
         QuietTCLink = _quiet_tclink()
@@ -170,8 +183,61 @@ class LiveNet:
         for sw in self.plan.switches:
             ovs.tag_bridge(sw.name, self.run_id)
         self._install_routes()
+        self._prepare_backends()
         self.controller.wait_switches([s.name for s in self.plan.switches], BASE_COOKIE)
+        self._warm_up()
         self.timing.up_s = time.monotonic() - t0
+
+    def _prepare_backends(self) -> None:
+        """Every backend holds its DC's VIP on lo and never answers ARP for it, so a VIP can
+        switch between nat and dsr at run time without touching the hosts.
+
+        On the userspace datapath, packets that the LB rewrites (NAT: client->VIP arriving
+        from the DC router, replies from backends) must carry complete checksums: OVS 3.1's
+        netdev datapath rewrites addresses of a checksum-offloaded (partial) segment without
+        fixing its TCP checksum, and the receiver drops it (measured: SYN-ACKs lost). So
+        checksum offload is turned off on the backends and on the DC routers' LAN ports
+        (recorded in metadata as `tx_checksum_offload_off`)."""
+        fix_offload = self.mech.ovs_datapath == "userspace"
+        for dc in self.plan.scenario.dcs:
+            for host in self.plan.hosts_in(dc.name, "backend"):
+                node = self.net[host.name]
+                node.cmd(f"ip addr add {dc.vip}/32 dev lo; "
+                         "sysctl -qw net.ipv4.conf.all.arp_ignore=1 "
+                         "net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.all.rp_filter=0")
+                if fix_offload:
+                    self._tx_offload_off(node, node.defaultIntf().name)
+            if fix_offload:
+                router = self.net[self.plan.router(dc.name).name]
+                self._tx_offload_off(router, router.defaultIntf().name)
+
+    def _tx_offload_off(self, node, ifname: str) -> None:
+        out = node.cmd(f"ethtool -K {ifname} tx off 2>&1 >/dev/null; echo rc=$?")
+        if "rc=0" not in out:
+            raise LblabError(f"cannot turn off checksum offload on {ifname}: {out.strip()}")
+        self.tx_offload_off.append(ifname)
+
+    def start_health_checks(self, interval_s: float = 0.5, port: int = HEALTH_PORT) -> None:
+        """One TCP health checker per DC, in the DC router's namespace (inside the emulated
+        network); the VIP app reads its state file. Call once backends serve `port`."""
+        import sys
+        for dc in self.plan.scenario.dcs:
+            targets = []
+            for host in self.plan.hosts_in(dc.name, "backend"):
+                targets += ["--target", f"{host.ip}:{port}"]
+            self.spawn(self.plan.router(dc.name).name,
+                       [sys.executable, "-m", "controller.healthcheck", "--out",
+                        str(self.health_dir / f"{dc.name}.json"), "--interval",
+                        str(interval_s), *targets])
+
+    def _warm_up(self) -> None:
+        """Each host pings its gateway once (concurrently): ARP caches fill and every switch
+        learns every host and its router before anything is measured."""
+        procs = [self.net[h.name].popen(["ping", "-n", "-q", "-c", "1", "-W", "2",
+                                         str(h.gateway)])
+                 for h in self.plan.hosts]
+        for proc in procs:
+            proc.wait(timeout=10)
 
     def _expected_root_interfaces(self) -> list[str]:
         names = []

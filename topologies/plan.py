@@ -20,9 +20,16 @@ from topologies.scenario import Link, Scenario
 
 NAME_PREFIXES = ("lbr-", "lbs-", "lbc-", "lbb-", "lbd-", "lba-", "lbw-")
 ROUTER_HOST = 1        # .1 in every site subnet
+ROUTER_PORT = 1        # the router is port 1 of its site switch (the LB's uplink)
 FIRST_HOST = 11        # clients / backends from .11
 RESOLVER_HOST = 53
 AUTHORITY_HOST = 54
+
+
+def mac_for(ip: ipaddress.IPv4Address, kind: int = 0x1B) -> str:
+    """A stable, locally administered MAC derived from an IPv4 address: the controller can
+    be told every host's MAC before the network exists (0x1B hosts, 0x1C VIPs)."""
+    return ":".join(f"{b:02x}" for b in (0x02, kind, *ip.packed))
 
 
 @dataclass(frozen=True)
@@ -34,10 +41,15 @@ class HostPlan:
     prefixlen: int
     gateway: ipaddress.IPv4Address
     index: int = 0
+    switch_port: int = 0   # OpenFlow port on the site switch (fixed, so flows can name it)
 
     @property
     def cidr(self) -> str:
         return f"{self.ip}/{self.prefixlen}"
+
+    @property
+    def mac(self) -> str:
+        return mac_for(self.ip)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,11 @@ class RouterPlan:
     site: str
     lan_ip: ipaddress.IPv4Address
     prefixlen: int
+    switch_port: int = ROUTER_PORT
+
+    @property
+    def lan_mac(self) -> str:
+        return mac_for(self.lan_ip)
 
 
 @dataclass(frozen=True)
@@ -177,10 +194,13 @@ def build_plan(scenario: Scenario) -> NetworkPlan:
         routers.append(RouterPlan(f"lbr-{site}", site, gw, net.prefixlen))
         switches.append(SwitchPlan(f"lbs-{site}", site, dpid=0x1B1A_0000 + i + 1))
 
+    next_port = {site: ROUTER_PORT + 1 for site in scenario.sites}
+
     def add(name, site, role, host_no, index=0):
         net = subnets[site]
         hosts.append(HostPlan(name, site, role, net.network_address + host_no, net.prefixlen,
-                              net.network_address + ROUTER_HOST, index))
+                              net.network_address + ROUTER_HOST, index, next_port[site]))
+        next_port[site] += 1
 
     for region in scenario.regions:
         for n in range(1, region.clients + 1):

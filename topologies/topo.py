@@ -39,13 +39,13 @@ class ScenarioTopo(Topo):
             # The LAN link is the router's first (default) interface: Mininet gives a node's
             # `ip` to its default interface at config time.
             cidr = f"{router.lan_ip}/{router.prefixlen}"
-            self.addNode(router.name, role="router", ip=cidr)
-            self.addLink(router.name, plan.switch(router.site).name, params1={"ip": cidr},
-                         **lan)
+            self.addNode(router.name, role="router", ip=cidr, mac=router.lan_mac)
+            self.addLink(router.name, plan.switch(router.site).name, port2=router.switch_port,
+                         params1={"ip": cidr}, **lan)
         for host in plan.hosts:
-            self.addHost(host.name, ip=host.cidr, defaultRoute=f"via {host.gateway}",
-                         role=host.role, site=host.site)
-            self.addLink(host.name, plan.switch(host.site).name, **lan)
+            self.addHost(host.name, ip=host.cidr, mac=host.mac,
+                         defaultRoute=f"via {host.gateway}", role=host.role, site=host.site)
+            self.addLink(host.name, plan.switch(host.site).name, port2=host.switch_port, **lan)
         for wan in plan.wans:
             a_ip = {"ip": f"{wan.a_ip}/{wan.prefixlen}"}
             b_ip = {"ip": f"{wan.b_ip}/{wan.prefixlen}"}
