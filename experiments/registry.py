@@ -6,8 +6,8 @@ from topologies.system import InputError
 
 
 def experiments() -> dict[str, Experiment]:
-    from experiments import rtt_matrix
-    found = [rtt_matrix.EXPERIMENT]
+    from experiments import rtt_matrix, vip_hashing, vip_modes
+    found = [rtt_matrix.EXPERIMENT, vip_modes.EXPERIMENT, vip_hashing.EXPERIMENT]
     return {e.name: e for e in found}
 
 

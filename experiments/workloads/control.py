@@ -78,3 +78,31 @@ def run_upload(net, client: str, host: str, size_mb: float, timeout_s: float,
     if proc.returncode != 0:
         raise RuntimeError(f"upload client failed: {err.decode(errors='replace')[-300:]}")
     return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def run_json_lines(net, client: str, module: str, args: list[str], timeout_s: float) -> list:
+    """Run a workload module in `client` and parse its JSON output lines."""
+    proc = net.spawn(client, [sys.executable, "-m", f"experiments.workloads.{module}", *args],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise RuntimeError(f"{module} in {client} did not finish within {timeout_s:g}s")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} failed: {err.decode(errors='replace')[-300:]}")
+    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+
+
+def start_json_lines(net, client: str, module: str, args: list[str]):
+    """Start a workload in the background; finish with `finish_json_lines`."""
+    return net.spawn(client, [sys.executable, "-m", f"experiments.workloads.{module}", *args],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish_json_lines(proc, timeout_s: float) -> list:
+    out, err = proc.communicate(timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"workload failed: {err.decode(errors='replace')[-300:]}")
+    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]

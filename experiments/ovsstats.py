@@ -1,0 +1,62 @@
+"""Read Open vSwitch's own counters (flows and ports) for experiments.
+
+Numbers come from the switch, not from the controller's idea of it: bytes per flow cookie,
+bytes per port, and the bucket table actually installed for a VIP.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from topologies.system import run
+
+_FIELDS = re.compile(r"(cookie|table|n_bytes|n_packets|priority)=(0x[0-9a-f]+|\d+)")
+
+
+@dataclass(frozen=True)
+class FlowStat:
+    cookie: int
+    table: int
+    priority: int
+    n_packets: int
+    n_bytes: int
+    text: str
+
+
+def flows(bridge: str, table: int | None = None) -> list[FlowStat]:
+    args = ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge]
+    if table is not None:
+        args.append(f"table={table}")
+    out = []
+    for line in run(args).stdout.splitlines():
+        if "cookie=" not in line:
+            continue
+        f = {k: int(v, 0) for k, v in _FIELDS.findall(line)}
+        out.append(FlowStat(f.get("cookie", 0), f.get("table", 0), f.get("priority", 32768),
+                            f.get("n_packets", 0), f.get("n_bytes", 0), line.strip()))
+    return out
+
+
+def bytes_where(bridge: str, predicate) -> int:
+    """Total n_bytes of the flows for which predicate(FlowStat) holds."""
+    return sum(f.n_bytes for f in flows(bridge) if predicate(f))
+
+
+def port_rx_bytes(bridge: str, port: int) -> int:
+    """Bytes the switch received on `port` (i.e. sent by the host behind it)."""
+    out = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge, str(port)]).stdout
+    m = re.search(r"rx pkts=\d+, bytes=(\d+)", out)
+    return int(m.group(1)) if m else 0
+
+
+def bucket_table(bridge: str, table: int, vip_index: int) -> dict[int, int]:
+    """bucket (reg0) -> backend IPv4 as int (reg1), as installed for one VIP."""
+    out = {}
+    for f in flows(bridge, table):
+        if not re.search(rf"reg2=(0x{vip_index:x}|{vip_index})[,\s]", f.text):
+            continue
+        b = re.search(r"reg0=(0x[0-9a-f]+|\d+)", f.text)
+        r = re.search(r"(?:set_field|load):(0x[0-9a-f]+)->(?:reg1|NXM_NX_REG1\[\])", f.text)
+        if b and r:
+            out[int(b.group(1), 0)] = int(r.group(1), 16)
+    return out

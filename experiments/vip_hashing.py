@@ -1,0 +1,141 @@
+"""vip-hashing: what a change of the backend pool does to connections and to the hash.
+
+The chapter: a connection must stay on one backend. Hashing the 5-tuple mod N is stateless
+but a change of N remaps almost every connection; consistent hashing (Maglev) moves about
+1/N; tracking every connection (here: learned per-connection flows in the switch) keeps
+established connections where they are whatever the hash does. For each algorithm (modn,
+maglev, leastload) with connection tracking off and on, long-lived TCP connections run while
+one backend is removed and later added back. Two measures per change:
+- remap_fraction: share of >= 10,000 synthetic flow keys whose backend changed, computed
+  from the bucket tables read back from the switch (bucket = model of OVS multipath's hash,
+  see controller/hashing.py; the bucket -> backend tables are the installed ones);
+- broken_connections: live connections to a *surviving* backend that broke.
+"""
+from __future__ import annotations
+
+import ipaddress
+import time
+
+from controller import hashing, vipflows
+from experiments import ovsstats
+from experiments.base import Context, Experiment, Param
+from experiments.vipclient import for_live
+from experiments.workloads import control
+
+SUMMARY_COLUMNS = ("variant", "algorithm", "conntrack", "change", "backends_before",
+                   "backends_after", "remap_fraction", "broken_connections",
+                   "live_connections", "max_mean_share", "broken_on_removed_backend",
+                   "keys")
+
+
+def key_owner(table: dict[int, int], keys, n_buckets: int) -> list[int | None]:
+    return [table.get(hashing.bucket_of(k, n_buckets)) for k in keys]
+
+
+def installed_table(plan, dc, vip_index=1) -> dict[int, int]:
+    tables = vipflows.TableLayout()
+    return ovsstats.bucket_table(plan.switch(dc).name, tables.bucket, vip_index)
+
+
+def wait_table(plan, dc, expect_backends: set[int], timeout_s: float = 10) -> dict[int, int]:
+    """Until the switch's bucket table names exactly `expect_backends` (a readiness check:
+    the controller applies REST changes asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    table = {}
+    while time.monotonic() < deadline:
+        table = installed_table(plan, dc)
+        if table and set(table.values()) == expect_backends:
+            return table
+        time.sleep(0.1)
+    raise RuntimeError(f"bucket table did not converge: {sorted(set(table.values()))}")
+
+
+def remap(before: dict, after: dict, keys) -> float:
+    n_before, n_after = len(before), len(after)
+    a = key_owner(before, keys, n_before)
+    b = key_owner(after, keys, n_after)
+    return round(sum(x != y for x, y in zip(a, b)) / len(keys), 4)
+
+
+def max_mean(table: dict, keys) -> float:
+    owners = key_owner(table, keys, len(table))
+    counts: dict = {}
+    for o in owners:
+        counts[o] = counts.get(o, 0) + 1
+    return round(max(counts.values()) / (len(keys) / len(counts)), 4)
+
+
+def run(ctx: Context) -> list[dict]:
+    plan, p = ctx.plan, ctx.params
+    dc = plan.scenario.dcs[0]
+    vip = str(dc.vip)
+    backends = plan.hosts_in(dc.name, "backend")
+    ips = {int(ipaddress.IPv4Address(str(h.ip))) for h in backends}
+    victim = backends[-1]
+    keys = hashing.synthetic_keys(p["keys"], vip, seed=ctx.seed)
+    clients = plan.hosts_in(plan.scenario.regions[0].name, "client")
+    variants = [(a, c) for a in p["algorithms"] for c in (False, True)]
+    summary = []
+    with ctx.open_net() as live:
+        api = for_live(live)
+        control.start_http_backends(live, plan, dcs=[dc.name])
+        live.start_health_checks()
+        with ctx.phase("vip-hashing", len(variants)) as bar:
+            for algorithm, conntrack in variants:
+                variant = f"{algorithm}-{'ct' if conntrack else 'noct'}"
+                api.change(dc.name, algorithm=algorithm, conntrack=conntrack)
+                t_full = wait_table(plan, dc.name, ips)
+                per_client = max(1, p["connections"] // len(clients))
+                procs = [control.start_json_lines(live, c.name, "streams", [
+                    "--host", vip, "--count", str(per_client),
+                    "--seconds", str(p["stream_s"]), "--interval", "0.2"])
+                    for c in clients]
+                for proc in procs:  # every stream has been opened before the pool changes
+                    proc.stdout.readline()
+                time.sleep(p["stream_s"] * 0.25)  # let connections carry data first
+                api.remove_backend(dc.name, str(victim.ip))
+                t_removed = wait_table(plan, dc.name,
+                                       ips - {int(ipaddress.IPv4Address(str(victim.ip)))})
+                time.sleep(p["stream_s"] * 0.25)
+                api.add_backend(dc.name, str(victim.ip))
+                t_added = wait_table(plan, dc.name, ips)
+                conns = []
+                for client, proc in zip(clients, procs):
+                    for row in control.finish_json_lines(proc, p["stream_s"] + 60):
+                        conns.append(row)
+                        ctx.record(variant=variant, t_s=row["t_open_s"], src=client.name,
+                                   src_region=client.site, dst=vip, dst_dc=row["dc"], vip=vip,
+                                   backend=row["backend"], workload="stream",
+                                   latency_ms=(row["t_end_s"] - row["t_open_s"]) * 1000,
+                                   ok=row["ok"], error=row["error"], ticks=row["ticks"])
+                on_victim = [c for c in conns if c["backend"] == victim.name]
+                survivors = [c for c in conns if c["backend"] != victim.name]
+                broken = sum(not c["ok"] for c in survivors)
+                common = dict(variant=variant, algorithm=algorithm, conntrack=conntrack,
+                              live_connections=len(conns), broken_connections=broken,
+                              broken_on_removed_backend=sum(not c["ok"] for c in on_victim),
+                              max_mean_share=max_mean(t_full, keys), keys=len(keys))
+                summary.append({**common, "change": "remove",
+                                "backends_before": len(ips), "backends_after": len(ips) - 1,
+                                "remap_fraction": remap(t_full, t_removed, keys)})
+                summary.append({**common, "change": "add",
+                                "backends_before": len(ips) - 1, "backends_after": len(ips),
+                                "remap_fraction": remap(t_removed, t_added, keys)})
+                bar.advance()
+    return summary
+
+
+EXPERIMENT = Experiment(
+    name="vip-hashing",
+    summary="modn vs maglev vs leastload, conntrack off/on: remapping and broken connections",
+    claim="Hashing mod N remaps almost every connection when N changes; consistent hashing "
+          "moves about 1/N; tracking connections keeps established ones in place.",
+    run=run,
+    scenario="one-dc-8",
+    params=(Param("algorithms", ["modn", "maglev", "leastload"], "algorithms to compare"),
+            Param("connections", 24, "long-lived connections per variant", quick=12),
+            Param("stream_s", 8.0, "lifetime of each long-lived connection", quick=6.0),
+            Param("keys", 20000, "synthetic flow keys hashed through the tables",
+                  quick=10000)),
+    summary_columns=SUMMARY_COLUMNS,
+)

@@ -1,0 +1,107 @@
+"""vip-modes: the same VIP in NAT and in DSR mode, under search and upload traffic.
+
+The chapter: with NAT both directions cross the load balancer, which keeps per-connection
+state; with DSR the balancer only rewrites the destination MAC and the backend answers the
+client directly, so reply traffic (the bulk, for searches and downloads) never loads it.
+`lb_reply_bytes_share` is the share of the backends' reply bytes that the LB's own flows
+handled (the NAT reverse path), read from Open vSwitch's counters. The DC edge switch plays
+two roles, ToR (L2 flows) and LB (VIP flows); "crossing the LB" means being handled by VIP
+flows, as it would be on a separate LB box.
+"""
+from __future__ import annotations
+
+from experiments import ovsstats
+from experiments.base import Context, Experiment, Param
+from experiments.stats import pct, percentile
+from experiments.vipclient import for_live
+from experiments.workloads import control
+from controller import vipflows
+
+SUMMARY_COLUMNS = ("variant", "requests", "ok_pct", "latency_p50_ms", "latency_p99_ms",
+                   "upload_goodput_mbps", "lb_reply_bytes_share", "uploads", "upload_ok_pct",
+                   "vip", "mode", "reply_bytes", "lb_reply_bytes")
+
+
+def reply_counters(plan, dc: str, vip_index: int) -> tuple[int, int]:
+    """(bytes sent by the DC's backends, bytes of those the VIP's reverse flows handled)."""
+    bridge = plan.switch(dc).name
+    total = sum(ovsstats.port_rx_bytes(bridge, h.switch_port)
+                for h in plan.hosts_in(dc, "backend"))
+    prefix = vipflows.vip_cookie_prefix(vip_index)
+    lb = ovsstats.bytes_where(bridge, lambda f: f.table == 0 and
+                              f.priority == vipflows.PRIO_REVERSE and
+                              f.cookie & vipflows.COOKIE_VIP_MASK == prefix)
+    return total, lb
+
+
+def run(ctx: Context) -> list[dict]:
+    plan, p = ctx.plan, ctx.params
+    dc = plan.scenario.dcs[0]
+    vip = str(dc.vip)
+    clients = [plan.hosts_in(r.name, "client")[0] for r in plan.scenario.regions]
+    summary = []
+    with ctx.open_net() as live:
+        api = for_live(live)
+        control.start_http_backends(live, plan, dcs=[dc.name])
+        live.start_health_checks()
+        pool = {h.name for h in plan.hosts_in(dc.name, "backend")}
+        with ctx.phase("vip-modes", len(p["modes"])) as bar:
+            for mode in p["modes"]:
+                api.change(dc.name, mode=mode)
+                before = reply_counters(plan, dc.name, 1)
+                procs = [(c, control.start_json_lines(live, c.name, "search_json", [
+                    "--host", vip, "--rate", str(p["rate"]), "--duration", str(p["duration_s"]),
+                    "--seed", str(ctx.seed + i)])) for i, c in enumerate(clients)]
+                uploads = []
+                for u in range(p["uploads"]):
+                    up = control.run_upload(live, clients[u % len(clients)].name, vip,
+                                            p["upload_mb"], p["upload_timeout_s"])
+                    uploads.append(up)
+                    ctx.record(variant=mode, repetition=u, src=clients[u % len(clients)].name,
+                               src_region=clients[u % len(clients)].site, dst=vip,
+                               dst_dc=up["dc"], vip=vip, backend=up["backend"],
+                               workload="upload", latency_ms=up["seconds"] * 1000,
+                               bytes=up["acked_bytes"], ok=up["ok"], error=up["error"],
+                               goodput_mbps=up["goodput_mbps"])
+                rows = []
+                for client, proc in procs:
+                    for row in control.finish_json_lines(proc, p["duration_s"] + 60):
+                        rows.append(row)
+                        ok = row["ok"] and row["backend"] in pool
+                        ctx.record(variant=mode, t_s=row["t_s"], src=client.name,
+                                   src_region=client.site, dst=vip, dst_dc=row["dc"], vip=vip,
+                                   backend=row["backend"], workload="search",
+                                   latency_ms=row["latency_ms"], bytes=row["bytes"], ok=ok,
+                                   error=row["error"] or ("" if ok else "foreign backend"))
+                after = reply_counters(plan, dc.name, 1)
+                total, lb = after[0] - before[0], after[1] - before[1]
+                oks = [r for r in rows if r["ok"]]
+                good = [u["goodput_mbps"] for u in uploads if u["ok"]]
+                summary.append({
+                    "variant": mode, "mode": mode, "vip": vip, "requests": len(rows),
+                    "ok_pct": pct(len(oks), len(rows)),
+                    "latency_p50_ms": percentile([r["latency_ms"] for r in oks], 50),
+                    "latency_p99_ms": percentile([r["latency_ms"] for r in oks], 99),
+                    "uploads": len(uploads), "upload_ok_pct": pct(len(good), len(uploads)),
+                    "upload_goodput_mbps": round(sum(good) / len(good), 2) if good else None,
+                    "reply_bytes": total, "lb_reply_bytes": lb,
+                    "lb_reply_bytes_share": round(min(lb / total, 1.0), 4) if total else None})
+                bar.advance()
+    return summary
+
+
+EXPERIMENT = Experiment(
+    name="vip-modes",
+    summary="NAT vs DSR through a VIP: latency, upload goodput, reply bytes through the LB",
+    claim="With DSR the load balancer only sees requests; replies go straight to the "
+          "client, so (unlike NAT) reply traffic does not load it.",
+    run=run,
+    scenario="three-dc",
+    params=(Param("modes", ["nat", "dsr"], "forwarding modes to compare"),
+            Param("rate", 20.0, "search requests per second per client", quick=10.0),
+            Param("duration_s", 10.0, "seconds of search traffic per mode", quick=5.0),
+            Param("uploads", 3, "uploads per mode", quick=1),
+            Param("upload_mb", 20.0, "size of each upload (MB)"),
+            Param("upload_timeout_s", 60.0, "an upload not done by then failed")),
+    summary_columns=SUMMARY_COLUMNS,
+)

@@ -1,0 +1,60 @@
+"""Client of the VIP app's REST API (used by experiments, tests and `lblab vip`)."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from topologies.system import LblabError
+
+
+class VipApi:
+    def __init__(self, base_url: str):
+        self.base = base_url.rstrip("/")
+
+    def call(self, method: str, path: str, body: dict | None = None,
+             expect_ok: bool = True) -> tuple[int, object]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status, text = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, text = exc.code, exc.read()
+        except urllib.error.URLError as exc:
+            raise LblabError(f"VIP controller not reachable at {self.base}: {exc.reason}") \
+                from None
+        try:
+            payload = json.loads(text) if text else None
+        except ValueError:
+            payload = text.decode(errors="replace")
+        if expect_ok and status != 200:
+            error = payload.get("error") if isinstance(payload, dict) else payload
+            raise LblabError(f"{method} {path}: HTTP {status}: {error}")
+        return status, payload
+
+    def vips(self) -> list:
+        return self.call("GET", "/vips")[1]
+
+    def vip(self, name: str) -> dict:
+        return self.call("GET", f"/vips/{name}")[1]
+
+    def change(self, name: str, **fields) -> dict:
+        return self.call("PUT", f"/vips/{name}", fields)[1]
+
+    def add_backend(self, name: str, ip: str, weight: float = 1.0) -> dict:
+        return self.call("POST", f"/vips/{name}/backends", {"ip": ip, "weight": weight})[1]
+
+    def remove_backend(self, name: str, backend: str) -> dict:
+        return self.call("DELETE", f"/vips/{name}/backends/{backend}")[1]
+
+    def drain(self, name: str, backend: str) -> dict:
+        return self.call("POST", f"/vips/{name}/backends/{backend}/drain")[1]
+
+    def undrain(self, name: str, backend: str) -> dict:
+        return self.call("POST", f"/vips/{name}/backends/{backend}/undrain")[1]
+
+
+def for_live(live) -> VipApi:
+    return VipApi(f"http://127.0.0.1:{live.controller.rest_port}")
