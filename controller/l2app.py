@@ -23,11 +23,9 @@ class LblabL2(app_manager.RyuApp):
     def switch_features(self, ev):
         dp = ev.msg.datapath
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        # Resynchronise: drop only our own L2 flows (a restarted controller relearns).
-        dp.send_msg(parser.OFPFlowMod(
-            datapath=dp, command=ofp.OFPFC_DELETE, table_id=ofp.OFPTT_ALL,
-            cookie=BASE_COOKIE, cookie_mask=0xFFFFFFFFFFFFFFFF,
-            out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
+        # A restarted controller keeps the switch's L2 flows (traffic keeps flowing) and
+        # relearns into empty tables; re-adding an identical flow replaces it, so nothing is
+        # duplicated.
         self.macs.forget(dp.id)
         to_controller = parser.OFPActionOutput(ofp.OFPP_CONTROLLER, PACKET_IN_BYTES)
         self._flow(dp, SRC_TABLE, TABLE_MISS_PRIORITY, parser.OFPMatch(),

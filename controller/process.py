@@ -92,6 +92,16 @@ class ControllerProcess:
             raise LblabError(f"switches not ready after {timeout_s:g}s (controller not "
                              f"connected or no flows): {', '.join(pending)}")
 
+    def restart(self, kill: bool = True) -> None:
+        """Kill (or stop) the controller and start it again on the same ports, as after a
+        crash: switches keep their flows (fail mode secure) and reconnect."""
+        if kill and self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        else:
+            self.stop()
+        self.start()
+
     def stop(self, timeout_s: float = 10) -> None:
         if not self.proc or self.proc.poll() is not None:
             return

@@ -97,7 +97,106 @@ def _relay_metric(name: str, unit: str, note: str) -> Callable[[], list[Row]]:
     return measure
 
 
+def _iperf_to(live, client: str, servers: list[str], target: str, seconds: float = 4,
+              port: int = 80) -> float:
+    """iperf3 TCP goodput from `client` to `target:port` with a server on every host in
+    `servers`."""
+    import json
+    import subprocess
+    procs = [live.spawn(h, ["iperf3", "-s", "-p", str(port)], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL) for h in servers]
+    try:
+        for h in servers:
+            live.wait_until(h, f"ss -Hltn 'sport = :{port}' | grep -q LISTEN", f"iperf3 on {h}")
+        out = live.node(client).cmd(f"iperf3 -J -c {target} -p {port} -t {seconds:g}")
+        data = json.loads(out)
+        if "error" in data:
+            raise RuntimeError(f"iperf3 to {target}: {data['error']}")
+        return data["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=5)
+
+
+def bench_vip() -> list[Row]:
+    """Goodput and new-connection rate through the VIP (nat, dsr, reactive) vs direct to a
+    backend over the same path, in one network. The direct baseline uses another port than
+    the VIP's (80): in NAT mode the LB rewrites every reply from a backend's port 80 to the
+    outside, so a direct connection to port 80 would not work (as behind a real NAT LB)."""
+    from experiments.vipclient import for_live
+    from experiments.workloads import control
+    from topologies import scenario
+    from topologies.net import LiveNet
+    from topologies.plan import build_plan
+    plan = build_plan(scenario.load("bench-vip"))
+    mech = _mech()
+    run_id = new_run_id("bench-vip")
+    client = plan.by_role("client")[0].name
+    backends = [h.name for h in plan.by_role("backend")]
+    direct_ip = str(plan.by_role("backend")[0].ip)
+    vip = str(plan.scenario.dcs[0].vip)
+    dc = plan.scenario.dcs[0].name
+    rows = []
+    with LiveNet(plan, mech, run_id, Path("/tmp") / f"lblab-{run_id}",
+                 log=lambda *_: 0) as live:
+        api = for_live(live)
+        # iperf3 opens a control and a data connection, which a hash may send to different
+        # backends: for goodput the pool is the one backend that the direct path reaches.
+        second = str(plan.by_role("backend")[1].ip)
+        api.remove_backend(dc, second)
+        good = {}
+        for mode in ("nat", "dsr"):
+            api.change(dc, mode=mode)
+            good[mode + "_vip"] = _iperf_to(live, client, backends[:1], vip)
+            good[mode + "_direct"] = _iperf_to(live, client, backends[:1], direct_ip,
+                                               port=5201)
+        api.add_backend(dc, second)
+        note = (f"iperf3 TCP 4 s, same client and path; datapath {mech.ovs_datapath}, "
+                f"link {mech.link_delay}; checksum offload off on backends: "
+                f"{bool(live.tx_offload_off)}")
+        for mode in ("nat", "dsr"):
+            rows.append(Row(f"vip_goodput_{mode}_vs_direct", good[mode + "_vip"], "Mbit/s",
+                            baseline=good[mode + "_direct"], target=0.9, note=note))
+        control.start_http_backends(live, plan)
+        control.start_http_backends(live, plan, port=8080)
+
+        def rate(target: str, port: int = 80) -> float:
+            res = control.run_json_lines(live, client, "connrate",
+                                         ["--host", target, "--port", str(port),
+                                          "--workers", "8", "--duration", "5"], timeout_s=60)
+            return res[0]["conn_per_s"]
+        api.change(dc, mode="nat", reactive=False)
+        fast, direct = rate(vip), rate(direct_ip, 8080)
+        api.change(dc, reactive=True)
+        reactive = rate(vip)
+        api.change(dc, reactive=False)
+        rows.append(Row("vip_conn_rate_vs_direct", fast, "conn/s", baseline=direct,
+                        target=0.8, note="8 concurrent connect-GET-close loops, 5 s, nat"))
+        rows.append(Row("vip_conn_rate_reactive_vs_direct", reactive, "conn/s",
+                        baseline=direct, note="first packet of each connection to the "
+                        "controller, exact flows installed"))
+    return rows
+
+
+def bench_maglev() -> list[Row]:
+    from controller.maglev import build_time_ms
+    return [Row("maglev_table_build_ms", build_time_ms(100, 65537), "ms",
+                note="N=100 backends, M=65537, pure Python, best of 3")]
+
+
+def bench_dns_qps() -> list[Row]:
+    """dnsperf against the standalone GSLB authority vs NSD serving the same zone, loopback."""
+    from gslb.bench import DNSPERF_CLIENTS, DNSPERF_OUTSTANDING, dns_qps
+    got = dns_qps()
+    return [Row("dns_qps", got["value"], "qps", baseline=got["baseline"], target=30000,
+                note=f"dnsperf 10 s, {DNSPERF_CLIENTS} clients x {DNSPERF_OUTSTANDING} "
+                     "outstanding, 127.0.0.1; baseline NSD, same zone")]
+
+
 METRICS: dict[str, Callable[[], list[Row]]] = {
+    "vip": bench_vip,
+    "maglev_table_build_ms": bench_maglev,
     "topology": bench_topology,
     "ovs_goodput_vs_veth": bench_ovs_goodput,
     "relay_rtt_error_ms": _relay_metric(
@@ -111,6 +210,7 @@ METRICS: dict[str, Callable[[], list[Row]]] = {
     "relay_max_mbps": _relay_metric("relay_max_mbps", "Mbit/s", "TCP, one relay, no cap"),
     "relay_crosstalk_ms": _relay_metric(
         "relay_crosstalk_ms", "ms", "added RTT on an idle link beside a saturated one"),
+    "dns_qps": lambda: bench_dns_qps(),
 }
 
 

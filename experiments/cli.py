@@ -111,6 +111,98 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        import ipaddress
+        ipaddress.ip_address(host)
+        number = int(port)
+        if not sep or not 0 <= number <= 65535:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"{what} {text}: expected ADDRESS:PORT like 127.0.0.1:5353") from None
+    return host, number
+
+
+def cmd_dns_serve(args) -> int:
+    import logging
+
+    from gslb.config import GslbConfigError
+    from gslb.scenario_config import gslb_config
+    from gslb.server import serve
+    from topologies import scenario
+    from topologies.plan import build_plan
+    listen = _host_port(args.listen, "--listen")
+    control = None if args.control == "off" else _host_port(args.control, "--control")
+    try:
+        config = gslb_config(build_plan(scenario.load(args.scenario)), policy=args.policy,
+                             ttl_s=args.ttl)
+    except (GslbConfigError, ValueError) as exc:
+        raise InputError(f"scenario {args.scenario}: dns: {exc}") from None
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        serve(config, [listen], control)
+    except OSError as exc:
+        raise LblabError(f"cannot serve on {args.listen}: {exc.strerror or exc}") from None
+    return 0
+
+
+def _vip_api(args):
+    from experiments.vipclient import VipApi
+    from topologies import state
+    if args.rest:
+        return VipApi(args.rest)
+    live = [r for r in state.load_all() if r.get("rest_url")
+            and state.pid_alive(int(r.get("owner_pid", 0)))]
+    if not live:
+        raise LblabError("no running lblab network found (start one with `lblab topo up`, "
+                         "or give --rest http://127.0.0.1:PORT)")
+    return VipApi(live[-1]["rest_url"])
+
+
+def _parse_vip_settings(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise InputError(f"{pair}: expected key=value (mode=dsr, algorithm=maglev, "
+                             f"conntrack=true, reactive=false, table_size=4093)")
+        key, value = pair.split("=", 1)
+        if value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+        elif value.isdigit():
+            out[key] = int(value)
+        else:
+            out[key] = value
+    return out
+
+
+def cmd_vip(args) -> int:
+    api = _vip_api(args)
+    action = args.vip_command
+    if action == "list":
+        for vip in api.vips():
+            up = sum(b["state"] == "up" for b in vip["backends"])
+            print(f"{vip['name']:<6} {vip['address']:<15} mode={vip['mode']:<4} "
+                  f"algorithm={vip['algorithm']:<9} conntrack={str(vip['conntrack']).lower():<5} "
+                  f"backends up {up}/{len(vip['backends'])}")
+        return 0
+    if action == "show":
+        result = api.vip(args.vip)
+    elif action == "set":
+        result = api.change(args.vip, **_parse_vip_settings(args.settings))
+    elif action == "add":
+        result = api.add_backend(args.vip, args.backend, args.weight)
+    elif action == "remove":
+        result = api.remove_backend(args.vip, args.backend)
+    elif action == "drain":
+        result = api.drain(args.vip, args.backend)
+    else:
+        result = api.undrain(args.vip, args.backend)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lblab", description="Load-balancing laboratory: multi-DC Mininet experiments "
@@ -145,12 +237,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="force a link delay mechanism")
     t.set_defaults(func=cmd_topo_up)
 
+    p = sub.add_parser("dns", help="the GSLB authoritative DNS server")
+    dsub = p.add_subparsers(dest="dns_command", metavar="ACTION")
+    dsub.required = True
+    d = dsub.add_parser("serve", help="serve the scenario's zone lblab.test standalone, "
+                        "until Ctrl-C")
+    d.add_argument("--scenario", default="three-dc",
+                   help="scenario name or YAML file (default: three-dc)")
+    d.add_argument("--listen", default="127.0.0.1:5353", metavar="ADDR:PORT",
+                   help="UDP and TCP address (default: 127.0.0.1:5353)")
+    d.add_argument("--control", default="127.0.0.1:8053", metavar="ADDR:PORT",
+                   help="JSON control channel (GET /state, POST /policy, /ttl, /dc/NAME); "
+                        "'off' for none (default: 127.0.0.1:8053)")
+    d.add_argument("--policy", choices=("all", "geo", "capacity"),
+                   help="answer policy (default: the scenario's)")
+    d.add_argument("--ttl", type=int, help="TTL of the service's A records, seconds "
+                   "(default: the scenario's)")
+    d.set_defaults(func=cmd_dns_serve)
+
     p = sub.add_parser("clean", help="remove what a crashed lblab run left behind (only that)")
     p.add_argument("--all", action="store_true",
                    help="also runs whose owner process is still alive")
     p.add_argument("--check", action="store_true",
                    help="only list lblab leftovers; exit 1 if there are any")
     p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("vip", help="inspect and change VIPs of a running network (REST)")
+    p.add_argument("--rest", help="VIP controller URL (default: the running lblab network's)")
+    vsub = p.add_subparsers(dest="vip_command", metavar="ACTION")
+    vsub.required = True
+    vsub.add_parser("list", help="VIPs with mode, algorithm and backends up")
+    v = vsub.add_parser("show", help="one VIP: backends, state, connections, table share")
+    v.add_argument("vip", help="VIP name (its DC) or address")
+    v = vsub.add_parser("set", help="change mode, algorithm, conntrack, reactive, table_size")
+    v.add_argument("vip")
+    v.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+    v = vsub.add_parser("add", help="add a backend (a host on the VIP's LB switch)")
+    v.add_argument("vip")
+    v.add_argument("backend", help="backend IPv4 address")
+    v.add_argument("--weight", type=float, default=1.0)
+    for name, text in (("remove", "remove a backend (its connections break)"),
+                       ("drain", "no new connections to a backend; existing ones finish"),
+                       ("undrain", "let a drained backend take new connections again")):
+        v = vsub.add_parser(name, help=text)
+        v.add_argument("vip")
+        v.add_argument("backend", help="backend address or name")
+    p.set_defaults(func=cmd_vip)
 
     p = sub.add_parser("bench", help="performance checks -> results/bench/<run-id>/bench.csv")
     p.add_argument("--out", type=Path, help="results root (default: results/)")

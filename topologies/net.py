@@ -169,6 +169,7 @@ class LiveNet:
         vipconfig.write(vipconfig.from_plan(self.plan, self.health_dir, self.vip_overrides),
                         self.vip_config_path)
         self.controller.start()
+        self.state.data["rest_url"] = f"http://127.0.0.1:{self.controller.rest_port}"
         self.state.add("pids", self.controller.pid)
         QuietTCLink = _quiet_tclink()
         make_host, make_switch = _node_classes(self.mech.ovs_datapath_mininet)

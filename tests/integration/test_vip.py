@@ -1,0 +1,179 @@
+"""The VIP load balancer on real Open vSwitch with the real controller: what a user of a
+load balancer cares about. Each test brings up its own network (two-dc unless noted)."""
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import LBLAB, REPO
+from controller import vipflows
+from experiments import ovsstats
+from experiments.vip_modes import reply_counters
+from experiments.vipclient import VipApi, for_live
+from experiments.workloads import control
+from topologies import mechanisms, scenario
+from topologies.net import LiveNet
+from topologies.plan import build_plan
+from topologies.state import new_run_id
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def vipnet(lblab_clean, tmp_path):
+    plan = build_plan(scenario.load("two-dc"))
+    with LiveNet(plan, mechanisms.detect(), new_run_id("test"), tmp_path) as live:
+        control.start_http_backends(live, plan)
+        live.start_health_checks()
+        yield plan, live, for_live(live)
+
+
+def get(live, client, url):
+    return control.http_get(live, client, url, timeout_s=5)
+
+
+def test_http_through_vip_in_both_modes_from_every_region(vipnet):
+    plan, live, api = vipnet
+    for mode in ("nat", "dsr"):
+        for dc in plan.scenario.dcs:
+            api.change(dc.name, mode=mode)
+        for client in plan.by_role("client"):
+            for dc in plan.scenario.dcs:
+                pool = {h.name for h in plan.hosts_in(dc.name, "backend")}
+                for _ in range(3):
+                    reply = get(live, client.name, f"http://{dc.vip}/search?size=2000")
+                    assert reply["status"] == 200, (mode, client.name, dc.name, reply)
+                    assert reply["backend"] in pool and reply["dc"] == dc.name
+
+
+@pytest.mark.parametrize("mode,low,high", [("dsr", 0.0, 0.05), ("nat", 0.9, 1.0)])
+def test_reply_bytes_through_the_lb(vipnet, mode, low, high):
+    plan, live, api = vipnet
+    dc = plan.scenario.dcs[0]
+    api.change(dc.name, mode=mode)
+    client = plan.by_role("client")[0].name
+    before = reply_counters(plan, dc.name, 1)
+    for _ in range(10):
+        assert get(live, client, f"http://{dc.vip}/search?size=1000000")["status"] == 200
+    after = reply_counters(plan, dc.name, 1)
+    share = (after[1] - before[1]) / (after[0] - before[0])
+    assert low <= share <= high, share
+
+
+def test_rest_rejects_bad_input_and_changes_nothing(vipnet):
+    plan, live, api = vipnet
+    before = api.vips()
+    bad = [("GET", "/vips/nope", None), ("PUT", "/vips/us1", {"mode": "tunnel"}),
+           ("PUT", "/vips/us1", {"algorithm": "random"}), ("PUT", "/vips/us1", {"colour": 1}),
+           ("POST", "/vips/us1/backends", {"ip": "10.101.0.300"}),
+           ("POST", "/vips/us1/backends", {"ip": "10.102.0.11"}),   # another DC's segment
+           ("POST", "/vips/us1/backends", {"ip": "10.101.0.11"}),   # already a backend
+           ("DELETE", "/vips/us1/backends/10.101.0.99", None),
+           ("POST", "/vips/eu9/backends/10.101.0.11/drain", None)]
+    for method, path, body in bad:
+        status, payload = api.call(method, path, body, expect_ok=False)
+        assert status == 400, (method, path, status, payload)
+        assert isinstance(payload, dict) and payload["error"], payload
+    # not JSON at all
+    req = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT",
+                          "-d", "{mode:", f"{api.base}/vips/us1"], capture_output=True, text=True)
+    assert req.stdout == "400"
+    assert api.vips() == before
+
+
+def test_dead_backend_gets_no_new_connections_within_3s(vipnet):
+    plan, live, api = vipnet
+    dc = plan.scenario.dcs[0]
+    victim = plan.hosts_in(dc.name, "backend")[0]
+    server = next(p for p in live.procs if f"--backend\x00{victim.name}".replace("\x00", " ")
+                  in " ".join(p.args if isinstance(p.args, list) else [p.args]))
+    server.kill()
+    server.wait()
+    time.sleep(3)  # the requirement itself: 3 s after the death, not a readiness wait
+    client = plan.by_role("client")[0].name
+    backends = [get(live, client, f"http://{dc.vip}/search")["backend"] for _ in range(30)]
+    assert victim.name not in backends
+    assert all(backends), "every request must still be served by a live backend"
+    assert api.vip(dc.name)["backends"][0]["health"] == "down"
+
+
+def test_drain_stops_new_connections_and_lets_existing_ones_finish(vipnet):
+    plan, live, api = vipnet
+    dc = plan.scenario.dcs[0]
+    client = plan.by_role("client")[0].name
+    streams = control.start_json_lines(live, client, "streams", [
+        "--host", str(dc.vip), "--count", "8", "--seconds", "4", "--interval", "0.2"])
+    streams.stdout.readline()
+    time.sleep(0.5)
+    target = plan.hosts_in(dc.name, "backend")[0]
+    api.drain(dc.name, str(target.ip))
+    deadline = time.monotonic() + 5
+    while api.vip(dc.name)["backends"][0]["table_share"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new = [get(live, client, f"http://{dc.vip}/search")["backend"] for _ in range(20)]
+    assert target.name not in new
+    rows = control.finish_json_lines(streams, 60)
+    assert any(r["backend"] == target.name for r in rows), "no stream landed on it (seed?)"
+    assert all(r["ok"] for r in rows), rows
+
+
+def test_controller_restart_keeps_connections_and_resyncs(vipnet):
+    plan, live, api = vipnet
+    dc = plan.scenario.dcs[0]
+    bridge = plan.switch(dc.name).name
+    client = plan.by_role("client")[0].name
+
+    def vip_flows():
+        return sorted((f.table, f.priority, f.cookie, f.text.split("actions=")[0]
+                       .split("priority=")[1]) for f in ovsstats.flows(bridge)
+                      if f.cookie & vipflows.COOKIE_PREFIX_MASK == vipflows.COOKIE_VIP)
+
+    before = vip_flows()
+    streams = control.start_json_lines(live, client, "streams", [
+        "--host", str(dc.vip), "--count", "6", "--seconds", "6", "--interval", "0.2"])
+    streams.stdout.readline()
+    time.sleep(1)
+    live.controller.restart(kill=True)
+    live.controller.wait_switches([s.name for s in plan.switches], 0x1B1AB00000000000)
+    rows = control.finish_json_lines(streams, 60)
+    assert all(r["ok"] for r in rows), rows
+    deadline = time.monotonic() + 10
+    while vip_flows() != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert vip_flows() == before, "resync duplicated or lost VIP flows"
+    assert get(live, client, f"http://{dc.vip}/search")["status"] == 200
+
+
+def test_nothing_of_lblab_listens_on_all_interfaces(vipnet):
+    plan, live, api = vipnet
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    mine = [line for line in out.splitlines() if f"pid={live.controller.pid}," in line]
+    assert mine, out
+    for line in mine:
+        local = line.split()[3]
+        assert local.startswith("127.0.0.1:"), line
+
+
+def test_vip_hashing_quick_meets_the_chapter(lblab_clean, tmp_path):
+    proc = subprocess.run([*LBLAB, "run", "vip-hashing", "--quick", "--out", str(tmp_path),
+                           "--set", "algorithms=modn,maglev"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = next((tmp_path / "vip-hashing").iterdir())
+    with open(run_dir / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    n = 8
+    for row in rows:
+        remap = float(row["remap_fraction"])
+        if row["algorithm"] == "maglev":
+            assert remap <= 1.15 / n, row
+            assert float(row["max_mean_share"]) <= 1.10, row
+        if row["algorithm"] == "modn":
+            assert remap >= 0.5, row
+        if row["conntrack"] == "true":
+            assert int(row["broken_connections"]) == 0, row
