@@ -49,9 +49,13 @@ fi
 VENV=.venv
 REQ_HASH=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.lblab-requirements" 2>/dev/null)" != "$REQ_HASH" ]; then
-  echo "building $VENV from /usr/bin/python3 (with system site-packages for mininet)"
-  rm -rf "$VENV"
-  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+  if ! "$VENV/bin/python" -c 'import sys; assert sys.base_prefix == "/usr"' 2>/dev/null; then
+    echo "building $VENV from /usr/bin/python3 (with system site-packages for mininet)"
+    rm -rf "$VENV"
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+  else
+    echo "updating $VENV to requirements.txt"
+  fi
   retry "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$REQ_HASH" > "$VENV/.lblab-requirements"
