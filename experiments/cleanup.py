@@ -137,7 +137,16 @@ def clean(everything: bool = False, log=print) -> dict:
             run(["ip", "netns", "del", name], check=False)
             report["namespaces"].append(name)
 
-    # 5. State files of dead runs.
+    # 5. Relays recorded in PID files (each checked to really be lblab-relay before it is
+    #    signalled), and their leftover logs, when no live run owns them.
+    if not live_runs:
+        from topologies.relay.link import PID_DIR, stop_relays_from_pidfiles
+        report["processes"] += stop_relays_from_pidfiles()
+        if PID_DIR.is_dir():
+            for leftover in PID_DIR.iterdir():
+                leftover.unlink(missing_ok=True)
+
+    # 6. State files of dead runs.
     for r in runs:
         if r["run_id"] not in live_runs:
             Path(r["_path"]).unlink(missing_ok=True)
@@ -162,4 +171,10 @@ def leftovers() -> dict:
                     or ovs.bridge_external_id(b, "lblab-run")],
         "interfaces": [i for i in root_interfaces() if _PREFIX_RE.match(i)],
         "state_files": [r["run_id"] for r in state.load_all()],
+        "relay_pid_files": _relay_pid_files(),
     }
+
+
+def _relay_pid_files() -> list[str]:
+    from topologies.relay.link import PID_DIR
+    return sorted(p.name for p in PID_DIR.glob("*.pid")) if PID_DIR.is_dir() else []

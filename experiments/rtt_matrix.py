@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 
 from experiments.base import Context, Experiment, Param
-from experiments.workloads.probes import PingJob, ping_many
+from experiments.workloads.probes import PingJob, ping_many, rtt_many
 
 SUMMARY_COLUMNS = ("src", "dst", "configured_rtt_ms", "measured_rtt_ms", "loss_pct",
                    "link_delay", "src_host", "dst_host", "dst_kind", "error_ms",
@@ -35,7 +35,7 @@ def run(ctx: Context) -> list[dict]:
         # costs, not path RTT.
         ping_many(net, jobs, count=1, interval_s=0.2)
         with ctx.phase("rtt-matrix: ping all pairs", len(jobs)) as bar:
-            results = ping_many(net, jobs, count=count, interval_s=interval)
+            results = rtt_many(net, jobs, count=count, interval_s=interval)
             bar.advance(len(jobs))
     for job, res in results:
         src, dst, kind = job.label["src"], job.label["dst"], job.label["kind"]

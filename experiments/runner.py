@@ -69,7 +69,10 @@ def link_mechanisms(plan, mech) -> dict:
 
 def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool = False,
                    seed: int = 1, out_root: Path | None = None, overrides: list[str] = (),
-                   log=print) -> Path:
+                   log=print, repetition: int = 0, extra_metadata: dict | None = None) -> Path:
+    """One run of `exp` into <out_root>/<experiment>/<run-id>/. `repetition` (runner-level
+    repetitions, see experiments/suites.py) is written to every record and to metadata;
+    `extra_metadata` (e.g. the suite this run belongs to) is merged into metadata.json."""
     runner_keys, param_text = split_overrides(list(overrides))
     params = exp.resolve_params(quick, param_text)
     scen = scenario_mod.load(scenario or exp.scenario)
@@ -100,7 +103,7 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
 
     ctx = Context(experiment=exp, run_id=run_id, params=params, seed=seed, quick=quick,
                   work_dir=run_dir.work, open_net=open_net, phase=phase, log=log,
-                  warnings=warnings)
+                  warnings=warnings, repetition=repetition)
     ctx.plan = plan
     ctx.scenario = scen
     ctx.mechanisms = mech
@@ -110,6 +113,9 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
     try:
         with sigterm_as_interrupt(), CpuIdleSampler() as cpu:
             summary = exp.run(ctx)
+        for net in nets:
+            for text in net.calibration_warnings():
+                ctx.warn(f"calibration: {text}")
         if cpu.starved:
             ctx.warn(f"CPU idle fell to {cpu.min_idle_pct}% (< {STARVED_BELOW_PCT:g}%): the "
                      "emulation was CPU-starved; latencies include CPU queueing")
@@ -117,6 +123,8 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
         write_csv(run_dir.path("summary.csv"), summary, exp.summary_columns)
         metadata = {
             "run_id": run_id, "experiment": exp.name, "quick": quick, "seed": seed,
+            "repetition": repetition, "claim": exp.claim,
+            "summary_columns": list(exp.summary_columns),
             "parameters": params, "runner_settings": runner_keys,
             "command_line": sys.argv,
             "scenario": {"name": scen.name, "source": str(scenario_mod.resolve_path(
@@ -134,8 +142,11 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
             "cpu_starved": cpu.starved,
             "network_timing_s": [{"up": round(n.timing.up_s, 3),
                                   "down": round(n.timing.down_s, 3)} for n in nets],
+            "calibration": [n.calibration for n in nets],
+            "tx_offload_off": sorted({i for n in nets for i in n.tx_offload_off}),
             "warnings": ctx.warnings,
             **ctx.extra_metadata,
+            **(extra_metadata or {}),
         }
         write_json(run_dir.path("metadata.json"), metadata)
         final = run_dir.publish()

@@ -112,12 +112,14 @@ def _quiet_ipv6(node) -> None:
 
 
 DEFAULT_APPS = ("controller.l2app", "controller.vipapp")
+CALIBRATION_TOLERANCE_MS = 1.0
 HEALTH_PORT = 80
 
 
 class LiveNet:
     def __init__(self, plan: NetworkPlan, mechanisms: Mechanisms, run_id: str, work_dir: Path,
-                 controller_apps=None, log=print, vip_overrides: dict | None = None):
+                 controller_apps=None, log=print, vip_overrides: dict | None = None,
+                 calibrate_links: bool = True):
         self.plan = plan
         self.mech = mechanisms
         self.run_id = run_id
@@ -133,6 +135,8 @@ class LiveNet:
         self.net = None
         self.timing = Timing()
         self.tx_offload_off: list[str] = []
+        self.calibrate_links = calibrate_links
+        self.calibration: list[dict] = []
         self.procs: list = []  # processes started in hosts; Mininet's stop() does not reap them
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -188,6 +192,8 @@ class LiveNet:
         self.controller.wait_switches([s.name for s in self.plan.switches], BASE_COOKIE)
         self._warm_up()
         self.timing.up_s = time.monotonic() - t0
+        if self.calibrate_links:
+            self.calibrate()
 
     def _prepare_backends(self) -> None:
         """Every backend holds its DC's VIP on lo and never answers ARP for it, so a VIP can
@@ -239,6 +245,37 @@ class LiveNet:
                  for h in self.plan.hosts]
         for proc in procs:
             proc.wait(timeout=10)
+
+    def calibrate(self, count: int = 20, interval_s: float = 0.01) -> list[dict]:
+        """Ping across every emulated WAN link (router to router, all links at once) and
+        compare the median RTT with twice the configured one-way delay. Recorded in each
+        run's metadata; an error above CALIBRATION_TOLERANCE_MS is a fidelity warning."""
+        from experiments.workloads.probes import PingJob, ping_many, rtt_many
+        jobs = [PingJob(w.a_router, str(w.b_ip), {"wan": w}) for w in self.plan.wans]
+        # Resolve ARP across every link first: pings sent while ARP is pending wait for it
+        # and would read up to one extra RTT.
+        ping_many(self, jobs, count=1, interval_s=0.2, timeout_s=3)
+        self.calibration = []
+        for job, res in rtt_many(self, jobs, count=count, interval_s=interval_s):
+            wan = job.label["wan"]
+            configured = 2 * wan.link.delay_ms
+            measured = res.median_ms
+            self.calibration.append({
+                "link": f"{wan.link.a}-{wan.link.b}", "mechanism": self.mech.link_delay,
+                "configured_rtt_ms": configured,
+                "measured_rtt_ms": None if measured is None else round(measured, 3),
+                "error_ms": None if measured is None else round(measured - configured, 3),
+                "loss_pct": round(res.loss_pct, 1)})
+        return self.calibration
+
+    def calibration_warnings(self) -> list[str]:
+        if self.mech.link_delay == "none":
+            return []  # already warned: no delay mechanism at all
+        bad = [c for c in self.calibration
+               if c["error_ms"] is None or abs(c["error_ms"]) > CALIBRATION_TOLERANCE_MS]
+        return [f"link {c['link']}: configured RTT {c['configured_rtt_ms']:g} ms, measured "
+                f"{c['measured_rtt_ms']} ms (> {CALIBRATION_TOLERANCE_MS:g} ms off)"
+                for c in bad]
 
     def _expected_root_interfaces(self) -> list[str]:
         names = []

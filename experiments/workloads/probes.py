@@ -40,6 +40,33 @@ def ping_many(net, jobs: list[PingJob], count: int, interval_s: float,
     return results
 
 
+def rtt_many(net, jobs: list[PingJob], count: int, interval_s: float,
+             timeout_s: float = 2.0) -> list[tuple[PingJob, PingResult]]:
+    """Like ping_many, with microsecond resolution: ICMP echo on a raw socket timestamped by
+    the kernel (topologies.relay.rttprobe), because ping prints 3 significant digits (a
+    150 ms RTT reads "150"), too coarse to check an emulated link to a fraction of a ms."""
+    import sys
+    procs = []
+    for job in jobs:
+        cmd = [sys.executable, "-m", "topologies.relay.rttprobe", job.dst_ip, "--count",
+               str(count), "--interval", f"{interval_s:g}", "--timeout", f"{timeout_s:g}"]
+        procs.append((job, net.spawn(job.src, cmd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)))
+    results = []
+    for job, proc in procs:
+        try:
+            out, err = proc.communicate(timeout=count * interval_s + timeout_s + 20)
+            data = json.loads(out)
+        except (subprocess.TimeoutExpired, ValueError):
+            proc.kill()
+            proc.communicate()
+            data = {"sent": count, "rtts_ms": []}
+        rtts = [r for r in data.get("rtts_ms", []) if r is not None]
+        results.append((job, PingResult(sent=data.get("sent", count), received=len(rtts),
+                                        rtts_ms=rtts)))
+    return results
+
+
 def iperf3_goodput_mbps(client, server, server_ip: str, seconds: float = 3.0,
                         extra: str = "", port: int = 5201) -> float:
     """TCP goodput client->server in Mbit/s (receiver side), one iperf3 run. `client` and
