@@ -163,15 +163,27 @@ def _is_marked(pid: int, run_id: str) -> bool:
     return f"{state.RUN_ENV}={run_id}".encode() in env.split(b"\0")
 
 
-def leftovers() -> dict:
-    """What of lblab's is present now (for tests and `lblab clean --check`)."""
+def leftovers(include_other_live_runs: bool = False) -> dict:
+    """What of lblab's is present now (for tests and `lblab clean --check`). Things that
+    belong to another live run (an lblab process still running elsewhere on the machine)
+    are left out unless asked for: they are not leftovers."""
+    runs = state.load_all()
+    other_live = set() if include_other_live_runs else {
+        r["run_id"] for r in runs
+        if int(r.get("owner_pid", 0)) != os.getpid() and state.pid_alive(int(r["owner_pid"]))}
+    live_bridges = {b for r in runs if r["run_id"] in other_live for b in r.get("bridges", [])}
+    live_ifaces = {i for r in runs if r["run_id"] in other_live for i in r.get("interfaces", [])}
+    live_prefixes = tuple(f"{b}-" for b in live_bridges) + ("lbw-",) * bool(other_live)
     return {
-        "processes": sorted(marked_processes()),
-        "bridges": [b for b in ovs.bridges() if _PREFIX_RE.match(b)
-                    or ovs.bridge_external_id(b, "lblab-run")],
-        "interfaces": [i for i in root_interfaces() if _PREFIX_RE.match(i)],
-        "state_files": [r["run_id"] for r in state.load_all()],
-        "relay_pid_files": _relay_pid_files(),
+        "processes": sorted(pid for pid, run_id in marked_processes().items()
+                            if run_id not in other_live),
+        "bridges": [b for b in ovs.bridges() if b not in live_bridges and (
+            _PREFIX_RE.match(b) or ovs.bridge_external_id(b, "lblab-run"))],
+        "interfaces": [i for i in root_interfaces() if _PREFIX_RE.match(i)
+                       and i not in live_ifaces and i not in live_bridges
+                       and not i.startswith(live_prefixes)],
+        "state_files": [r["run_id"] for r in runs if r["run_id"] not in other_live],
+        "relay_pid_files": [] if other_live else _relay_pid_files(),
     }
 
 

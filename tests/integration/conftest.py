@@ -38,7 +38,7 @@ def lblab_clean():
     from experiments.cleanup import clean, leftovers
     from topologies.ovs import ensure_running
     ensure_running(lambda *_: None)
-    clean(everything=True)
+    clean()  # leftovers of dead runs only: a live run elsewhere is not ours to remove
     yield
     left = wait_no_leftovers()
     assert not any(left.values()), f"lblab left behind: {left}"
