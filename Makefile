@@ -4,11 +4,12 @@ VENV  := .venv
 LBLAB := $(VENV)/bin/lblab
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: setup run test unit integration bench clean help
+.PHONY: setup run test test-vm unit integration bench clean help
 
 help:
 	@echo "sudo make run    install what is missing, run the default suite into results/"
 	@echo "sudo make test   install what is missing, run unit and integration tests"
+	@echo "sudo make test-vm  kernel-path tests (OVS module, netem, ip_gre) in a Debian 12 qemu guest"
 	@echo "sudo make bench  performance checks -> results/bench/<run-id>/bench.csv"
 	@echo "sudo make setup  the install step alone (idempotent)"
 	@echo "sudo make clean  remove leftovers of crashed lblab runs (only lblab's)"
@@ -28,6 +29,11 @@ test: setup
 	$(LBLAB) clean
 	$(PYTEST) tests/unit -q
 	$(PYTEST) tests/integration -q -m "integration and not kernel" -p no:cacheprovider
+
+# The kernel lane: a cached Debian 12 guest image (.cache/vm/<key>/, built on first use with
+# debootstrap), booted with qemu (KVM where it works, else TCG), runs tests/kernel (-m kernel).
+test-vm:
+	@bash tools/vm/test-vm.sh
 
 unit: setup
 	$(PYTEST) tests/unit -q
