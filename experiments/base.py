@@ -87,13 +87,14 @@ class Context:
     records: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     extra_metadata: dict = field(default_factory=dict)
+    repetition: int = 0  # set by the runner (runner-level repetitions, experiments/suites.py)
 
     def __post_init__(self):
         self.rng = random.Random(self.seed)
 
     def record(self, **fields) -> None:
         row = {"run_id": self.run_id, "experiment": self.experiment.name,
-               "variant": "default", "repetition": 0}
+               "variant": "default", "repetition": self.repetition}
         row.update(fields)
         self.records.append(row)
 

@@ -57,14 +57,65 @@ def cmd_run(args) -> int:
     from experiments.registry import get
     from experiments.runner import run_experiment, split_overrides
     from topologies import scenario
+    if args.suite:
+        return _run_suite(args)
+    if not args.experiment:
+        raise InputError("lblab run: give an EXPERIMENT or --suite quick|full")
+    if args.repetitions < 1:
+        raise InputError("--repetitions: expected 1 or more")
     # Bad input is reported before anything else, root or not.
     exp = get(args.experiment)
     scenario.load(args.scenario or exp.scenario)
     exp.resolve_params(args.quick, split_overrides(args.set or [])[1])
     _need_root("lblab run")
-    run_experiment(exp, scenario=args.scenario, quick=args.quick, seed=args.seed,
-                   out_root=args.out, overrides=args.set or [])
+    for rep in range(args.repetitions):  # runner-level repetitions: seeds seed..seed+R-1
+        run_experiment(exp, scenario=args.scenario, quick=args.quick, seed=args.seed + rep,
+                       out_root=args.out, overrides=args.set or [], repetition=rep,
+                       extra_metadata={"repetitions": args.repetitions,
+                                       "base_seed": args.seed}
+                       if args.repetitions > 1 else None)
     return 0
+
+
+def _run_suite(args) -> int:
+    from experiments.runner import split_overrides
+    from experiments.suites import run_suite
+    if args.experiment:
+        raise InputError("lblab run: give either an EXPERIMENT or --suite, not both")
+    if args.scenario or args.quick:
+        raise InputError("--suite runs every experiment on its own scenario and size: "
+                         "--scenario and --quick do not apply (--suite quick is the quick one)")
+    runner_keys, params = split_overrides(args.set or [])
+    if params:
+        raise InputError(f"--set with --suite takes runner keys only (link_emulation), "
+                         f"not {', '.join(params)}")
+    _need_root("lblab run --suite")
+    _, code = run_suite(args.suite, seed=args.seed, out_root=args.out,
+                        overrides=args.set or [],
+                        repetitions=args.repetitions if args.repetitions > 1 else None)
+    return code
+
+
+def cmd_report(args) -> int:
+    from experiments.report import build_report
+    path = build_report(args.run_dirs, args.out)
+    print(f"report: {path}")
+    print(f"        {path.with_suffix('.html')}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from experiments.report.compare import compare_paths, render_text
+    from experiments.suites import tolerances_markdown
+    if args.tolerances:
+        print(tolerances_markdown(), end="")
+        if not args.runs:
+            return 0
+    if len(args.runs) != 2:
+        raise InputError("lblab compare: give two run directories (or two suite directories)")
+    checks, notes = compare_paths(Path(args.runs[0]), Path(args.runs[1]))
+    print(render_text(checks, notes, failures_only=args.failures_only))
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def cmd_topo_up(args) -> int:
@@ -217,8 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="experiments and scenarios, one line each")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("run", help="run one experiment and write results/<experiment>/<run-id>/")
-    p.add_argument("experiment", help="experiment name (see `lblab list`)")
+    p = sub.add_parser("run", help="run one experiment (results/<experiment>/<run-id>/) or a "
+                       "suite of all of them (results/suite/<id>/ with a report)")
+    p.add_argument("experiment", nargs="?", help="experiment name (see `lblab list`)")
+    p.add_argument("--suite", choices=("quick", "full"),
+                   help="instead of one EXPERIMENT: every experiment in order, then a report "
+                        "(quick: reduced size, once; full: full size, 3 repetitions)")
+    p.add_argument("--repetitions", type=int, default=1, metavar="R",
+                   help="run R times with seeds seed..seed+R-1, one run directory each "
+                        "(default 1; --suite full: 3)")
     p.add_argument("--scenario", help="scenario name or YAML file (default: the experiment's)")
     p.add_argument("--quick", action="store_true", help="reduced size, for a first look")
     p.add_argument("--seed", type=int, default=1, help="seed of every random choice (1)")
@@ -289,6 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", metavar="METRIC",
                    help="run only this metric; repeatable")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="report.md + report.html (+ figures/) from suite or run "
+                       "directories, without re-running anything")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="a suite directory (results/suite/<id>) or run directories")
+    p.add_argument("--out", type=Path, help="where to write the report (default: the suite "
+                   "directory, else the parent of the first run directory)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="do two runs (or two suites) agree within the "
+                       "reproducibility tolerances? exit 1 if not")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="two run or two suite directories")
+    p.add_argument("--failures-only", action="store_true",
+                   help="list only the values outside their tolerance")
+    p.add_argument("--tolerances", action="store_true",
+                   help="print the tolerance table (markdown)")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

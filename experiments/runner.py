@@ -91,10 +91,10 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
         log(f"WARNING: {text}")
     nets: list = []
 
-    def open_net(plan_override=None, controller_apps=None):
+    def open_net(plan_override=None, controller_apps=None, **net_options):
         from topologies.net import LiveNet
         net = LiveNet(plan_override or plan, mech, run_id, run_dir.work,
-                      controller_apps=controller_apps, log=log)
+                      controller_apps=controller_apps, log=log, **net_options)
         nets.append(net)
         return net
 
@@ -144,6 +144,7 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
                                   "down": round(n.timing.down_s, 3)} for n in nets],
             "calibration": [n.calibration for n in nets],
             "tx_offload_off": sorted({i for n in nets for i in n.tx_offload_off}),
+            "gre": [n.gre.metadata() for n in nets if getattr(n, "gre", None) is not None],
             "warnings": ctx.warnings,
             **ctx.extra_metadata,
             **(extra_metadata or {}),

@@ -1,0 +1,183 @@
+"""Per-experiment renderers: readings follow the numbers (consistent or contradicting), and
+figures are drawn from small synthetic DataFrames."""
+from __future__ import annotations
+
+import pandas as pd
+
+from experiments.report import build_report, dns, gre, rtt, vip
+from experiments.report.core import Figure
+from report_helpers import hashing_rows, make_run, rtt_rows
+
+
+def text(lines):
+    return "\n".join(lines)
+
+
+def test_rtt_readings():
+    good = text(rtt.readings(pd.DataFrame(rtt_rows(0.3)), "relay"))
+    assert "4 of 4 paths within 1 ms" in good and "consistent with the chapter" in good
+    bad = text(rtt.readings(pd.DataFrame(rtt_rows(3.0)), "relay"))
+    assert "0 of 4 paths" in bad and "contradicts" in bad
+    none = text(rtt.readings(pd.DataFrame(rtt_rows(-5.0)), "none"))
+    assert "cannot support any latency claim" in none
+    assert isinstance(rtt.figure(pd.DataFrame(rtt_rows())), Figure)
+
+
+def modes_summary(dsr_share=0.0):
+    return pd.DataFrame([
+        {"variant": "nat", "mode": "nat", "requests": 100, "ok_pct": 100.0,
+         "latency_p50_ms": 20.0, "latency_p99_ms": 50.0, "upload_goodput_mbps": 80.0,
+         "lb_reply_bytes_share": 0.98, "upload_ok_pct": 100.0},
+        {"variant": "dsr", "mode": "dsr", "requests": 100, "ok_pct": 97.0,
+         "latency_p50_ms": 18.0, "latency_p99_ms": 40.0, "upload_goodput_mbps": 90.0,
+         "lb_reply_bytes_share": dsr_share, "upload_ok_pct": 100.0}])
+
+
+def modes_records():
+    rows = []
+    for v in ("nat", "dsr"):
+        for i in range(20):
+            rows.append({"variant": v, "workload": "search", "latency_ms": 10.0 + i,
+                         "ok": True})
+    return pd.DataFrame(rows)
+
+
+def test_vip_modes_readings_and_figure():
+    good = text(vip.modes_readings(modes_summary(0.0)))
+    assert "dsr: 0.0% of reply bytes crossed the LB" in good
+    assert "contradicts" not in good
+    assert "dsr: only 97% of search requests succeeded" in good
+    bad = text(vip.modes_readings(modes_summary(0.4)))
+    assert "do not bypass" in bad and "contradicts" in bad
+    assert isinstance(vip.modes_figure(modes_summary(), modes_records()), Figure)
+    assert isinstance(vip.modes_figure(modes_summary(), pd.DataFrame()), Figure)
+
+
+def test_vip_hashing_readings():
+    good = text(vip.hashing_readings(pd.DataFrame(hashing_rows())))
+    assert "maglev remapped 13.1% of keys when N went 8→7 (1/N = 12.5%" in good
+    assert "mod-N remapped 88.0%" in good
+    assert "connection tracking on" in good and "contradicts" not in good
+    bad = text(vip.hashing_readings(pd.DataFrame(hashing_rows(maglev_remap=0.3,
+                                                              ct_broken=2))))
+    assert bad.count("contradicts") == 3  # maglev-noct, maglev-ct, conntrack
+    assert isinstance(vip.hashing_figure(pd.DataFrame(hashing_rows())), Figure)
+
+
+def rr_summary(first_top=0.9):
+    rows = []
+    for pick, shares in (("random", (0.33, 0.35, 0.32)),
+                         ("first", (first_top, (1 - first_top) / 2, (1 - first_top) / 2))):
+        for dc, share in zip(("us1", "eu1", "ap1"), shares):
+            rows.append({"variant": f"{pick}-ttl5-r1", "pick": pick, "ttl_s": 5,
+                         "resolvers": 1, "dc": dc, "share": share,
+                         "share_stddev_over_time": 0.05 if pick == "random" else 0.1})
+    return pd.DataFrame(rows)
+
+
+def rr_records():
+    rows = []
+    for variant in ("random-ttl5-r1", "first-ttl5-r1"):
+        for i in range(60):
+            dc = ("us1", "eu1", "ap1")[i % 3] if variant.startswith("random") else \
+                ("us1" if i < 30 else "eu1")
+            rows.append({"variant": variant, "t_s": i * 0.1, "dst": f"10.{i % 3}.0.100",
+                         "dst_dc": dc, "ok": True})
+    return pd.DataFrame(rows)
+
+
+def test_dns_rr():
+    good = text(dns.rr_readings(rr_summary(0.9)))
+    assert "Random pick: every DC's share within 0.017 of 1/N" in good
+    assert "clients herd" in good and "contradicts" not in good
+    flat = text(dns.rr_readings(rr_summary(0.36)))
+    assert "no herd visible" in flat and "contradicts" in flat
+    shares = dns.share_over_time(rr_records(), 2.0)
+    first = shares[shares["variant"] == "first-ttl5-r1"]
+    assert set(first["dc"]) == {"us1", "eu1", "ap1"}  # every DC in every bin
+    assert first[first["dc"] == "ap1"]["share"].max() == 0
+    assert first[first["bin"] == 0].set_index("dc")["share"].to_dict() == \
+        {"ap1": 0, "eu1": 0, "us1": 1}
+    assert isinstance(dns.rr_figure(shares, 2.0), Figure)
+
+
+def geo_summary(ecs_pct=100.0, ecs_latency=20.0):
+    rows = []
+    for variant, policy, ecs in (("all", "all", True), ("geo-noecs", "geo", False),
+                                 ("geo-ecs", "geo", True)):
+        rows.append({"variant": variant, "policy": policy, "ecs": ecs, "client_region": "na",
+                     "resolver": "lbd-na", "resolver_region": "na",
+                     "dc_chosen_pct_nearest": 33.0 if policy == "all" else 100.0,
+                     "latency_p50_ms": 20.0})
+        far_pct = {"all": 33.0, "geo-noecs": 0.0, "geo-ecs": ecs_pct}[variant]
+        rows.append({"variant": variant, "policy": policy, "ecs": ecs, "client_region": "ap",
+                     "resolver": "lbd-eu", "resolver_region": "eu",
+                     "dc_chosen_pct_nearest": far_pct,
+                     "latency_p50_ms": ecs_latency if variant == "geo-ecs" else 150.0})
+    return pd.DataFrame(rows)
+
+
+def test_dns_geo():
+    good = text(dns.geo_readings(geo_summary()))
+    assert "Clients of ap behind distant lbd-eu: nearest DC 0% without ECS, 100% with ECS; " \
+           "median latency 150 → 20 ms — consistent" in good
+    bad = text(dns.geo_readings(geo_summary(ecs_pct=10.0)))
+    assert "contradicts" in bad
+    near_only = geo_summary()
+    near_only = near_only[near_only["client_region"] == "na"]
+    assert "not tested" in text(dns.geo_readings(near_only))
+    assert isinstance(dns.geo_figure(geo_summary()), Figure)
+
+
+def failover_summary(drain=8.0):
+    return pd.DataFrame([{"variant": "fail", "ttl_s": 5, "detect_s": 1.2, "drain_s": drain,
+                          "failed_requests": 30},
+                         {"variant": "overload", "ttl_s": 5, "detect_s": 1.5, "drain_s": 4.0,
+                          "failed_requests": 0}])
+
+
+def test_dns_failover():
+    good = text(dns.failover_readings(failover_summary(5.0)))
+    assert "fail TTL 5 s: detected after 1.2 s" in good and "contradicts" not in good
+    bad = text(dns.failover_readings(failover_summary(9.0)))
+    assert "contradicts" in bad
+    records = pd.DataFrame([{"variant": f"{v}-ttl5", "t_s": t * 0.5, "ok": t < 10 or t > 14,
+                             "dst": "10.1.0.100", "dst_dc": "us1" if t < 10 else "",
+                             "event_t_s": 3.0} for v in ("fail", "overload")
+                            for t in range(30)])
+    assert isinstance(dns.failover_figure(failover_summary(), records), Figure)
+
+
+def test_gre_mtu():
+    df = pd.DataFrame([
+        {"variant": "no-fix", "uploads": 3, "upload_ok_pct": 0.0, "upload_goodput_mbps": None,
+         "search_ok_pct": 100.0, "search_latency_p50_ms": 20.0},
+        {"variant": "mss-clamp", "uploads": 3, "upload_ok_pct": 100.0,
+         "upload_goodput_mbps": 50.0, "search_ok_pct": 100.0, "search_latency_p50_ms": 20.0},
+        {"variant": "jumbo-underlay", "uploads": 3, "upload_ok_pct": 66.7,
+         "upload_goodput_mbps": 60.0, "search_ok_pct": 100.0, "search_latency_p50_ms": 20.0}])
+    lines = gre.readings(df)
+    assert "consistent" in lines[0] and "consistent" in lines[1] and "contradicts" in lines[2]
+    assert isinstance(gre.figure(df), Figure)
+
+
+def test_full_report_of_every_family(tmp_path):
+    runs = [make_run(tmp_path, "rtt-matrix", rtt_rows()),
+            make_run(tmp_path, "vip-modes", modes_summary().to_dict("records"),
+                     modes_records().to_dict("records")),
+            make_run(tmp_path, "vip-hashing", hashing_rows()),
+            make_run(tmp_path, "dns-rr", rr_summary().to_dict("records"),
+                     rr_records().to_dict("records"), parameters={"bin_s": 2.0}),
+            make_run(tmp_path, "dns-geo", geo_summary().to_dict("records")),
+            make_run(tmp_path, "dns-failover", failover_summary().to_dict("records"))]
+    md = build_report(runs, tmp_path / "out")
+    body = md.read_text()
+    for exp in ("rtt-matrix", "vip-modes", "vip-hashing", "dns-rr", "dns-geo", "dns-failover"):
+        assert f"## {exp}" in body
+    figures = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
+    assert figures == ["dns-geo-geo.png", "dns-rr-share-over-time.png",
+                       "rtt-matrix-rtt.png", "vip-hashing-hashing.png", "vip-modes-modes.png"]
+    # dns-failover had no records: its timeline is a note, not a crash
+    assert "dns-failover timeline: not produced, records.csv has no column(s)" in body
+    # chapter order follows the suite order, not the argument order
+    assert body.index("## rtt-matrix") < body.index("## vip-modes") < body.index("## dns-rr")
