@@ -37,17 +37,21 @@ def installed_table(plan, dc, vip_index=1) -> dict[int, int]:
     return ovsstats.bucket_table(plan.switch(dc).name, tables.bucket, vip_index)
 
 
-def wait_table(plan, dc, expect_backends: set[int], timeout_s: float = 10) -> dict[int, int]:
-    """Until the switch's bucket table names exactly `expect_backends` (a readiness check:
-    the controller applies REST changes asynchronously)."""
+def wait_table(plan, dc, include: set[int] = frozenset(), exclude: set[int] = frozenset(),
+               timeout_s: float = 15) -> dict[int, int]:
+    """Until the switch's bucket table names every backend of `include` and none of
+    `exclude` (a readiness check: the controller applies REST changes asynchronously).
+    Not exact equality: leastload may legitimately give a loaded backend no bucket."""
     deadline = time.monotonic() + timeout_s
     table = {}
     while time.monotonic() < deadline:
         table = installed_table(plan, dc)
-        if table and set(table.values()) == expect_backends:
+        names = set(table.values())
+        if table and include <= names and not exclude & names:
             return table
         time.sleep(0.1)
-    raise RuntimeError(f"bucket table did not converge: {sorted(set(table.values()))}")
+    raise RuntimeError(f"bucket table did not converge: has {sorted(set(table.values()))}, "
+                       f"wanted {sorted(include)} without {sorted(exclude)}")
 
 
 def remap(before: dict, after: dict, keys) -> float:
@@ -84,7 +88,9 @@ def run(ctx: Context) -> list[dict]:
             for algorithm, conntrack in variants:
                 variant = f"{algorithm}-{'ct' if conntrack else 'noct'}"
                 api.change(dc.name, algorithm=algorithm, conntrack=conntrack)
-                t_full = wait_table(plan, dc.name, ips)
+                victim_ip = int(ipaddress.IPv4Address(str(victim.ip)))
+                t_full = wait_table(plan, dc.name, include={victim_ip} if
+                                    algorithm == "leastload" else ips)
                 per_client = max(1, p["connections"] // len(clients))
                 procs = [control.start_json_lines(live, c.name, "streams", [
                     "--host", vip, "--count", str(per_client),
@@ -94,11 +100,10 @@ def run(ctx: Context) -> list[dict]:
                     proc.stdout.readline()
                 time.sleep(p["stream_s"] * 0.25)  # let connections carry data first
                 api.remove_backend(dc.name, str(victim.ip))
-                t_removed = wait_table(plan, dc.name,
-                                       ips - {int(ipaddress.IPv4Address(str(victim.ip)))})
+                t_removed = wait_table(plan, dc.name, exclude={victim_ip})
                 time.sleep(p["stream_s"] * 0.25)
                 api.add_backend(dc.name, str(victim.ip))
-                t_added = wait_table(plan, dc.name, ips)
+                t_added = wait_table(plan, dc.name, include={victim_ip})
                 conns = []
                 for client, proc in zip(clients, procs):
                     for row in control.finish_json_lines(proc, p["stream_s"] + 60):
