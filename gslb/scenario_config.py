@@ -1,0 +1,134 @@
+"""Scenario -> GslbConfig, and who resolves through which resolver. Pure: no network, no root.
+
+The authority's view of the world comes entirely from the network plan:
+- one ``DcInfo`` per DC: its *service address* (what the A records name) and capacity_rps;
+- one region per client region, located by its subnet;
+- distances = the routed one-way delay region -> DC (``plan.one_way_ms``), so "nearest" is
+  what a packet actually experiences, not the length of some direct link;
+- the authority's own address = the ``lba-`` host (glue for ``ns1``); policy and TTL from
+  the scenario's ``dns:`` section.
+
+Service address: the scenario's ``dns.answers`` says ``vip`` (the DC's VIP, served by the VIP
+balancer) or ``first_backend`` (the DC's first backend, for networks where nothing answers on
+the VIP yet). Switching to VIPs is that one setting; every consumer (answers, health probes,
+experiments) asks ``service_addresses``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from ipaddress import IPv4Address
+from typing import Any
+
+from gslb.config import DcInfo, GslbConfig, RegionInfo
+from topologies.plan import HostPlan, NetworkPlan
+
+SERVICE_PORT = 80  # the backends' HTTP port: what the health probes connect to
+ANSWERS = ("first_backend", "vip")
+
+
+def service_addresses(plan: NetworkPlan, answers: str | None = None) -> dict[str, IPv4Address]:
+    """DC name -> the address its A record names (VIP or first backend)."""
+    answers = answers or plan.scenario.dns.answers
+    if answers not in ANSWERS:
+        raise ValueError(f"answers: {answers!r} is not one of {', '.join(ANSWERS)}")
+    if answers == "vip":
+        return {dc.name: dc.vip for dc in plan.scenario.dcs}
+    return {dc.name: plan.hosts_in(dc.name, "backend")[0].ip for dc in plan.scenario.dcs}
+
+
+def authority_host(plan: NetworkPlan) -> HostPlan:
+    return plan.by_role("authority")[0]
+
+
+def gslb_config(plan: NetworkPlan, *, answers: str | None = None, policy: str | None = None,
+                ttl_s: int | None = None,
+                capacity_rps: Mapping[str, float] | None = None) -> GslbConfig:
+    """The authority's settings for this network; keyword arguments override the scenario."""
+    scen = plan.scenario
+    capacity = dict(capacity_rps or {})
+    unknown = sorted(set(capacity) - {d.name for d in scen.dcs})
+    if unknown:
+        raise ValueError(f"capacity_rps: unknown DC {unknown[0]!r}")
+    addresses = service_addresses(plan, answers)
+    dcs = tuple(DcInfo(dc.name, addresses[dc.name], float(capacity.get(dc.name,
+                                                                        dc.capacity_rps)))
+                for dc in scen.dcs)
+    regions = tuple(RegionInfo(r.name, (r.subnet,)) for r in scen.regions)
+    distance = {(r.name, dc.name): float(plan.one_way_ms[(r.name, dc.name)])
+                for r in scen.regions for dc in scen.dcs}
+    return GslbConfig(dcs=dcs, regions=regions, distance_ms=distance,
+                      ttl_s=scen.dns.ttl_s if ttl_s is None else ttl_s,
+                      policy=policy or scen.dns.policy,
+                      authority_address=authority_host(plan).ip)
+
+
+def probe_targets(config: GslbConfig, plan: NetworkPlan,
+                  port: int = SERVICE_PORT) -> dict[str, tuple[str, int]]:
+    """What the authority's prober connects to: each DC's answered address, as a client
+    would. Exception: a VIP in the authority's own DC subnet is probed at that DC's first
+    backend, because the NAT balancer does not hairpin (a host on the DC's LAN cannot reach
+    its own DC's VIP: the reply comes back from the backend's address)."""
+    own_site = authority_host(plan).site
+    out = {}
+    for dc in config.dcs:
+        target = dc.vip
+        if dc.name == own_site and target == plan.scenario.dc(dc.name).vip:
+            target = plan.hosts_in(dc.name, "backend")[0].ip
+        out[dc.name] = (str(target), port)
+    return out
+
+
+def nearest_dc(config: GslbConfig, region: str) -> str:
+    return min(config.dcs, key=lambda d: config.distance_ms[(region, d.name)]).name
+
+
+def config_to_dict(config: GslbConfig) -> dict[str, Any]:
+    """The ``GslbConfig.from_dict`` shape (JSON-safe): how a config reaches another process."""
+    distance: dict[str, dict[str, float]] = {}
+    for (region, dc), ms in config.distance_ms.items():
+        distance.setdefault(region, {})[dc] = ms
+    return {
+        "zone": config.zone, "service": config.service, "ttl_s": config.ttl_s,
+        "policy": config.policy, "spill_headroom": config.spill_headroom,
+        "dcs": [{"name": d.name, "vip": str(d.vip), "capacity_rps": d.capacity_rps}
+                for d in config.dcs],
+        "regions": [{"name": r.name, "subnets": [str(n) for n in r.subnets]}
+                    for r in config.regions],
+        "distance_ms": distance,
+        "authority": {"ns_name": config.authority_ns_name,
+                      "address": str(config.authority_address)},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# resolvers: which client uses which one
+
+
+def resolver_of(plan: NetworkPlan, client: str) -> HostPlan | None:
+    """The resolver host a client uses: its region's, or the shared distant one when the
+    scenario's ``dns.shared_resolver`` names this client (the last N of its region).
+    None when the client's region has no resolver and it is not sent to a shared one."""
+    host = plan.host(client)
+    if host.role != "client":
+        raise ValueError(f"{client} is not a client host")
+    shared = plan.scenario.dns.shared_resolver
+    if shared is not None and host.site in shared.clients_from:
+        region = plan.scenario.region(host.site)
+        if host.index > region.clients - shared.clients:
+            return _resolver_in(plan, shared.site)
+    return _resolver_in(plan, host.site)
+
+
+def _resolver_in(plan: NetworkPlan, site: str) -> HostPlan | None:
+    found = plan.hosts_in(site, "resolver")
+    return found[0] if found else None
+
+
+def resolver_clients(plan: NetworkPlan) -> dict[str, list[str]]:
+    """Resolver host name -> the client hosts that use it (every resolver listed)."""
+    out: dict[str, list[str]] = {h.name: [] for h in plan.by_role("resolver")}
+    for client in plan.by_role("client"):
+        res = resolver_of(plan, client.name)
+        if res is not None:
+            out[res.name].append(client.name)
+    return out
