@@ -25,7 +25,8 @@ NX_HASH_FIELDS = {"eth_src": 0, "symmetric_l4": 1, "symmetric_l3l4": 2,
                   "symmetric_l3l4+udp": 3, "nw_src": 4, "nw_dst": 5}
 NX_MP_ALG = {"modulo_n": 0, "hash_threshold": 1, "hrw": 2, "iter_hash": 3}
 # Fields without an OpenFlow 1.3 OXM code: loaded with NXActionRegLoad2.
-_NX_ONLY = {f"reg{n}" for n in range(16)} | {"tun_ipv4_dst", "tun_ipv4_src", "tunnel_id"}
+_NX_ONLY = {f"reg{n}" for n in range(16)} | {"tun_ipv4_dst", "tun_ipv4_src", "tunnel_id",
+                                              "pkt_mark"}
 _WIDTH = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48, "arp_spa": 32,
           "arp_tpa": 32, "ipv4_src": 32, "ipv4_dst": 32, "arp_op": 16, "eth_type": 16,
           "tcp_src": 16, "tcp_dst": 16, "ip_proto": 8, **{f"reg{n}": 32 for n in range(16)}}

@@ -19,8 +19,11 @@ def vip_mac(vip_ip) -> str:
 
 
 def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
-              overrides: dict | None = None) -> dict:
-    """`overrides` may set mode/algorithm/conntrack/reactive/table_size for every VIP."""
+              overrides: dict | None = None, gre: bool = False) -> dict:
+    """`overrides` may set mode/algorithm/conntrack/reactive/table_size for every VIP.
+    `gre`: the LB switches have GRE ports and underlays (topologies/gre.py): each switch
+    config names its `gre_port` and `gre_mark`, other DCs' backends are known by name
+    (addable over REST in gre mode), and `remote_backends` of the scenario join the pool."""
     overrides = overrides or {}
     switches = {}
     for index, dc in enumerate(plan.scenario.dcs, start=1):
@@ -29,6 +32,17 @@ def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
                  for h in plan.hosts_in(dc.name)}
         backends = [{"name": h.name, "ip": str(h.ip), "mac": h.mac, "port": h.switch_port,
                      "weight": 1.0} for h in plan.hosts_in(dc.name, "backend")]
+        gre_extra = {}
+        if gre:
+            from topologies import gre as gre_mod
+            gre_extra = {"gre_port": gre_mod.GRE_OFPORT, "gre_mark": gre_mod.mark_for(index)}
+            for other in plan.scenario.dcs:
+                if other.name != dc.name:
+                    hosts.update({str(h.ip): {"name": h.name, "mac": None, "port": None}
+                                  for h in plan.hosts_in(other.name, "backend")})
+            for other in getattr(dc, "remote_backends", ()):
+                backends += [{"name": h.name, "ip": str(h.ip), "mac": None, "port": None,
+                              "weight": 1.0} for h in plan.hosts_in(other, "backend")]
         vip = {"name": dc.name, "index": index, "address": str(dc.vip),
                "mac": vip_mac(dc.vip), "mode": dc.mode, "algorithm": dc.algorithm,
                "conntrack": dc.conntrack, "ports": [80], "backends": backends}
@@ -36,7 +50,7 @@ def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
                     if k in ("mode", "algorithm", "conntrack", "reactive", "table_size")})
         switches[str(sw.dpid)] = {
             "dc": dc.name, "uplink_port": plan.router(dc.name).switch_port,
-            "subnet": str(dc.subnet), "hosts": hosts, "vips": [vip]}
+            "subnet": str(dc.subnet), "hosts": hosts, "vips": [vip], **gre_extra}
     return {"switches": switches, "health_dir": str(health_dir) if health_dir else None}
 
 
@@ -69,7 +83,7 @@ def load(config: dict) -> dict[int, SwitchConfig]:
     for dpid_text, sw in config["switches"].items():
         dpid = int(dpid_text)
         lb = LbSwitch(uplink_port=int(sw["uplink_port"]), dc_subnet=sw["subnet"],
-                      gre_port=sw.get("gre_port"))
+                      gre_port=sw.get("gre_port"), gre_mark=int(sw.get("gre_mark") or 0))
         vips = {v["name"]: vip_from_dict(v) for v in sw["vips"]}
         out[dpid] = SwitchConfig(dpid, sw["dc"], lb, vips, sw.get("hosts", {}))
     return out

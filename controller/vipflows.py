@@ -193,6 +193,7 @@ class LbSwitch:
     uplink_port: int                  # towards the DC router (clients)
     dc_subnet: str                    # the L2 segment of the backends, e.g. 10.101.0.0/24
     gre_port: int | None = None       # OVS gre port (remote_ip=flow) for mode gre
+    gre_mark: int = 0                 # pkt_mark selecting this LB's underlay routes (0: none)
     tables: TableLayout = TableLayout()
 
 
@@ -513,8 +514,10 @@ def _mode_actions(vip: Vip, switch: LbSwitch, b: Backend) -> list[Action]:
         return [SetField("eth_dst", b.mac), SetField("ipv4_dst", b.ip), Output(b.switch_port)]
     if vip.mode == "dsr":
         return [SetField("eth_dst", b.mac), Output(b.switch_port)]
-    # gre: OVS pushes GRE + outer IPv4 to tun_dst and routes the outer packet itself.
-    return [SetField("tun_ipv4_dst", b.ip), Output(switch.gre_port)]
+    # gre: OVS pushes GRE + outer IPv4 to tun_dst and routes the outer packet itself, with
+    # its route table entries for pkt_mark (topologies/gre.py: one underlay per LB switch).
+    mark = [SetField("pkt_mark", switch.gre_mark)] if switch.gre_mark else []
+    return [*mark, SetField("tun_ipv4_dst", b.ip), Output(switch.gre_port)]
 
 
 def pipeline_flows(switch: LbSwitch) -> list[FlowSpec]:

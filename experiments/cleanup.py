@@ -129,6 +129,15 @@ def clean(everything: bool = False, log=print) -> dict:
             if run(["ip", "link", "del", name], check=False).returncode == 0:
                 report["interfaces"].append(name)
 
+    # 3b. OVS user routes of GRE underlays (topologies/gre.py) on lblab's bridges: they
+    #     live in ovs-vswitchd, not in the kernel, and outlive the bridges.
+    if ovs.is_running():
+        from topologies.gre import delete_ovs_route, stale_ovs_routes
+        report.setdefault("ovs_routes", [])
+        for r in stale_ovs_routes(NAME_PREFIXES):
+            if r["dev"] not in live_bridges and delete_ovs_route(r["prefix"], r["mark"]):
+                report["ovs_routes"].append(f"{r['prefix']} pkt_mark={r['mark']} {r['dev']}")
+
     # 4. Scratch namespaces of doctor probes whose process is gone.
     for line in run(["ip", "netns", "list"], check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
@@ -184,7 +193,17 @@ def leftovers(include_other_live_runs: bool = False) -> dict:
                        and not i.startswith(live_prefixes)],
         "state_files": [r["run_id"] for r in runs if r["run_id"] not in other_live],
         "relay_pid_files": [] if other_live else _relay_pid_files(),
+        "ovs_routes": _ovs_routes(live_bridges),
     }
+
+
+def _ovs_routes(live_bridges: set) -> list[str]:
+    """OVS user routes (GRE underlays) on lblab bridges that no other live run owns."""
+    if not ovs.is_running():
+        return []
+    from topologies.gre import stale_ovs_routes
+    return [f"{r['prefix']} pkt_mark={r['mark']} {r['dev']}"
+            for r in stale_ovs_routes(NAME_PREFIXES) if r["dev"] not in live_bridges]
 
 
 def _relay_pid_files() -> list[str]:

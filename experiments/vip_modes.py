@@ -23,7 +23,12 @@ SUMMARY_COLUMNS = ("variant", "requests", "ok_pct", "latency_p50_ms", "latency_p
 
 
 def reply_counters(plan, dc: str, vip_index: int) -> tuple[int, int]:
-    """(bytes sent by the DC's backends, bytes of those the VIP's reverse flows handled)."""
+    """(bytes sent by the DC's backends, bytes of those the VIP's reverse flows handled),
+    read once the flow counters have caught up with the traffic (ovsstats.settled)."""
+    return ovsstats.settled(lambda: _reply_counters(plan, dc, vip_index))
+
+
+def _reply_counters(plan, dc: str, vip_index: int) -> tuple[int, int]:
     bridge = plan.switch(dc).name
     total = sum(ovsstats.port_rx_bytes(bridge, h.switch_port)
                 for h in plan.hosts_in(dc, "backend"))
@@ -40,14 +45,18 @@ def run(ctx: Context) -> list[dict]:
     vip = str(dc.vip)
     clients = [plan.hosts_in(r.name, "client")[0] for r in plan.scenario.regions]
     summary = []
-    with ctx.open_net() as live:
+    # gre: tunnelled to the VIP's own backends; gre-xdc: to the backends of another DC only
+    # (cross-DC, across the WAN). Both with the MSS clamped at the client edge (gre-mtu).
+    gre_modes = [m for m in p["modes"] if m.startswith("gre")]
+    other = plan.scenario.dcs[1] if len(plan.scenario.dcs) > 1 else None
+    with ctx.open_net(**({"gre": True} if gre_modes else {})) as live:
         api = for_live(live)
-        control.start_http_backends(live, plan, dcs=[dc.name])
+        control.start_http_backends(live, plan, dcs=[dc.name] + (
+            [other.name] if "gre-xdc" in p["modes"] and other else []))
         live.start_health_checks()
-        pool = {h.name for h in plan.hosts_in(dc.name, "backend")}
         with ctx.phase("vip-modes", len(p["modes"])) as bar:
             for mode in p["modes"]:
-                api.change(dc.name, mode=mode)
+                pool = _set_pool(api, plan, dc, other, mode, live)
                 before = reply_counters(plan, dc.name, 1)
                 procs = [(c, control.start_json_lines(live, c.name, "search_json", [
                     "--host", vip, "--rate", str(p["rate"]), "--duration", str(p["duration_s"]),
@@ -57,7 +66,7 @@ def run(ctx: Context) -> list[dict]:
                     up = control.run_upload(live, clients[u % len(clients)].name, vip,
                                             p["upload_mb"], p["upload_timeout_s"])
                     uploads.append(up)
-                    ctx.record(variant=mode, repetition=u, src=clients[u % len(clients)].name,
+                    ctx.record(variant=mode, upload_index=u, src=clients[u % len(clients)].name,
                                src_region=clients[u % len(clients)].site, dst=vip,
                                dst_dc=up["dc"], vip=vip, backend=up["backend"],
                                workload="upload", latency_ms=up["seconds"] * 1000,
@@ -87,7 +96,36 @@ def run(ctx: Context) -> list[dict]:
                     "reply_bytes": total, "lb_reply_bytes": lb,
                     "lb_reply_bytes_share": round(min(lb / total, 1.0), 4) if total else None})
                 bar.advance()
+        _set_pool(api, plan, dc, other, "nat", live)
     return summary
+
+
+def _set_pool(api, plan, dc, other, mode: str, live) -> set[str]:
+    """Put the VIP in `mode` ("gre-xdc": gre with only `other`'s backends) with its usual
+    pool otherwise; the MSS clamp is on exactly for the gre modes. Returns the pool."""
+    local = [h for h in plan.hosts_in(dc.name, "backend")]
+    remote = plan.hosts_in(other.name, "backend") if other else []
+    want = remote if mode == "gre-xdc" else local
+    if mode == "gre-xdc" and not remote:
+        from topologies.system import InputError
+        raise InputError("vip-modes: gre-xdc needs a scenario with two DCs")
+    # gre accepts any pool: switch to it first; nat/dsr accept only local backends: fix the
+    # pool first.
+    if mode.startswith("gre"):
+        api.change(dc.name, mode="gre")
+    have = {b["ip"] for b in api.vip(dc.name)["backends"]}
+    for h in want:
+        if str(h.ip) not in have:
+            api.add_backend(dc.name, str(h.ip))
+    for ip in have - {str(h.ip) for h in want}:
+        api.remove_backend(dc.name, ip)
+    if not mode.startswith("gre"):
+        api.change(dc.name, mode=mode)
+    if live.gre is not None:
+        live.gre.unclamp_mss()
+        if mode.startswith("gre"):
+            live.gre.clamp_mss()
+    return {h.name for h in want}
 
 
 EXPERIMENT = Experiment(
@@ -97,7 +135,8 @@ EXPERIMENT = Experiment(
           "client, so (unlike NAT) reply traffic does not load it.",
     run=run,
     scenario="three-dc",
-    params=(Param("modes", ["nat", "dsr"], "forwarding modes to compare"),
+    params=(Param("modes", ["nat", "dsr", "gre", "gre-xdc"],
+                  "forwarding modes to compare (gre-xdc: gre to another DC's backends)"),
             Param("rate", 20.0, "search requests per second per client", quick=10.0),
             Param("duration_s", 10.0, "seconds of search traffic per mode", quick=5.0),
             Param("uploads", 3, "uploads per mode", quick=1),

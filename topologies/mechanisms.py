@@ -63,6 +63,12 @@ def probe_ip_gre() -> bool:
                    "gre", "local", "192.0.2.1", "remote", "192.0.2.2"])
 
 
+def userspace_gre_decap_available() -> bool:
+    """topologies/gredecap.py: a raw socket for IP protocol 47 and a TUN device."""
+    return (REPO_ROOT / "topologies" / "gredecap.py").is_file() and \
+        os.path.exists("/dev/net/tun")
+
+
 def relay_binary() -> Path:
     return Path(os.environ.get("LBLAB_RELAY_BIN", REPO_ROOT / "build" / "lblab-relay"))
 
@@ -109,9 +115,12 @@ def detect(link_emulation: str | None = None) -> Mechanisms:
         notes.append("no link delay mechanism: WAN delay and loss are NOT applied")
     if gre:
         gre_decap = "kernel"
+    elif userspace_gre_decap_available():
+        gre_decap = "userspace"
     else:
         gre_decap = "none"
-        notes.append("no ip_gre and no userspace GRE decapsulator yet: GRE mode unavailable")
+        notes.append("no ip_gre and no userspace GRE decapsulator (needs /dev/net/tun and "
+                     "topologies/gredecap.py): GRE mode unavailable")
     dp = ovs.datapath()
     return Mechanisms(ovs_datapath="kernel" if dp == "kernel" else "userspace",
                       link_delay=link_delay, gre_decap=gre_decap, controller=controller_name(),

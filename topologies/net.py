@@ -119,7 +119,7 @@ HEALTH_PORT = 80
 class LiveNet:
     def __init__(self, plan: NetworkPlan, mechanisms: Mechanisms, run_id: str, work_dir: Path,
                  controller_apps=None, log=print, vip_overrides: dict | None = None,
-                 calibrate_links: bool = True):
+                 calibrate_links: bool = True, gre: bool | None = None):
         self.plan = plan
         self.mech = mechanisms
         self.run_id = run_id
@@ -138,6 +138,12 @@ class LiveNet:
         self.calibrate_links = calibrate_links
         self.calibration: list[dict] = []
         self.procs: list = []  # processes started in hosts; Mininet's stop() does not reap them
+        # GRE port, underlay and decapsulators (topologies/gre.py): on request, or when the
+        # scenario or the overrides put a VIP in mode gre.
+        self.gre_enabled = gre if gre is not None else (
+            self.vip_overrides.get("mode") == "gre" or
+            any(d.mode == "gre" or getattr(d, "remote_backends", ()) for d in plan.scenario.dcs))
+        self.gre = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "LiveNet":
@@ -170,7 +176,11 @@ class LiveNet:
         self.state.save()
         ovs.ensure_running(self.log)
         self.health_dir.mkdir(parents=True, exist_ok=True)
-        vipconfig.write(vipconfig.from_plan(self.plan, self.health_dir, self.vip_overrides),
+        if self.gre_enabled and self.mech.gre_decap == "none":
+            raise LblabError("GRE mode needs a backend decapsulator: this kernel has no ip_gre "
+                             "and the userspace decapsulator is unavailable (lblab doctor)")
+        vipconfig.write(vipconfig.from_plan(self.plan, self.health_dir, self.vip_overrides,
+                                            gre=self.gre_enabled),
                         self.vip_config_path)
         self.controller.start()
         self.state.data["rest_url"] = f"http://127.0.0.1:{self.controller.rest_port}"
@@ -189,6 +199,10 @@ class LiveNet:
             ovs.tag_bridge(sw.name, self.run_id)
         self._install_routes()
         self._prepare_backends()
+        if self.gre_enabled:
+            from topologies.gre import GreUnderlay
+            self.gre = GreUnderlay(self)
+            self.gre.setup()
         self.controller.wait_switches([s.name for s in self.plan.switches], BASE_COOKIE)
         self._warm_up()
         self.timing.up_s = time.monotonic() - t0
@@ -315,6 +329,8 @@ class LiveNet:
                     ctl.terminate()
         finally:
             self.net = None
+            if self.gre is not None:  # OVS user routes outlive bridges
+                self.gre.teardown()
             self.controller.stop()
             for sw in self.plan.switches:  # a half-built net may have left bridges
                 if sw.name in ovs.bridges():

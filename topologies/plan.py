@@ -8,7 +8,8 @@ RTT of any host pair is known before the network exists and can be checked again
 
 Names carry lblab's prefix (`lb` + role letter + `-`) so `lblab clean` can tell lblab's
 interfaces from everybody else's: router lbr-SITE, switch lbs-SITE, client lbc-SITEn,
-backend lbb-SITEn, resolver lbd-SITE, DNS authority lba-SITE, WAN relay lbw-N.
+backend lbb-SITEn, resolver lbd-SITE, DNS authority lba-SITE, WAN relay lbw-N, GRE
+tunnel port lbg-DC and decapsulator TUN device lbg-tun (topologies/gre.py).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from topologies.scenario import Link, Scenario
 
-NAME_PREFIXES = ("lbr-", "lbs-", "lbc-", "lbb-", "lbd-", "lba-", "lbw-")
+NAME_PREFIXES = ("lbr-", "lbs-", "lbc-", "lbb-", "lbd-", "lba-", "lbw-", "lbg-")
 ROUTER_HOST = 1        # .1 in every site subnet
 ROUTER_PORT = 1        # the router is port 1 of its site switch (the LB's uplink)
 FIRST_HOST = 11        # clients / backends from .11

@@ -23,6 +23,7 @@ SITE_NAME = re.compile(r"^[a-z][a-z0-9]{0,3}$")
 MODES = ("nat", "dsr", "gre")
 ALGORITHMS = ("modn", "maglev", "leastload")
 DNS_POLICIES = ("all", "geo", "capacity")
+DNS_ANSWERS = ("first_backend", "vip")
 
 
 class ScenarioError(InputError):
@@ -48,6 +49,9 @@ class DataCenter:
     mode: str
     algorithm: str
     conntrack: bool
+    # DCs whose backends also serve this DC's VIP (mode gre only: reached through GRE
+    # across the WAN, topologies/gre.py)
+    remote_backends: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,27 @@ class Link:
 
 
 @dataclass(frozen=True)
+class SharedResolver:
+    """A distant resolver shared by some clients of other regions (the authority then sees
+    the resolver, not the user): the last `clients` clients of each region in
+    `clients_from` use the resolver of region `site` instead of their own."""
+    site: str
+    clients_from: tuple[str, ...]
+    clients: int = 1
+
+
+@dataclass(frozen=True)
 class Dns:
     authority_site: str
     policy: str
     ttl_s: int
+    # TTL bounds the resolvers apply to cached answers (unbound cache-min-ttl/cache-max-ttl)
+    cache_min_ttl_s: int = 0
+    cache_max_ttl_s: int = 86400
+    # what the A records of the service name are: each DC's VIP (served by the VIP
+    # balancer), or the DC's first backend (for a network run without the VIP app)
+    answers: str = "vip"
+    shared_resolver: SharedResolver | None = None
 
 
 @dataclass(frozen=True)
@@ -195,12 +216,7 @@ def parse(data: Any, source: str) -> Scenario:
         top.fail(f"site name '{sorted(dup)[0]}' is used by both a region and a DC", sub="dcs")
     _check_overlaps(top, regions, dcs)
     links = _parse_links(source, top.get("links", list), set(names))
-    dns_f = _Fields(source, "dns", top.get("dns", dict, {}), {"authority", "policy", "ttl_s"})
-    authority = dns_f.get("authority", str, dcs[0].name if dcs else "")
-    if authority not in names:
-        dns_f.fail(f"unknown site '{authority}' (sites: {', '.join(names)})", sub="authority")
-    dns = Dns(authority_site=authority, policy=dns_f.choice("policy", DNS_POLICIES, "geo"),
-              ttl_s=int(dns_f.number("ttl_s", 30, minimum=0, maximum=86400)))
+    dns = _parse_dns(source, top.get("dns", dict, {}), regions, names)
     wan_pool = top.get("wan_pool", _subnet_any, ipaddress.IPv4Network("10.255.0.0/16"))
     lan_bw = top.number("lan_bw_mbps", None, minimum=0.1)
     scenario = Scenario(name=name, description=description, source=source,
@@ -208,6 +224,61 @@ def parse(data: Any, source: str) -> Scenario:
                         wan_pool=wan_pool, lan_bw_mbps=lan_bw)
     _check_connected(top, scenario)
     return scenario
+
+
+def _parse_dns(source: str, data: Any, regions: list[Region], names: list[str]) -> Dns:
+    f = _Fields(source, "dns", data, {"authority", "policy", "ttl_s", "cache_min_ttl_s",
+                                      "cache_max_ttl_s", "answers", "shared_resolver"})
+    authority = f.get("authority", str, names[len(regions)] if len(names) > len(regions)
+                      else "")
+    if authority not in names:
+        f.fail(f"unknown site '{authority}' (sites: {', '.join(names)})", sub="authority")
+    min_ttl = int(f.number("cache_min_ttl_s", 0, minimum=0, maximum=86400))
+    max_ttl = int(f.number("cache_max_ttl_s", 86400, minimum=0, maximum=86400))
+    if min_ttl > max_ttl:
+        f.fail(f"cache_min_ttl_s {min_ttl} is above cache_max_ttl_s {max_ttl}",
+               sub="cache_min_ttl_s")
+    shared = None
+    if f.data.get("shared_resolver") is not None:
+        shared = _parse_shared_resolver(source, f.data["shared_resolver"], regions)
+    return Dns(authority_site=authority, policy=f.choice("policy", DNS_POLICIES, "geo"),
+               ttl_s=int(f.number("ttl_s", 30, minimum=0, maximum=86400)),
+               cache_min_ttl_s=min_ttl, cache_max_ttl_s=max_ttl,
+               answers=f.choice("answers", DNS_ANSWERS, "vip"),
+               shared_resolver=shared)
+
+
+def _name_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of region names like [ap], got {value!r}")
+    return value
+
+
+def _parse_shared_resolver(source: str, data: Any, regions: list[Region]) -> SharedResolver:
+    f = _Fields(source, "dns.shared_resolver", data, {"site", "clients_from", "clients"})
+    by_name = {r.name: r for r in regions}
+    with_resolver = [r.name for r in regions if r.resolver]
+    site = f.get("site", str)
+    if site not in with_resolver:
+        f.fail(f"'{site}' is not a client region with a resolver (those are: "
+               f"{', '.join(with_resolver) or 'none'})", sub="site")
+    raw = f.get("clients_from", _name_list)
+    if not raw:
+        f.fail("list at least one client region", sub="clients_from")
+    for i, name in enumerate(raw):
+        if name not in by_name:
+            f.fail(f"unknown region '{name}' (regions: {', '.join(by_name)})",
+                   sub=f"clients_from[{i}]")
+        if name == site:
+            f.fail(f"'{name}' is the shared resolver's own region", sub=f"clients_from[{i}]")
+    if len(set(raw)) != len(raw):
+        f.fail("a region is listed twice", sub="clients_from")
+    clients = f.get("clients", _count, 1)
+    fewest = min(by_name[n].clients for n in raw)
+    if not 1 <= clients <= fewest:
+        f.fail(f"must be between 1 and {fewest} (clients of the smallest listed region), "
+               f"got {clients}", sub="clients")
+    return SharedResolver(site=site, clients_from=tuple(raw), clients=clients)
 
 
 def _subnet_any(value: Any) -> ipaddress.IPv4Network:
@@ -249,7 +320,8 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
     for name, spec in data.items():
         _site_name(holder, name)
         f = _Fields(source, f"dcs.{name}", spec, {"subnet", "vip", "backends", "capacity_rps",
-                                                  "mode", "algorithm", "conntrack"})
+                                                  "mode", "algorithm", "conntrack",
+                                                  "remote_backends"})
         subnet = f.get("subnet", _subnet)
         vip = f.get("vip", _address)
         if vip not in subnet:
@@ -265,8 +337,24 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
             capacity_rps=f.number("capacity_rps", 1000.0, minimum=1),
             mode=f.choice("mode", MODES, "nat"),
             algorithm=f.choice("algorithm", ALGORITHMS, "maglev"),
-            conntrack=f.get("conntrack", _boolean, True)))
+            conntrack=f.get("conntrack", _boolean, True),
+            remote_backends=tuple(f.get("remote_backends", _dc_name_list, []))))
+        if out[-1].remote_backends and out[-1].mode != "gre":
+            f.fail("remote backends are reached through GRE only: set mode: gre",
+                   sub="remote_backends")
+    names = {d.name for d in out}
+    for d in out:
+        for other in d.remote_backends:
+            if other not in names or other == d.name:
+                raise ScenarioError(f"{source}: dcs.{d.name}.remote_backends: '{other}' is "
+                                    f"not another DC (DCs: {', '.join(sorted(names))})")
     return out
+
+
+def _dc_name_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("expected a list of names, e.g. [eu1]")
+    return list(value)
 
 
 def _check_overlaps(top: _Fields, regions: list[Region], dcs: list[DataCenter]) -> None:

@@ -1,0 +1,111 @@
+"""GRE mode's configuration, pure: the per-LB pkt_mark in the flows, its encodings, the VIP
+config from a plan with GRE (ports, remote backends, other DCs' hosts for REST), the
+scenario's remote_backends, and the REST rules for backends outside the DC."""
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from controller import vipconfig, viprest, vipflows as vf
+from controller.fakeoftable import FakeOFTable
+from controller.hashing import synthetic_keys
+from controller.vipflows import Backend, LbSwitch, Vip
+from topologies import gre, scenario
+from topologies.plan import build_plan
+
+SWITCH = LbSwitch(uplink_port=1, dc_subnet="10.101.0.0/24", gre_port=gre.GRE_OFPORT,
+                  gre_mark=gre.mark_for(1))
+FAR = tuple(Backend(f"r{i}", f"10.102.0.{10 + i}") for i in range(3))
+VIP = Vip(name="us1", address="10.101.0.100", mac="02:1c:0a:65:00:64", mode="gre",
+          backends=FAR)
+
+
+def test_gre_flows_mark_the_packet_for_the_lbs_own_underlay():
+    t = FakeOFTable()
+    t.apply(vf.desired_flows(SWITCH, [VIP]))
+    for key in synthetic_keys(30, VIP.address, seed=3):
+        outs = t.lookup({"in_port": 1, "eth_dst": VIP.mac, **key.fields()})
+        assert len(outs) == 1
+        out = outs[0]
+        assert out.port == gre.GRE_OFPORT
+        assert out["pkt_mark"] == gre.mark_for(1)
+        assert out["tun_ipv4_dst"] in {b.ip for b in FAR}
+    text = "\n".join(vf.to_ofctl(f) for f in vf.desired_flows(SWITCH, [VIP]))
+    assert f"set_field:{gre.mark_for(1)}->pkt_mark,set_field:10.102.0.10->tun_dst," \
+           f"output:{gre.GRE_OFPORT}" in text
+
+
+def test_pkt_mark_is_encoded_as_a_nicira_load():
+    pytest.importorskip("ryu")
+    from controller.shim import apply_eventlet_shim
+    apply_eventlet_shim()
+    from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+    from controller import ofmsg
+    dp = SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser, id=1)
+    act = ofmsg.ryu_action(dp, vf.SetField("pkt_mark", gre.mark_for(2)))
+    assert type(act).__name__ == "NXActionRegLoad2"
+    for f in vf.desired_flows(SWITCH, [VIP]):
+        ofmsg.flow_mod(dp, f).serialize()
+
+
+def _two_dc(**us1):
+    path = scenario.resolve_path("two-dc")
+    data = copy.deepcopy(yaml.safe_load(path.read_text()))
+    data["dcs"]["us1"].update(us1)
+    return build_plan(scenario.parse(data, "test"))
+
+
+def test_config_with_gre_names_ports_marks_and_remote_backends():
+    plan = _two_dc(mode="gre", remote_backends=["eu1"])
+    cfg = vipconfig.from_plan(plan, gre=True)
+    sws = vipconfig.load(cfg)
+    by_dc = {s.dc: s for s in sws.values()}
+    us1, eu1 = by_dc["us1"], by_dc["eu1"]
+    assert us1.lb.gre_port == eu1.lb.gre_port == gre.GRE_OFPORT
+    assert us1.lb.gre_mark == gre.mark_for(1) and eu1.lb.gre_mark == gre.mark_for(2)
+    names = [b.name for b in us1.vips["us1"].backends]
+    assert names == ["lbb-us11", "lbb-us12", "lbb-eu11", "lbb-eu12"]
+    assert [b.name for b in eu1.vips["eu1"].backends] == ["lbb-eu11", "lbb-eu12"]
+    vf.desired_flows(us1.lb, list(us1.vips.values()))   # valid as configured
+    # other DCs' backends are known by name, for REST adds in gre mode
+    assert us1.hosts["10.102.0.11"]["name"] == "lbb-eu11"
+
+
+def test_config_without_gre_is_unchanged():
+    plan = _two_dc()
+    sws = vipconfig.load(vipconfig.from_plan(plan))
+    for s in sws.values():
+        assert s.lb.gre_port is None and s.lb.gre_mark == 0
+        assert all(h["mac"] for h in s.hosts.values())
+
+
+def test_rest_adds_a_remote_backend_only_in_gre_mode():
+    plan = _two_dc()
+    sw = vipconfig.load(vipconfig.from_plan(plan, gre=True))[plan.switch("us1").dpid]
+    v = sw.vips["us1"]
+    added = viprest.add_backend(sw, _replace(v, mode="gre"), {"ip": "10.102.0.11"})
+    assert added.backends[-1].name == "lbb-eu11" and added.backends[-1].mac is None
+    viprest.checked(sw, {"us1": added})
+    nat = viprest.add_backend(sw, v, {"ip": "10.102.0.11"})
+    with pytest.raises(viprest.BadRequest, match="use mode gre"):
+        viprest.checked(sw, {"us1": nat})
+
+
+def _replace(v, **kw):
+    import dataclasses
+    return dataclasses.replace(v, **kw)
+
+
+def test_scenario_remote_backends_need_gre_and_another_dc():
+    with pytest.raises(scenario.ScenarioError, match="mode: gre"):
+        _two_dc(remote_backends=["eu1"])
+    with pytest.raises(scenario.ScenarioError, match="not another DC"):
+        _two_dc(mode="gre", remote_backends=["us1"])
+    with pytest.raises(scenario.ScenarioError, match="list of names"):
+        _two_dc(mode="gre", remote_backends="eu1")
+    assert _two_dc(mode="gre", remote_backends=["eu1"]).scenario.dcs[0].remote_backends == \
+        ("eu1",)
