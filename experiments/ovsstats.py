@@ -42,6 +42,22 @@ def bytes_where(bridge: str, predicate) -> int:
     return sum(f.n_bytes for f in flows(bridge) if predicate(f))
 
 
+def settled(read, interval_s: float = 0.5, timeout_s: float = 10.0):
+    """Read a counter until two reads `interval_s` apart agree. OpenFlow flow counters of
+    the userspace datapath trail the traffic: the revalidator pushes datapath statistics
+    to the flows only every so often, while port counters are current."""
+    import time
+    deadline = time.monotonic() + timeout_s
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(interval_s)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def port_rx_bytes(bridge: str, port: int) -> int:
     """Bytes the switch received on `port` (i.e. sent by the host behind it)."""
     out = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge, str(port)]).stdout

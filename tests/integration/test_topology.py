@@ -36,4 +36,8 @@ def test_scenario_up_all_pairs_reachable_and_clean_teardown(name, lblab_clean, f
                 if res.received == 0:
                     unreachable.append(f"{src.name}->{job.label['dst']}")
         assert not unreachable, f"unreachable pairs: {unreachable[:10]}"
+        # every emulated WAN link carries its configured delay (calibrated at start-up)
+        if mech.link_delay in ("relay", "netem"):
+            assert len(live.calibration) == len(plan.wans)
+            assert not live.calibration_warnings(), live.calibration
     assert not set(bridges) & set(ovs.bridges())
