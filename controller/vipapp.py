@@ -13,9 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from controller.compat import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
-                               app_manager, ethernet, hub, ofp_event, ofproto_v1_3, packet,
-                               set_ev_cls)
+from controller.compat import (DEAD_DISPATCHER, MAIN_DISPATCHER, app_manager, hub,
+                               ofp_event, ofproto_v1_3, packet, set_ev_cls)
 from controller import ofmsg, vipconfig, viprest, vipflows
 from controller.compat import FRAMEWORK
 from controller.hashing import FlowKey

@@ -7,7 +7,6 @@ flagged (metadata `min_cpu_idle_pct`, `cpu_starved`).
 from __future__ import annotations
 
 import threading
-import time
 
 STARVED_BELOW_PCT = 20.0
 

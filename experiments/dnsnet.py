@@ -497,7 +497,7 @@ async def read_load_files(view, files: dict[str, str], interval_s: float = 0.25,
 
 
 def authority_main(launch_file: str) -> int:
-    from gslb.server import start_server
+    from gslb.server import run_until_signal, start_server
     spec = json.loads(Path(launch_file).read_text())
     config = GslbConfig.from_dict(spec["config"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -506,20 +506,9 @@ def authority_main(launch_file: str) -> int:
         probe = {dc: (ip, int(port)) for dc, (ip, port) in spec["probe"].items()}
         server = await start_server(config, [tuple(spec["listen"])], tuple(spec["control"]),
                                     probe_targets=probe or None, seed=spec.get("seed"))
-        tasks = []
-        if spec.get("load_files"):
-            tasks.append(asyncio.get_running_loop().create_task(
-                read_load_files(server.view, spec["load_files"])))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await server.close()
+        background = [read_load_files(server.view, spec["load_files"])] \
+            if spec.get("load_files") else []
+        await run_until_signal(server, background)
 
     asyncio.run(main())
     return 0

@@ -85,7 +85,7 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
         f"seed {seed}, run {run_id}")
     log(f"mechanisms: OVS datapath {mech.ovs_datapath}, link delay {mech.link_delay}, "
         f"GRE decap {mech.gre_decap}, controller {mech.controller}")
-    warnings = [f"link_delay is 'none': configured WAN delays and loss are not applied"] \
+    warnings = ["link_delay is 'none': configured WAN delays and loss are not applied"] \
         if mech.link_delay == "none" else []
     for text in warnings:
         log(f"WARNING: {text}")

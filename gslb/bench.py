@@ -9,10 +9,8 @@ stopped by its PID.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gslb.config import GslbConfig, example_config
+from topologies.system import stop_process
 from gslb.server import running_server
 
 QUERIES = ["www.lblab.test A"] * 8 + ["lblab.test SOA", "nope.lblab.test A"]
@@ -107,13 +106,7 @@ zone:
         _wait_udp_ready(port)
         yield port
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_process(proc)
 
 
 def run_dnsperf(port: int, query_file: Path, duration_s: float) -> float:

@@ -363,17 +363,25 @@ def serve(config: GslbConfig, listen: Sequence[tuple[str, int]] = (("127.0.0.1",
           control: tuple[str, int] | None = ("127.0.0.1", 8053), **options: Any) -> None:
     """Blocking entry point for ``lblab dns serve``: runs until SIGINT/SIGTERM."""
     async def main() -> None:
-        server = await start_server(config, listen, control, **options)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await server.close()
+        await run_until_signal(await start_server(config, listen, control, **options))
 
     asyncio.run(main())
+
+
+async def run_until_signal(server: "GslbServer", background: Sequence[Any] = ()) -> None:
+    """Serve until SIGINT/SIGTERM, with optional background coroutines (cancelled at the
+    end), then close the server."""
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(coro) for coro in background]
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await server.close()
 
 
 @dataclass

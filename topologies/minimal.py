@@ -18,10 +18,7 @@ from topologies.state import RUN_ENV, RunState, new_run_id
 
 @contextmanager
 def two_host_net(mech, with_switch: bool):
-    from mininet.link import Link
     from mininet.log import setLogLevel
-    from mininet.net import Mininet
-    from mininet.node import OVSSwitch, RemoteController
 
     setLogLevel("error")
     with network_lock():

@@ -62,3 +62,15 @@ def env_without_run_marker() -> dict:
     env = dict(os.environ)
     env.pop("LBLAB_RUN", None)
     return env
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM a child, wait, then SIGKILL: for helpers lblab started itself (by PID)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

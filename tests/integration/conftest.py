@@ -35,7 +35,7 @@ def sh(cmd: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture
 def lblab_clean():
     """Clean before; assert nothing of lblab's is left after."""
-    from experiments.cleanup import clean, leftovers
+    from experiments.cleanup import clean
     from topologies.ovs import ensure_running
     ensure_running(lambda *_: None)
     clean()  # leftovers of dead runs only: a live run elsewhere is not ours to remove

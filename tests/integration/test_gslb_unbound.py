@@ -5,9 +5,7 @@ own nearest DC, and unbound caches each answer per SCOPE prefix; without it the 
 sees only the resolver (127.0.0.1, in no region) and gives the fallback answer.
 """
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ import pytest
 from gslb.bench import _free_port
 from gslb.config import example_config
 from gslb.server import running_server
+from topologies.system import stop_process
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("unbound") is None, reason="unbound not installed")]
@@ -76,13 +75,7 @@ stub-zone:
                 assert time.monotonic() < deadline, "unbound did not answer in 10 s"
         yield port
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_process(proc)
 
 
 def resolve(port: int, subnet: str | None) -> list[str]:

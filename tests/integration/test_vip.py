@@ -3,8 +3,6 @@ load balancer cares about. Each test brings up its own network (two-dc unless no
 from __future__ import annotations
 
 import csv
-import json
-import socket
 import subprocess
 import time
 
@@ -14,7 +12,7 @@ from conftest import LBLAB, REPO
 from controller import vipflows
 from experiments import ovsstats
 from experiments.vip_modes import reply_counters
-from experiments.vipclient import VipApi, for_live
+from experiments.vipclient import for_live
 from experiments.workloads import control
 from topologies import mechanisms, scenario
 from topologies.net import LiveNet
