@@ -48,6 +48,7 @@ class LblabVip(app_manager.RyuApp):
         self.resync_buffer: dict[int, list] = {}
         self.stats: dict[str, dict] = {}               # vip -> backend -> connections, bytes
         self.pending: dict[int, tuple] = {}            # xid -> what a stats reply is for
+        self._apply_lock = hub.BoundedSemaphore(1)
         kwargs["wsgi"].register(VipRestController, {APP_NAME: self})
         hub.spawn(self._health_loop)
         hub.spawn(self._stats_loop)
@@ -63,16 +64,23 @@ class LblabVip(app_manager.RyuApp):
                 for v in sw.vips.values()}
 
     def _apply(self, dpid: int) -> None:
-        """Make switch `dpid` match the desired flows (a diff against what was installed)."""
-        dp = self.datapaths.get(dpid)
-        sw = self.switches.get(dpid)
-        if dp is None or sw is None or dpid not in self.installed:
-            return
-        desired = vipflows.desired_flows(sw.lb, self._effective_vips(sw), self._loads(sw))
-        change = vipflows.diff(self.installed[dpid], desired)
-        for msg in ofmsg.diff_messages(dp, change):
-            dp.send_msg(msg)
-        self.installed[dpid] = desired
+        """Make switch `dpid` match the desired flows (a diff against what was installed).
+
+        One apply at a time: send_msg can block on a full send queue (a Maglev table is
+        thousands of flows) and yield to another green thread; a second apply diffing
+        against a stale `installed` would then interleave its deletes with the first one's
+        adds and leave stale buckets in the switch. `installed` is updated before sending,
+        so the next apply diffs against the latest intent."""
+        with self._apply_lock:
+            dp = self.datapaths.get(dpid)
+            sw = self.switches.get(dpid)
+            if dp is None or sw is None or dpid not in self.installed:
+                return
+            desired = vipflows.desired_flows(sw.lb, self._effective_vips(sw), self._loads(sw))
+            change = vipflows.diff(self.installed[dpid], desired)
+            self.installed[dpid] = desired
+            for msg in ofmsg.diff_messages(dp, change):
+                dp.send_msg(msg)
 
     # -- switch lifecycle -------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])

@@ -1,6 +1,7 @@
 """`lblab clean`: remove what a crashed lblab run left behind, and only that.
 
-Never `mn -c`, `killall` or `pkill -f`: those hit processes and bridges lblab did not start.
+Never Mininet's global clean-up, `killall` or `pkill` by pattern: those hit processes and
+bridges lblab did not start.
 lblab's things are recognised by four marks it puts on them itself:
 - run state files (/run/lblab/runs/*.json: owner PID, bridges, interfaces, helper PIDs);
 - the LBLAB_RUN=<run-id> environment variable that every process of a run inherits;

@@ -25,6 +25,7 @@ import time
 
 from experiments.base import Context, Experiment, Param
 from experiments.stats import pct, percentile
+from experiments.vip_modes import finish_searches, record_upload
 from experiments.vipclient import for_live
 from experiments.workloads import control
 
@@ -100,21 +101,8 @@ def run(ctx: Context) -> list[dict]:
                         timeout_s=p["upload_timeout_s"] + 30)
                     up = res[-1]
                     uploads.append(up)
-                    ctx.record(variant=variant, repetition=u, src=client.name,
-                               src_region=client.site, dst=vip, dst_dc=up["dc"], vip=vip,
-                               backend=up["backend"], workload="upload",
-                               latency_ms=up["seconds"] * 1000, bytes=up["acked_bytes"],
-                               ok=up["ok"], error=up["error"], goodput_mbps=up["goodput_mbps"])
-                rows = []
-                for client, proc in procs:
-                    for row in control.finish_json_lines(proc, p["duration_s"] + 60):
-                        rows.append(row)
-                        ok = row["ok"] and row["backend"] in pool
-                        ctx.record(variant=variant, t_s=row["t_s"], src=client.name,
-                                   src_region=client.site, dst=vip, dst_dc=row["dc"], vip=vip,
-                                   backend=row["backend"], workload="search",
-                                   latency_ms=row["latency_ms"], bytes=row["bytes"], ok=ok,
-                                   error=row["error"] or ("" if ok else "foreign backend"))
+                    record_upload(ctx, variant, u, client, vip, up)
+                rows = finish_searches(ctx, variant, procs, vip, pool, p["duration_s"] + 60)
                 wall = time.monotonic() - t0
                 port1 = gre.port_counters(dc.name)
                 cpu1, inner1, drops1 = _decap_totals(gre.decap_stats())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from controller import hashing, vipflows
+from controller import hashing, maglev, vipflows
 from experiments import ovsstats
 from experiments.base import Context, Experiment, Param
 from experiments.vipclient import for_live
@@ -38,20 +38,34 @@ def installed_table(plan, dc, vip_index=1) -> dict[int, int]:
 
 
 def wait_table(plan, dc, include: set[int] = frozenset(), exclude: set[int] = frozenset(),
-               timeout_s: float = 15) -> dict[int, int]:
+               size: int | None = None, timeout_s: float = 15) -> dict[int, int]:
     """Until the switch's bucket table names every backend of `include` and none of
     `exclude` (a readiness check: the controller applies REST changes asynchronously).
-    Not exact equality: leastload may legitimately give a loaded backend no bucket."""
+    Not exact equality: leastload may legitimately give a loaded backend no bucket. `size`:
+    the number of buckets expected (modn: one per backend), so a table still shrinking from
+    a previous algorithm is not taken for the new one."""
     deadline = time.monotonic() + timeout_s
     table = {}
     while time.monotonic() < deadline:
         table = installed_table(plan, dc)
         names = set(table.values())
-        if table and include <= names and not exclude & names:
+        if table and include <= names and not exclude & names and \
+                (size is None or len(table) == size):
             return table
         time.sleep(0.1)
     raise RuntimeError(f"bucket table did not converge: has {sorted(set(table.values()))}, "
                        f"wanted {sorted(include)} without {sorted(exclude)}")
+
+
+def table_size(algorithm: str, n_backends: int, removed: int = 0) -> int:
+    """Buckets the installed table must have once it has converged: modn one per up
+    backend; maglev M for the whole pool (it does not change when a backend goes); leastload
+    a fixed bucket count."""
+    if algorithm == "modn":
+        return n_backends - removed
+    if algorithm == "maglev":
+        return maglev.default_table_size(n_backends)
+    return vipflows.LEASTLOAD_BUCKETS
 
 
 def remap(before: dict, after: dict, keys) -> float:
@@ -89,8 +103,10 @@ def run(ctx: Context) -> list[dict]:
                 variant = f"{algorithm}-{'ct' if conntrack else 'noct'}"
                 api.change(dc.name, algorithm=algorithm, conntrack=conntrack)
                 victim_ip = int(ipaddress.IPv4Address(str(victim.ip)))
+                n = len(ips)
                 t_full = wait_table(plan, dc.name, include={victim_ip} if
-                                    algorithm == "leastload" else ips)
+                                    algorithm == "leastload" else ips,
+                                    size=table_size(algorithm, n))
                 per_client = max(1, p["connections"] // len(clients))
                 procs = [control.start_json_lines(live, c.name, "streams", [
                     "--host", vip, "--count", str(per_client),
@@ -100,10 +116,12 @@ def run(ctx: Context) -> list[dict]:
                     proc.stdout.readline()
                 time.sleep(p["stream_s"] * 0.25)  # let connections carry data first
                 api.remove_backend(dc.name, str(victim.ip))
-                t_removed = wait_table(plan, dc.name, exclude={victim_ip})
+                t_removed = wait_table(plan, dc.name, exclude={victim_ip},
+                                       size=table_size(algorithm, n, removed=1))
                 time.sleep(p["stream_s"] * 0.25)
                 api.add_backend(dc.name, str(victim.ip))
-                t_added = wait_table(plan, dc.name, include={victim_ip})
+                t_added = wait_table(plan, dc.name, include={victim_ip},
+                                     size=table_size(algorithm, n))
                 conns = []
                 for client, proc in zip(clients, procs):
                     for row in control.finish_json_lines(proc, p["stream_s"] + 60):

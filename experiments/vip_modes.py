@@ -39,6 +39,30 @@ def _reply_counters(plan, dc: str, vip_index: int) -> tuple[int, int]:
     return total, lb
 
 
+def record_upload(ctx: Context, variant: str, index: int, client, vip: str, up: dict) -> None:
+    ctx.record(variant=variant, upload_index=index, src=client.name, src_region=client.site,
+               dst=vip, dst_dc=up["dc"], vip=vip, backend=up["backend"], workload="upload",
+               latency_ms=up["seconds"] * 1000, bytes=up["acked_bytes"], ok=up["ok"],
+               error=up["error"], goodput_mbps=up["goodput_mbps"])
+
+
+def finish_searches(ctx: Context, variant: str, procs, vip: str, pool: set[str],
+                    timeout_s: float) -> list[dict]:
+    """Collect background search clients' rows and record them; a reply from a backend
+    outside the VIP's pool counts as a failure."""
+    rows = []
+    for client, proc in procs:
+        for row in control.finish_json_lines(proc, timeout_s):
+            rows.append(row)
+            ok = row["ok"] and row["backend"] in pool
+            ctx.record(variant=variant, t_s=row["t_s"], src=client.name,
+                       src_region=client.site, dst=vip, dst_dc=row["dc"], vip=vip,
+                       backend=row["backend"], workload="search",
+                       latency_ms=row["latency_ms"], bytes=row["bytes"], ok=ok,
+                       error=row["error"] or ("" if ok else "foreign backend"))
+    return rows
+
+
 def run(ctx: Context) -> list[dict]:
     plan, p = ctx.plan, ctx.params
     dc = plan.scenario.dcs[0]
@@ -63,25 +87,12 @@ def run(ctx: Context) -> list[dict]:
                     "--seed", str(ctx.seed + i)])) for i, c in enumerate(clients)]
                 uploads = []
                 for u in range(p["uploads"]):
-                    up = control.run_upload(live, clients[u % len(clients)].name, vip,
-                                            p["upload_mb"], p["upload_timeout_s"])
+                    client = clients[u % len(clients)]
+                    up = control.run_upload(live, client.name, vip, p["upload_mb"],
+                                            p["upload_timeout_s"])
                     uploads.append(up)
-                    ctx.record(variant=mode, upload_index=u, src=clients[u % len(clients)].name,
-                               src_region=clients[u % len(clients)].site, dst=vip,
-                               dst_dc=up["dc"], vip=vip, backend=up["backend"],
-                               workload="upload", latency_ms=up["seconds"] * 1000,
-                               bytes=up["acked_bytes"], ok=up["ok"], error=up["error"],
-                               goodput_mbps=up["goodput_mbps"])
-                rows = []
-                for client, proc in procs:
-                    for row in control.finish_json_lines(proc, p["duration_s"] + 60):
-                        rows.append(row)
-                        ok = row["ok"] and row["backend"] in pool
-                        ctx.record(variant=mode, t_s=row["t_s"], src=client.name,
-                                   src_region=client.site, dst=vip, dst_dc=row["dc"], vip=vip,
-                                   backend=row["backend"], workload="search",
-                                   latency_ms=row["latency_ms"], bytes=row["bytes"], ok=ok,
-                                   error=row["error"] or ("" if ok else "foreign backend"))
+                    record_upload(ctx, mode, u, client, vip, up)
+                rows = finish_searches(ctx, mode, procs, vip, pool, p["duration_s"] + 60)
                 after = reply_counters(plan, dc.name, 1)
                 total, lb = after[0] - before[0], after[1] - before[1]
                 oks = [r for r in rows if r["ok"]]

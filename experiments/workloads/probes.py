@@ -47,15 +47,20 @@ def rtt_many(net, jobs: list[PingJob], count: int, interval_s: float,
     150 ms RTT reads "150"), too coarse to check an emulated link to a fraction of a ms."""
     import sys
     procs = []
+    # All probes begin together once every one has started (Python start-up of a dozen
+    # processes takes a second of CPU on 2 cores and would inflate the first ones' RTTs).
+    start_at = time.time() + 0.5 + 0.1 * len(jobs)
     for job in jobs:
         cmd = [sys.executable, "-m", "topologies.relay.rttprobe", job.dst_ip, "--count",
-               str(count), "--interval", f"{interval_s:g}", "--timeout", f"{timeout_s:g}"]
+               str(count), "--interval", f"{interval_s:g}", "--timeout", f"{timeout_s:g}",
+               "--start-at", f"{start_at:.3f}"]
         procs.append((job, net.spawn(job.src, cmd, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)))
     results = []
     for job, proc in procs:
         try:
-            out, err = proc.communicate(timeout=count * interval_s + timeout_s + 20)
+            out, err = proc.communicate(timeout=max(0.0, start_at - time.time()) +
+                                        count * interval_s + timeout_s + 20)
             data = json.loads(out)
         except (subprocess.TimeoutExpired, ValueError):
             proc.kill()

@@ -94,7 +94,12 @@ def main(argv=None) -> int:
     ap.add_argument("--interval", type=float, default=0.01)
     ap.add_argument("--timeout", type=float, default=2.0)
     ap.add_argument("--size", type=int, default=56)
+    ap.add_argument("--start-at", type=float, default=None, metavar="UNIX_TIME",
+                    help="wait until this wall-clock time before the first echo, so probes "
+                         "started together do not measure each other's start-up")
     a = ap.parse_args(argv)
+    if a.start_at is not None:
+        time.sleep(max(0.0, a.start_at - time.time()))
     rtts = probe(a.dst, a.count, a.interval, a.timeout, a.size)
     json.dump({"dst": a.dst, "sent": a.count, "rtts_ms": rtts}, sys.stdout)
     print()
