@@ -86,7 +86,7 @@ KEY_COLUMNS = {
     "vip-modes": ("variant",),
     "vip-hashing": ("variant", "change"),
     "gre-mtu": ("variant",),
-    "dns-rr": ("variant", "dc"),
+    "dns-rr": ("variant", "share_rank"),   # busiest DC first (report/compare.py)
     "dns-geo": ("variant", "client_region", "resolver"),
     "dns-failover": ("variant", "ttl_s"),
 }
@@ -181,10 +181,12 @@ TOLERANCES: dict[str, dict[str, Tol]] = {
     },
     "dns-rr": {
         "share": Tol(abs=0.1, why="random picks: ~3 binomial sd; first picks: herd timing"),
-        "share[pick=first]": Tol(abs=0.35, why="which DC a resolver's herd lands on "
-                                               "depends on query timing"),
+        "share[pick=first]": Tol(abs=0.35, why="compared by rank (busiest DC first): how "
+                                               "many TTL periods a herd holds varies"),
         "share_stddev_over_time": Tol(abs=0.1),
-        "share_stddev_over_time[pick=first]": Tol(abs=0.25),
+        "share_stddev_over_time[pick=first]": Tol(
+            abs=0.35, why="a quick run holds few TTL periods: one herd switch more or less "
+                          "moves it by ~0.3 (0.31 seen between two same-seed runs)"),
     },
     "dns-geo": {
         "dc_chosen_pct_nearest": Tol(abs=10),

@@ -61,7 +61,7 @@ def compare_runs(a: RunData, b: RunData) -> tuple[list[Check], list[str]]:
     if not metrics:
         notes.append(f"{exp}: no tolerances defined: nothing compared")
         return [], notes
-    sa, sb = a.summary, b.summary
+    sa, sb = _comparable(exp, a.summary), _comparable(exp, b.summary)
     keys = key_columns(exp, list(sa.columns) or list(sb.columns))
     rows_a = _rows(sa, keys)
     rows_b = _rows(sb, keys)
@@ -83,6 +83,18 @@ def compare_runs(a: RunData, b: RunData) -> tuple[list[Check], list[str]]:
             checks.append(Check(exp, key, metric, va, vb, tol.text(unit_of(metric)),
                                 tol.agrees(va, vb)))
     return checks, notes
+
+
+def _comparable(exp: str, df):
+    """dns-rr: rows are compared by rank of share within a variant (busiest DC first), not
+    by DC name: which DC a resolver's herd lands on depends on which answer it cached first
+    (timing), while how unevenly the load falls is what the experiment shows."""
+    if exp != "dns-rr" or "share" not in df.columns or "variant" not in df.columns:
+        return df
+    df = df.copy()
+    df["share_rank"] = df.groupby("variant")["share"].rank(method="first", ascending=False)
+    df["share_rank"] = df["share_rank"].astype(int)
+    return df
 
 
 def _rows(df, keys) -> dict[str, dict]:
