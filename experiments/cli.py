@@ -131,10 +131,26 @@ def cmd_topo_up(args) -> int:
     print(f"bringing up {plan.scenario.name} (link delay: {mech.link_delay}, OVS datapath: "
           f"{mech.ovs_datapath}); controller log in {work}/controller.log")
     from mininet.cli import CLI
+
+    class LblabCLI(CLI):
+        # lblab's node names contain '-' (lbc-na1): let the CLI read them as one word
+        identchars = CLI.identchars + "-"
+
+    from mininet.log import setLogLevel
     with LiveNet(plan, mech, run_id, work) as live:
         print(f"up in {live.timing.up_s:.1f}s; hosts: "
               f"{', '.join(h.name for h in plan.hosts)}; type 'exit' to tear down")
-        CLI(live.net)
+        from experiments.workloads import control
+        control.start_http_backends(live, plan)   # so the VIPs answer: curl http://<vip>/
+        live.start_health_checks()
+        print(f"backends serve HTTP on port 80; VIPs: "
+              f"{', '.join(f'{dc.name} {dc.vip}' for dc in plan.scenario.dcs)}; "
+              f"REST: http://127.0.0.1:{live.controller.rest_port}/vips (lblab vip list)")
+        setLogLevel("output")  # the CLI prints commands' output at this level
+        try:
+            LblabCLI(live.net)
+        finally:
+            setLogLevel("error")
     print("torn down")
     return 0
 
