@@ -207,6 +207,17 @@ def _ovs_routes(live_bridges: set) -> list[str]:
             for r in stale_ovs_routes(NAME_PREFIXES) if r["dev"] not in live_bridges]
 
 
+def wait_no_leftovers(timeout_s: float = 10.0) -> dict:
+    """leftovers(), polled until empty or `timeout_s`: teardown is synchronous, but a killed
+    process can take a moment to vanish from /proc."""
+    deadline = time.monotonic() + timeout_s
+    left = leftovers()
+    while any(left.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = leftovers()
+    return left
+
+
 def _relay_pid_files() -> list[str]:
     from topologies.relay.link import PID_DIR
     return sorted(p.name for p in PID_DIR.glob("*.pid")) if PID_DIR.is_dir() else []

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from experiments.cleanup import wait_no_leftovers  # noqa: F401  (test_cli_runs imports it)
 
 REPO = Path(__file__).resolve().parents[2]
 LBLAB = [sys.executable, "-m", "experiments"]
@@ -42,17 +43,6 @@ def lblab_clean():
     yield
     left = wait_no_leftovers()
     assert not any(left.values()), f"lblab left behind: {left}"
-
-
-def wait_no_leftovers(timeout_s: float = 10.0) -> dict:
-    """Teardown is synchronous, but a killed process can take a moment to vanish."""
-    from experiments.cleanup import leftovers
-    deadline = time.monotonic() + timeout_s
-    left = leftovers()
-    while any(left.values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = leftovers()
-    return left
 
 
 @pytest.fixture

@@ -12,23 +12,14 @@ import time
 
 import pytest
 
-from topologies.relay.link import RelayBinaryMissing, RelayParams, relay_binary_path
+from topologies.relay.link import RelayParams, relay_binary_path
+from topologies.relay.testbed import skip_reason
 
 pytestmark = pytest.mark.integration
 
 
-def _skip_reason():
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, AF_PACKET sockets)"
-    try:
-        relay_binary_path()
-    except RelayBinaryMissing as e:
-        return str(e)
-    return None
-
-
-if _skip_reason():
-    pytestmark = [pytest.mark.integration, pytest.mark.skip(reason=_skip_reason())]
+if skip_reason():
+    pytestmark = [pytest.mark.integration, pytest.mark.skip(reason=skip_reason())]
 else:
     from topologies.relay.testbed import relay_testbed
 

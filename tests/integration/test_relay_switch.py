@@ -11,18 +11,16 @@ import types
 
 import pytest
 
-from topologies.relay.link import RelayBinaryMissing, RelayParams, relay_binary_path
+from topologies.relay.link import RelayParams
+from topologies.relay.testbed import skip_reason
 
 pytestmark = pytest.mark.integration
 
 
 def _skip_reason():
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, AF_PACKET sockets)"
-    try:
-        relay_binary_path()
-    except RelayBinaryMissing as e:
-        return str(e)
+    reason = skip_reason()
+    if reason:
+        return reason
     try:
         import mininet.node  # noqa: F401
     except ImportError:

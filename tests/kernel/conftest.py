@@ -8,10 +8,11 @@ root; inside it (LBLAB_VM=1) nothing is skipped: a missing mechanism is a failur
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
+
+from experiments.cleanup import wait_no_leftovers
 
 HERE = Path(__file__).resolve().parent
 IN_VM = os.environ.get("LBLAB_VM") == "1"
@@ -44,16 +45,6 @@ def pytest_collection_modifyitems(config, items):
                   f"(`sudo make test-vm`)")
     for item in mine:
         item.add_marker(pytest.mark.skip(reason=reason))
-
-
-def wait_no_leftovers(timeout_s: float = 10.0) -> dict:
-    from experiments.cleanup import leftovers
-    deadline = time.monotonic() + timeout_s
-    left = leftovers()
-    while any(left.values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = leftovers()
-    return left
 
 
 @pytest.fixture(scope="session")

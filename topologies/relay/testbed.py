@@ -25,13 +25,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from topologies.relay.link import (RelayParams, prepare_relay_interface, read_stats,
+from topologies.relay.link import (RelayBinaryMissing, RelayParams, prepare_relay_interface, read_stats,
                                    relay_binary_path, relay_command)
 
 _counter = 0
 PROBE = Path(__file__).with_name("rttprobe.py")
 RTT_RE = re.compile(r"time=([0-9.]+) ms")
 LOSS_RE = re.compile(r"(\d+) packets transmitted, (\d+) received")
+
+
+def skip_reason() -> str | None:
+    """Why relay tests cannot run here (None when they can): they need root and the built
+    relay binary."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, AF_PACKET sockets)"
+    try:
+        relay_binary_path()
+    except RelayBinaryMissing as e:
+        return str(e)
+    return None
 
 
 def sh(argv, check=True, timeout=60, **kw) -> subprocess.CompletedProcess:
