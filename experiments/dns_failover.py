@@ -45,7 +45,8 @@ def run(ctx: Context) -> list[dict]:
     variants = [(v, t) for v in p["variants"] for t in p["ttls"]]
     summary = []
     with ctx.open_net(controller_apps=dnsnet.controller_apps(plan)) as live:
-        svc = dnsnet.start_dns_service(live, plan, config, ctx.work_dir, ecs=True)
+        svc = dnsnet.start_dns_service(live, plan, config, ctx.work_dir, ecs=True,
+                                        seed=ctx.seed)
         with ctx.phase("dns-failover: variants", len(variants)) as bar:
             for kind, ttl in variants:
                 summary.append(one_variant(ctx, live, plan, svc, config, kind, int(ttl), dc,

@@ -35,7 +35,8 @@ def run(ctx: Context) -> list[dict]:
     to_dc = dnsnet.dc_of_address(config)
     summary = []
     with ctx.open_net(controller_apps=dnsnet.controller_apps(plan)) as live:
-        svc = dnsnet.start_dns_service(live, plan, config, ctx.work_dir)
+        svc = dnsnet.start_dns_service(live, plan, config, ctx.work_dir,
+                                        seed=ctx.seed)
         with ctx.phase("dns-geo: variants", len(VARIANTS)) as bar:
             for variant, policy, ecs in VARIANTS:
                 svc.authority.set_policy(policy)

@@ -19,6 +19,7 @@ import statistics
 
 from experiments import dnsnet
 from experiments.base import Context, Experiment, Param
+from experiments.seeds import derive
 from gslb.scenario_config import gslb_config
 
 SUMMARY_COLUMNS = ("variant", "pick", "ttl_s", "resolvers", "dc", "share",
@@ -38,7 +39,8 @@ def run(ctx: Context) -> list[dict]:
     variants = [(pick, ttl, n) for pick in p["picks"] for ttl in p["ttls"] for n in counts]
     summary = []
     with ctx.open_net(controller_apps=dnsnet.controller_apps(plan)) as live:
-        svc = dnsnet.start_dns_service(live, plan, config, ctx.work_dir)
+        svc = dnsnet.start_dns_service(live, plan, config, ctx.work_dir,
+                                        seed=ctx.seed)
         with ctx.phase("dns-rr: variants", len(variants)) as bar:
             for pick, ttl, n in variants:
                 variant = f"{pick}-ttl{ttl}-r{n}"
@@ -49,7 +51,7 @@ def run(ctx: Context) -> list[dict]:
                     roundrobin=p["resolver_roundrobin"], hosts=resolver_hosts[:n])
                 used = [svc.resolvers[h] for h in resolver_hosts[:n]]
                 jobs = [dnsnet.ClientJob(c.name, used[i % n].ip, p["rate"], pick,
-                                         ctx.seed + i, {"resolver": used[i % n].host,
+                                         derive(ctx.seed, "client", c.name), {"resolver": used[i % n].host,
                                                         "client_region": c.site})
                         for i, c in enumerate(plan.by_role("client"))]
                 t0, rows = dnsnet.run_clients(live, jobs, p["duration_s"], ctx.work_dir)

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from experiments.seeds import derive
 from gslb.config import GslbConfig
 from gslb.scenario_config import (SERVICE_PORT, authority_host, config_to_dict,
                                   probe_targets, resolver_of)
@@ -129,12 +130,13 @@ def start_load_feeds(live, plan: NetworkPlan, work_dir: Path) -> list:
 
 
 def start_authority(live, plan: NetworkPlan, config: GslbConfig, work_dir: Path, *,
-                    probe: bool = True, load: bool = True) -> Authority:
+                    probe: bool = True, load: bool = True, seed: int = 1) -> Authority:
     auth = authority_host(plan)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     launch = work_dir / "authority.json"
-    launch.write_text(json.dumps(launch_spec(config, plan, work_dir, probe=probe, load=load),
+    launch.write_text(json.dumps(launch_spec(config, plan, work_dir, probe=probe, load=load,
+                                             seed=derive(seed, "authority")),
                                  indent=1))
     if load:
         start_load_feeds(live, plan, work_dir)
@@ -317,13 +319,13 @@ def controller_apps(plan: NetworkPlan) -> tuple[str, ...] | None:
 
 def start_dns_service(live, plan: NetworkPlan, config: GslbConfig, work_dir: Path, *,
                       ecs: bool | None = None, roundrobin: bool = True,
-                      load: bool = True) -> DnsService:
+                      load: bool = True, seed: int = 1) -> DnsService:
     """Backends (and the VIP balancer's health checks, when the network has them), the
     authority with its prober and load feed, and one unbound per resolver host."""
     backends = start_backends(live, plan)
     if plan.scenario.dns.answers == "vip" and hasattr(live, "start_health_checks"):
         live.start_health_checks()
-    authority = start_authority(live, plan, config, work_dir, load=load)
+    authority = start_authority(live, plan, config, work_dir, load=load, seed=seed)
     resolvers = start_resolvers(live, plan, authority.ip, work_dir, ecs=ecs,
                                 roundrobin=roundrobin)
     return DnsService(backends, authority, resolvers)
@@ -398,7 +400,8 @@ def default_jobs(plan: NetworkPlan, resolvers: dict[str, Resolver], rate: float,
         res = resolver_of(plan, client.name)
         if res is None or res.name not in resolvers:
             continue
-        jobs.append(ClientJob(client.name, resolvers[res.name].ip, rate, pick, seed + i,
+        jobs.append(ClientJob(client.name, resolvers[res.name].ip, rate, pick,
+                              derive(seed, "client", client.name),
                               {"resolver": res.name, "client_region": client.site}))
     return jobs
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 
 from experiments.base import Context, Experiment, Param
+from experiments.seeds import derive
 from experiments.stats import pct, percentile
 from experiments.vip_modes import finish_searches, record_upload
 from experiments.vipclient import for_live
@@ -90,7 +91,7 @@ def run(ctx: Context) -> list[dict]:
                 t0 = time.monotonic()
                 procs = [(c, control.start_json_lines(live, c.name, "search_json", [
                     "--host", vip, "--rate", str(p["rate"]), "--duration", str(p["duration_s"]),
-                    "--size", str(p["search_size"]), "--seed", str(ctx.seed + i)]))
+                    "--size", str(p["search_size"]), "--seed", str(derive(ctx.seed, "client", i))]))
                     for i, c in enumerate(clients)]
                 uploads = []
                 for u in range(p["uploads"]):

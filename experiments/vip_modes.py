@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from experiments import ovsstats
 from experiments.base import Context, Experiment, Param
+from experiments.seeds import derive
 from experiments.stats import pct, percentile
 from experiments.vipclient import for_live
 from experiments.workloads import control
@@ -84,7 +85,7 @@ def run(ctx: Context) -> list[dict]:
                 before = reply_counters(plan, dc.name, 1)
                 procs = [(c, control.start_json_lines(live, c.name, "search_json", [
                     "--host", vip, "--rate", str(p["rate"]), "--duration", str(p["duration_s"]),
-                    "--seed", str(ctx.seed + i)])) for i, c in enumerate(clients)]
+                    "--seed", str(derive(ctx.seed, "client", c.name))])) for c in clients]
                 uploads = []
                 for u in range(p["uploads"]):
                     client = clients[u % len(clients)]

@@ -85,3 +85,14 @@ def test_set_splits_runner_keys():
     assert runner == {"link_emulation": "relay"} and params == {"pings": "3"}
     with pytest.raises(InputError):
         split_overrides(["novalue"])
+
+
+def test_derived_seeds_are_stable_and_do_not_overlap_across_repetitions():
+    """Repetition r uses --seed s+r: no stream of one repetition may replay a stream of
+    another (what seed + i did), and the same --seed gives the same streams."""
+    from experiments.seeds import derive
+    reps = [{derive(s, "client", f"lbc-na{i}") for i in range(1, 5)} for s in (1, 2, 3)]
+    assert all(len(r) == 4 for r in reps)
+    assert not (reps[0] & reps[1]) and not (reps[1] & reps[2])
+    assert derive(1, "client", "lbc-na1") == derive(1, "client", "lbc-na1")
+    assert derive(1, "authority") != derive(2, "authority")
