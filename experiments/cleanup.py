@@ -138,6 +138,12 @@ def clean(everything: bool = False, log=print) -> dict:
         for r in stale_ovs_routes(NAME_PREFIXES):
             if r["dev"] not in live_bridges and delete_ovs_route(r["prefix"], r["mark"]):
                 report["ovs_routes"].append(f"{r['prefix']} pkt_mark={r['mark']} {r['dev']}")
+    #     On the kernel datapath the underlay is kernel policy routing instead: its rules
+    #     outlive the bridges (their tables' routes do not).
+    if not live_runs:
+        from topologies.gre import delete_policy_rule, stale_policy_rules
+        report["policy_rules"] = [f"fwmark {r['mark']:#x} lookup {r['table']}"
+                                  for r in stale_policy_rules() if delete_policy_rule(r)]
 
     # 4. Scratch namespaces of doctor probes whose process is gone.
     for line in run(["ip", "netns", "list"], check=False).stdout.splitlines():
@@ -195,7 +201,13 @@ def leftovers(include_other_live_runs: bool = False) -> dict:
         "state_files": [r["run_id"] for r in runs if r["run_id"] not in other_live],
         "relay_pid_files": [] if other_live else _relay_pid_files(),
         "ovs_routes": _ovs_routes(live_bridges),
+        "policy_rules": [] if other_live else _policy_rules(),
     }
+
+
+def _policy_rules() -> list[str]:
+    from topologies.gre import stale_policy_rules
+    return [f"fwmark {r['mark']:#x} lookup {r['table']}" for r in stale_policy_rules()]
 
 
 def _ovs_routes(live_bridges: set) -> list[str]:

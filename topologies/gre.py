@@ -31,9 +31,17 @@ eu1's LB must reach them on its own LAN. So:
   cross-DC latency cost is real. Routers do not send ICMP redirects (send_redirects=0).
 OVS user routes are not in the kernel and outlive the bridges, so teardown deletes them and
 `lblab clean` removes any left on lblab's bridges (`stale_ovs_routes`).
-On the kernel datapath (users' VMs) the GRE vport is the kernel's and routes with the kernel
-table instead; this module sets up the same TEP addresses but then needs kernel policy
-routing (fwmark -> table), which is not implemented: GRE mode is measured on userspace only.
+On the kernel datapath (users' VMs) the GRE vport is the kernel's (a collect_md `gre`
+device made by ovs-vswitchd): it routes the outer packet with the root namespace's kernel
+tables, and its route lookup carries the packet's skb->mark, which is OVS's pkt_mark. So the
+same marks select the same per-LB routes through kernel policy routing instead of OVS user
+routes: one rule per DC, `ip rule add pref TABLE_BASE+i fwmark MARK_BASE+i lookup
+TABLE_BASE+i`, and in that table one route per DC subnet via the DC's TEP router address out
+of the LB bridge's internal port (`policy_routing_commands`). The kernel then resolves the
+router's MAC itself and sends the outer packet into the bridge from LOCAL, as in userspace.
+Kernel routes vanish with the bridges; the rules do not, so teardown deletes them and
+`lblab clean` removes any left (`stale_policy_rules`). The kernel datapath has no
+offload-flag restriction, so the clients' checksum offload stays on there.
 
 Decapsulation on the backend (`Mechanisms.gre_decap`): `kernel` = an ip_gre device
 `lbg-gre` (kernel_decap_commands(), also what tests/kernel exercises); `userspace` = one
@@ -66,6 +74,7 @@ GRE_OFPORT = 1000
 GRE_OVERHEAD = 24                       # outer IPv4 (20) + GRE without options (4)
 TEP_POOL = ipaddress.IPv4Network("198.18.0.0/16")
 MARK_BASE = 0x1B1A0000                  # pkt_mark = MARK_BASE + DC index (1-based)
+TABLE_BASE = 27000                      # kernel datapath: rule pref and table = base + index
 TUN_NAME = "lbg-tun"
 KERNEL_DEV = "lbg-gre"
 PORT_PREFIX = "lbg-"
@@ -124,6 +133,59 @@ def setup_kernel_decap(node, backend_ip: str, vips: list[str]) -> None:
             raise LblabError(f"{node.name}: {c}: {out}")
 
 
+def table_for(index: int) -> int:
+    return TABLE_BASE + index
+
+
+def policy_routing_commands(plan) -> list[list[str]]:
+    """Kernel datapath: the `ip` commands (root namespace) that route each LB's marked outer
+    packets towards its own DC router, one rule and one table per DC (module docstring)."""
+    cmds = []
+    for dc in plan.scenario.dcs:
+        i = dc_index(plan, dc.name)
+        br = plan.switch(dc.name).name
+        table = str(table_for(i))
+        cmds.append(["ip", "rule", "add", "pref", table, "fwmark",
+                     f"{mark_for(i):#x}/0xffffffff", "lookup", table])
+        for target in plan.scenario.dcs:
+            cmds.append(["ip", "route", "replace", str(target.subnet), "via",
+                         str(tep_router_ip(i)), "dev", br, "src", str(tep_lb_ip(i)),
+                         "table", table])
+    return cmds
+
+
+def parse_policy_rules(text: str) -> list[dict]:
+    """lblab's rules in `ip rule show` output: [{pref, mark, table}] (marks of MARK_BASE+i
+    looking up TABLE_BASE+i; anything else is not ours and never touched)."""
+    rules = []
+    for line in text.splitlines():
+        parts = line.replace(":", " ").split()
+        if "fwmark" not in parts or "lookup" not in parts or not parts[0].isdigit():
+            continue
+        try:
+            mark = int(parts[parts.index("fwmark") + 1].split("/")[0], 0)
+            table = int(parts[parts.index("lookup") + 1])
+        except (IndexError, ValueError):
+            continue
+        index = mark - MARK_BASE
+        if 1 <= index <= 255 and table == table_for(index) and int(parts[0]) == table:
+            rules.append({"pref": int(parts[0]), "mark": mark, "table": table})
+    return rules
+
+
+def stale_policy_rules() -> list[dict]:
+    """lblab's GRE policy rules present in the root namespace (for `lblab clean`)."""
+    return parse_policy_rules(run(["ip", "rule", "show"], check=False).stdout)
+
+
+def delete_policy_rule(rule: dict) -> bool:
+    ok = run(["ip", "rule", "del", "pref", str(rule["pref"]), "fwmark",
+              f"{rule['mark']:#x}/0xffffffff", "lookup", str(rule["table"])],
+             check=False).returncode == 0
+    run(["ip", "route", "flush", "table", str(rule["table"])], check=False)
+    return ok
+
+
 def ovs_user_routes() -> list[dict]:
     """OVS's user-added routes: [{prefix, mark, dev, gw}] from `ovs/route/show`."""
     out = run(["ovs-appctl", "ovs/route/show"], check=False).stdout
@@ -157,7 +219,8 @@ class GreUnderlay:
     def __init__(self, live):
         self.live = live
         self.plan = live.plan
-        self.routes: list[tuple[str, int]] = []
+        self.routes: list[tuple[str, int]] = []    # OVS user routes (userspace datapath)
+        self.rules: list[dict] = []                 # policy rules (kernel datapath)
         self.decaps: dict[str, object] = {}    # backend name -> Popen
         self.stats_dir = Path(live.work_dir) / "gredecap"
         self.mtu = 1500
@@ -195,6 +258,33 @@ class GreUnderlay:
                              f"net.ipv4.conf.{lan}.send_redirects=0; echo rc=$?")
             if not out.strip().endswith("rc=0"):
                 raise LblabError(f"GRE TEP on {router.name}: {out.strip()}")
+        if self.live.mech.ovs_datapath == "kernel":
+            self._policy_routing()
+        else:
+            self._ovs_user_routes()
+        self._prepare_backends()
+        if self.live.mech.ovs_datapath != "kernel":
+            self.senders_tx_off()
+
+    def _policy_routing(self) -> None:
+        """Kernel datapath: fwmark rules and per-DC tables (module docstring). Networks
+        run one at a time (topologies/netlock.py), so a rule already present is a crashed
+        run's and is replaced."""
+        for stale in stale_policy_rules():
+            delete_policy_rule(stale)
+        for cmd in policy_routing_commands(self.plan):
+            proc = run(cmd, check=False)
+            if proc.returncode != 0:
+                raise LblabError(f"{' '.join(cmd)}: {(proc.stderr or proc.stdout).strip()}")
+            if cmd[1] == "rule":
+                self.rules.append({"pref": int(cmd[4]), "mark": int(cmd[6].split("/")[0], 0),
+                                   "table": int(cmd[8])})
+        self.settings.append("gre underlay: TEP 198.18.<dc>.0/29 on LB LOCAL ports and DC "
+                             f"routers; kernel policy routing fwmark {MARK_BASE:#x}+i -> "
+                             f"table {TABLE_BASE}+i")
+
+    def _ovs_user_routes(self) -> None:
+        """Userspace datapath: OVS user routes keyed by pkt_mark (module docstring)."""
         # Routes once every TEP address exists (OVS needs the bridge address for SRC).
         self._wait_ovs_sees_teps()
         for dc in self.plan.scenario.dcs:
@@ -208,8 +298,6 @@ class GreUnderlay:
                     raise LblabError(f"ovs/route/add {prefix} {br} pkt_mark={mark_for(i)}: "
                                      f"{(proc.stderr or proc.stdout).strip()}")
                 self.routes.append((prefix, mark_for(i)))
-        self._prepare_backends()
-        self.senders_tx_off()
         self.settings.append("gre underlay: TEP 198.18.<dc>.0/29 on LB LOCAL ports and DC "
                              "routers; OVS user routes by pkt_mark")
 
@@ -399,10 +487,15 @@ class GreUnderlay:
     def metadata(self) -> dict:
         return {"gre_decap": self.live.mech.gre_decap, "gre_ofport": GRE_OFPORT,
                 "underlay_mtu": self.mtu, "settings": list(self.settings),
-                "ovs_routes": [f"{p} pkt_mark={m:#x}" for p, m in self.routes]}
+                "ovs_routes": [f"{p} pkt_mark={m:#x}" for p, m in self.routes],
+                "policy_rules": [f"fwmark {r['mark']:#x} lookup {r['table']}"
+                                 for r in self.rules]}
 
     # -- teardown ---------------------------------------------------------------------------
     def teardown(self) -> None:
         for prefix, mark in self.routes:
             delete_ovs_route(prefix, mark)
         self.routes.clear()
+        for rule in self.rules:
+            delete_policy_rule(rule)
+        self.rules.clear()

@@ -49,7 +49,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def two_dc(tmp_path_factory):
-    """The two-dc scenario up once for all kernel tests (a bring-up costs tens of seconds
+    """The two-dc scenario up once for all kernel tests, GRE underlay included (a bring-up costs tens of seconds
     under TCG); tests that change hosts undo it. Checks that teardown leaves nothing.
     Mechanisms are whatever `detect()` picks."""
     from experiments.cleanup import clean
@@ -62,7 +62,10 @@ def two_dc(tmp_path_factory):
     clean(everything=True, log=lambda *_: None)
     plan = build_plan(scenario.load("two-dc"))
     mech = mechanisms.detect()
-    live = LiveNet(plan, mech, new_run_id("kernel"), tmp_path_factory.mktemp("two-dc"))
+    # gre=True: every LB switch gets its GRE port and the kernel underlay (policy routing),
+    # so the VIP smoke tests can switch a VIP to mode gre.
+    live = LiveNet(plan, mech, new_run_id("kernel"), tmp_path_factory.mktemp("two-dc"),
+                   gre=True)
     with live:
         yield live
     left = wait_no_leftovers()

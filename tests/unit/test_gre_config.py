@@ -109,3 +109,33 @@ def test_scenario_remote_backends_need_gre_and_another_dc():
         _two_dc(mode="gre", remote_backends="eu1")
     assert _two_dc(mode="gre", remote_backends=["eu1"]).scenario.dcs[0].remote_backends == \
         ("eu1",)
+
+
+def test_kernel_underlay_routes_each_lbs_mark_to_its_own_dc_router():
+    """Kernel datapath: the mark an LB's flows set must select a table that reaches every
+    DC subnet through that LB's own DC router (same design as the OVS user routes)."""
+    plan = build_plan(scenario.load("three-dc"))
+    cmds = gre.policy_routing_commands(plan)
+    rules = [c for c in cmds if c[1] == "rule"]
+    assert len(rules) == len(plan.scenario.dcs)
+    for dc in plan.scenario.dcs:
+        i = gre.dc_index(plan, dc.name)
+        table = str(gre.table_for(i))
+        assert ["ip", "rule", "add", "pref", table, "fwmark", f"{gre.mark_for(i):#x}/0xffffffff",
+                "lookup", table] in rules
+        routes = [c for c in cmds if c[1] == "route" and c[-1] == table]
+        assert {c[3] for c in routes} == {str(d.subnet) for d in plan.scenario.dcs}
+        assert all(c[5] == str(gre.tep_router_ip(i)) and c[7] == plan.switch(dc.name).name
+                   for c in routes)
+
+
+def test_clean_recognises_only_lblabs_policy_rules():
+    shown = ("0:\tfrom all lookup local\n"
+             f"27001:\tfrom all fwmark {gre.mark_for(1):#x} lookup 27001\n"
+             f"27003:\tfrom all fwmark {gre.mark_for(3):#x}/0xffffffff lookup 27003\n"
+             "27002:\tfrom all fwmark 0x1b1a0002 lookup 100\n"        # not our table
+             "500:\tfrom all fwmark 0x7 lookup 27007\n"               # not our mark
+             "32766:\tfrom all lookup main\n")
+    rules = gre.parse_policy_rules(shown)
+    assert rules == [{"pref": 27001, "mark": gre.mark_for(1), "table": 27001},
+                     {"pref": 27003, "mark": gre.mark_for(3), "table": 27003}]
