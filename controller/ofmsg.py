@@ -96,10 +96,15 @@ def flow_mod(dp: Any, spec: FlowSpec, command: str = "add") -> Any:
     if command == "add" and spec.actions:
         inst = [p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
                                         [ryu_action(dp, a) for a in spec.actions])]
+    # A delete matches on table, priority, match and cookie only, and its spec may be a
+    # StatsFlow read back from the switch at resync, which has no timeouts.
+    adding = command == "add"
     return p.OFPFlowMod(datapath=dp, cookie=spec.cookie,
                         cookie_mask=0xFFFFFFFFFFFFFFFF if command != "add" else 0,
-                        table_id=spec.table, command=cmd, idle_timeout=spec.idle_timeout,
-                        hard_timeout=spec.hard_timeout, priority=spec.priority,
+                        table_id=spec.table, command=cmd,
+                        idle_timeout=spec.idle_timeout if adding else 0,
+                        hard_timeout=spec.hard_timeout if adding else 0,
+                        priority=spec.priority,
                         buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
                         out_group=ofp.OFPG_ANY, flags=0,
                         match=ryu_match(dp, spec.match), instructions=inst)

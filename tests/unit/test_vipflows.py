@@ -529,6 +529,31 @@ def test_ofmsg_diff_messages_and_helpers():
         m.serialize()
 
 
+def test_resync_deletes_flows_read_back_from_the_switch():
+    """At (re)connection the app diffs the switch's actual VIP flows (flow stats) against
+    the desired ones; stale ones are deleted from their stats entries, which carry no
+    timeouts. (A crash here left a reconnected switch without its VIP flows.)"""
+    dp = _ryu_dp()
+    from controller import ofmsg
+    desired = vf.desired_flows(SWITCH, [vip()])
+    gone = vip(name="gone", address="10.101.0.200", mac="02:1c:0a:65:00:c8", index=2,
+               mode="dsr")
+    stale = vf.desired_flows(SWITCH, [vip(), gone])
+    msgs = [ofmsg.flow_mod(dp, f) for f in stale]
+    for m in msgs:
+        m.serialize()
+    from ryu.ofproto import ofproto_parser
+    stats = [ofmsg.StatsFlow(ofproto_parser.msg(dp, m.version, m.msg_type, m.msg_len, m.xid,
+                                                m.buf)) for m in msgs]
+    d = vf.diff(stats, desired)
+    assert d.delete, "the flows of the VIP that is gone must be deleted"
+    out = ofmsg.diff_messages(dp, d)
+    for m in out:
+        m.serialize()
+    deletes = [m for m in out if getattr(m, "command", None) == dp.ofproto.OFPFC_DELETE_STRICT]
+    assert len(deletes) == len(d.delete)
+
+
 def test_pure_modules_import_neither_ryu_nor_mininet():
     code = ("import sys; import controller.maglev, controller.hashing, controller.vipflows, "
             "controller.fakeoftable; "
