@@ -9,6 +9,10 @@ from topologies.system import LblabError
 
 
 class VipApi:
+    # A change waits until the switches confirm the new flows (barrier); on a slow machine
+    # (a TCG guest) that has taken over 10 s.
+    timeout_s = 30.0
+
     def __init__(self, base_url: str):
         self.base = base_url.rstrip("/")
 
@@ -18,13 +22,17 @@ class VipApi:
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 status, text = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, text = exc.code, exc.read()
         except urllib.error.URLError as exc:
             raise LblabError(f"VIP controller not reachable at {self.base}: {exc.reason}") \
                 from None
+        except TimeoutError:  # the answer started but did not finish in time
+            raise LblabError(f"VIP controller at {self.base} did not answer {method} {path} "
+                             f"within {self.timeout_s:g} s (overloaded machine? see the "
+                             "run's controller.log)") from None
         try:
             payload = json.loads(text) if text else None
         except ValueError:
