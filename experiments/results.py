@@ -75,5 +75,18 @@ class RunDir:
         os.replace(self.work, self.final)
         return self.final
 
-    def discard(self) -> None:
+    def discard(self, keep_logs_in: Path | None = None) -> Path | None:
+        """Remove the unfinished run (no half-written results). Its *.log files (controller,
+        authority, ...) explain the failure, so they are moved to `keep_logs_in` first if
+        given; returns that folder if anything was kept."""
+        kept = None
+        logs = sorted(self.work.rglob("*.log")) if self.work.is_dir() else []
+        if keep_logs_in is not None and logs:
+            shutil.rmtree(keep_logs_in, ignore_errors=True)
+            for f in logs:
+                dest = Path(keep_logs_in) / f.relative_to(self.work)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(f), dest)
+            kept = Path(keep_logs_in)
         shutil.rmtree(self.work, ignore_errors=True)
+        return kept

@@ -14,6 +14,7 @@ import os
 import platform
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,6 +144,8 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
             "network_timing_s": [{"up": round(n.timing.up_s, 3),
                                   "down": round(n.timing.down_s, 3)} for n in nets],
             "calibration": [n.calibration for n in nets],
+            # each site's LAN round trip (router <-> a host), taken off WAN relay delays
+            "lan_rtt_ms": [n.lan_rtt_ms for n in nets],
             "tx_offload_off": sorted({i for n in nets for i in n.tx_offload_off}),
             "gre": [n.gre.metadata() for n in nets if getattr(n, "gre", None) is not None],
             "warnings": ctx.warnings,
@@ -156,7 +159,10 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
         return final
     finally:
         if not published:
-            run_dir.discard()
+            kept = run_dir.discard(keep_logs_in=Path(tempfile.gettempdir()) /
+                                   f"lblab-failed-{run_id}")
+            if kept is not None:
+                log(f"run {run_id} did not finish: no results written; its logs are in {kept}")
 
 
 def _sha256(path: Path) -> str:

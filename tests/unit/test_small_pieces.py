@@ -65,6 +65,14 @@ def test_run_dir_publishes_whole_or_nothing(tmp_path):
     rd2 = RunDir(tmp_path, "exp", "run2")
     rd2.discard()
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["run1"]
+    # a failed run leaves no results, but its logs (what explains the failure) are kept
+    rd3 = RunDir(tmp_path, "exp", "run3")
+    rd3.path("controller.log").write_text("boom\n")
+    rd3.path("records.csv").write_text("half\n")
+    kept = rd3.discard(keep_logs_in=tmp_path / "failed")
+    assert (kept / "controller.log").read_text() == "boom\n"
+    assert not (kept / "records.csv").exists()
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["run1"]
 
 
 def test_params_quick_values_and_typed_overrides():
