@@ -36,6 +36,23 @@ python -m pytest -c /lblab/pyproject.toml --rootdir /lblab -p no:cacheprovider \
   -m kernel /lblab/tests/kernel -v -rs --durations=5 --color=no \
   -W ignore::DeprecationWarning || failures+=("pytest")
 
+# Optional (LBLAB_VM_EXPERIMENTS on the host): experiments at --quick size on the kernel
+# mechanisms, their summary.csv printed here (results stay in the guest: -snapshot).
+EXPERIMENTS=$(sed -n 's/.*lblab\.experiments=\([a-z0-9,-]*\).*/\1/p' /proc/cmdline)
+for exp in ${EXPERIMENTS//,/ }; do
+  step "lblab run $exp --quick (kernel mechanisms, accelerator: $LBLAB_VM_ACCEL)"
+  if lblab run "$exp" --quick --out /tmp/lblab-results; then
+    for f in /tmp/lblab-results/"$exp"/*/summary.csv; do echo "--- $f"; cat "$f"; done
+  else
+    failures+=("lblab run $exp")
+    [ -f /tmp/lblab-last-error.log ] && tail -n 30 /tmp/lblab-last-error.log
+    # a failed run's directory is removed; its controller log is what explains a REST error
+    for f in /tmp/lblab-failed-*/controller.log; do
+      [ -f "$f" ] && { echo "--- $f (last 40 lines)"; tail -n 40 "$f"; }
+    done
+  fi
+done
+
 echo
 if [ ${#failures[@]} -eq 0 ]; then
   echo "LBLAB-VM-RESULT: PASS"

@@ -12,7 +12,9 @@
 #     PID and its run folder (overlay included) removed, on Ctrl-C too.
 #
 # Knobs: LBLAB_VM_ACCEL=kvm|tcg (skip the probe), LBLAB_VM_TIMEOUT (s, default 1500),
-# LBLAB_VM_MEM (MiB, default 2560), LBLAB_VM_MIRROR (Debian mirror, default: apt's).
+# LBLAB_VM_MEM (MiB, default 2560), LBLAB_VM_MIRROR (Debian mirror, default: apt's),
+# LBLAB_VM_EXPERIMENTS=gre-mtu,vip-modes (after the tests, run these experiments at --quick
+# size on the kernel mechanisms and print their summaries; none by default).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$(pwd)
@@ -20,6 +22,12 @@ REPO=$(pwd)
 if [ "$(id -u)" -ne 0 ]; then
   echo "make test-vm needs root (debootstrap, qemu): run it with sudo" >&2
   exit 1
+fi
+
+EXPERIMENTS=${LBLAB_VM_EXPERIMENTS:-}
+if ! [[ "$EXPERIMENTS" =~ ^[a-z0-9,-]*$ ]]; then
+  echo "LBLAB_VM_EXPERIMENTS: expected experiment names separated by commas, got '$EXPERIMENTS'" >&2
+  exit 2
 fi
 
 T_START=$(date +%s)
@@ -132,7 +140,7 @@ RESULTS=$RUN_DIR/results.log
 echo "test-vm: booting the guest (-snapshot, checkout read-only over 9p, timeout ${TIMEOUT}s)"
 qemu-system-x86_64 -name lblab-vm "${ACCEL_ARGS[@]}" -machine q35 -smp 2 -m "$MEM" \
   -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" \
-  -append "root=/dev/vda rw console=ttyS0 panic=-1 quiet lblab.accel=$ACCEL" \
+  -append "root=/dev/vda rw console=ttyS0 panic=-1 quiet lblab.accel=$ACCEL${EXPERIMENTS:+ lblab.experiments=$EXPERIMENTS}" \
   -drive "file=$IMG/rootfs.img,format=raw,if=virtio,cache=unsafe" -snapshot \
   -virtfs "local,path=$REPO,mount_tag=lblab,security_model=none,readonly=on" \
   -serial "file:$CONSOLE" -serial "file:$RESULTS" \
