@@ -113,6 +113,7 @@ def _quiet_ipv6(node) -> None:
 
 DEFAULT_APPS = ("controller.l2app", "controller.vipapp")
 CALIBRATION_TOLERANCE_MS = 1.0
+LAN_PROBES, LAN_PROBE_INTERVAL_S = 30, 0.1    # LAN and host-to-host probes (calibrate)
 HEALTH_PORT = 80
 
 
@@ -137,6 +138,7 @@ class LiveNet:
         self.tx_offload_off: list[str] = []
         self.calibrate_links = calibrate_links
         self.calibration: list[dict] = []
+        self.lan_rtt_ms: dict[str, float | None] = {}
         self.procs: list = []  # processes started in hosts; Mininet's stop() does not reap them
         # GRE port, underlay and decapsulators (topologies/gre.py): on request, or when the
         # scenario or the overrides put a VIP in mode gre.
@@ -261,35 +263,82 @@ class LiveNet:
             proc.wait(timeout=10)
 
     def calibrate(self, count: int = 20, interval_s: float = 0.01) -> list[dict]:
-        """Ping across every emulated WAN link (router to router, all links at once) and
-        compare the median RTT with twice the configured one-way delay. Recorded in each
-        run's metadata; an error above CALIBRATION_TOLERANCE_MS is a fidelity warning."""
+        """Measure, correct, check (topologies/calibration.py says why):
+        1. each site's LAN round trip, router <-> first host (`lan_rtt_ms`);
+        2. relay links only: restart each relay with the per-frame LAN correction;
+        3. ping across every WAN link, router to router (no LAN, no correction): median RTT
+           against twice the configured one-way delay (entries of kind "link");
+        4. ping host to host across each link that is its ends' routed path: what users
+           measure, LANs included (kind "path").
+        Recorded in each run's metadata; an error above CALIBRATION_TOLERANCE_MS is a
+        fidelity warning."""
         from experiments.workloads.probes import PingJob, ping_many, rtt_many
-        jobs = [PingJob(w.a_router, str(w.b_ip), {"wan": w}) for w in self.plan.wans]
-        # Resolve ARP across every link first: pings sent while ARP is pending wait for it
-        # and would read up to one extra RTT.
-        ping_many(self, jobs, count=1, interval_s=0.2, timeout_s=3)
+        from topologies import calibration as cal
+        plan = self.plan
+        lan_jobs = []
+        for site in cal.site_subnets(plan):
+            host = cal.lan_probe_host(plan, site)
+            if host is not None:
+                lan_jobs.append(PingJob(plan.router(site).name, str(host.ip), {"site": site}))
+        link_jobs = [PingJob(w.a_router, str(w.b_ip), {"wan": w}) for w in plan.wans]
+        path_jobs = []
+        for w in plan.wans:
+            ends = cal.direct_path_hosts(plan, w)
+            if ends is not None:
+                path_jobs.append(PingJob(ends[0].name, str(ends[1].ip),
+                                         {"wan": w, "src": ends[0].name, "dst": ends[1].name}))
+        # Resolve ARP on every hop first: pings sent while ARP is pending wait for it and
+        # would read up to one extra RTT.
+        ping_many(self, lan_jobs + link_jobs + path_jobs, count=1, interval_s=0.2,
+                  timeout_s=3)
+        # LAN round trips vary by a few tenths of a ms from probe to probe (OVS main-thread
+        # wake-ups): more samples, spaced like the experiments' own probes, for the median.
+        self.lan_rtt_ms = {job.label["site"]: (None if res.median_ms is None
+                                               else round(res.median_ms, 3))
+                           for job, res in rtt_many(self, lan_jobs, count=LAN_PROBES,
+                                                    interval_s=LAN_PROBE_INTERVAL_S)}
+        comps = cal.compensations(plan, self.lan_rtt_ms) \
+            if self.mech.link_delay == "relay" else {}
+        for w in plan.wans:
+            if w.index in comps and any(comps[w.index]):
+                self.net[w.relay_name].set_compensation(*comps[w.index])
         self.calibration = []
-        for job, res in rtt_many(self, jobs, count=count, interval_s=interval_s):
-            wan = job.label["wan"]
-            configured = 2 * wan.link.delay_ms
-            measured = res.median_ms
-            self.calibration.append({
-                "link": f"{wan.link.a}-{wan.link.b}", "mechanism": self.mech.link_delay,
-                "configured_rtt_ms": configured,
+        for job, res in rtt_many(self, link_jobs, count=count, interval_s=interval_s):
+            self.calibration.append(self._calibration_entry(
+                job.label["wan"], "link", res.median_ms, res.loss_pct, comps))
+        for job, res in rtt_many(self, path_jobs, count=LAN_PROBES,
+                                 interval_s=LAN_PROBE_INTERVAL_S):
+            entry = self._calibration_entry(job.label["wan"], "path", res.median_ms,
+                                            res.loss_pct, comps)
+            entry.update(src_host=job.label["src"], dst_host=job.label["dst"])
+            self.calibration.append(entry)
+        return self.calibration
+
+    def _calibration_entry(self, wan, kind: str, measured: float | None, loss_pct: float,
+                           comps: dict) -> dict:
+        configured = 2 * wan.link.delay_ms
+        ab, ba = comps.get(wan.index, ((), ()))
+        return {"link": f"{wan.link.a}-{wan.link.b}", "kind": kind,
+                "mechanism": self.mech.link_delay, "configured_rtt_ms": configured,
                 "measured_rtt_ms": None if measured is None else round(measured, 3),
                 "error_ms": None if measured is None else round(measured - configured, 3),
-                "loss_pct": round(res.loss_pct, 1)})
-        return self.calibration
+                "loss_pct": round(loss_pct, 1),
+                "lan_correction_ms": {"ab": [c.arg() for c in ab],
+                                      "ba": [c.arg() for c in ba]}}
 
     def calibration_warnings(self) -> list[str]:
         if self.mech.link_delay == "none":
             return []  # already warned: no delay mechanism at all
         bad = [c for c in self.calibration
                if c["error_ms"] is None or abs(c["error_ms"]) > CALIBRATION_TOLERANCE_MS]
-        return [f"link {c['link']}: configured RTT {c['configured_rtt_ms']:g} ms, measured "
+        return [f"{c.get('kind', 'link')} {c['link']}{self._hosts(c)}: configured RTT "
+                f"{c['configured_rtt_ms']:g} ms, measured "
                 f"{c['measured_rtt_ms']} ms (> {CALIBRATION_TOLERANCE_MS:g} ms off)"
                 for c in bad]
+
+    @staticmethod
+    def _hosts(entry: dict) -> str:
+        return f" ({entry['src_host']} -> {entry['dst_host']})" if "src_host" in entry else ""
 
     def _expected_root_interfaces(self) -> list[str]:
         names = []

@@ -68,7 +68,8 @@ def fidelity_warnings(run) -> list[str]:
     if bad:
         worst = max(bad, key=lambda p: abs(float(p["error_ms"])))
         out.append(f"WARNING {name}: calibration: {len(bad)} of {len(paths)} WAN paths off "
-                   f"by more than {core.CALIBRATION_MAX_ERROR_MS:g} ms (worst {worst.get('link')}: "
+                   f"by more than {core.CALIBRATION_MAX_ERROR_MS:g} ms (worst "
+                   f"{worst.get('kind', 'link')} {worst.get('link')}: "
                    f"configured {fmt(worst.get('configured_rtt_ms'))} ms, measured "
                    f"{fmt(worst.get('measured_rtt_ms'))} ms).")
     return out

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from topologies.relay.link import RelayParams, relay_binary_path
+from topologies.relay.link import Compensation, RelayParams, relay_binary_path
 from topologies.relay.testbed import skip_reason
 
 pytestmark = pytest.mark.integration
@@ -46,6 +46,20 @@ def test_median_rtt_matches_configured_delay(delay_ms):
         assert abs(med - 2 * delay_ms) < 1.0, f"median RTT {med:.3f} ms, configured {2 * delay_ms} ms"
         stats = link.stop_relay()
     assert stats["final"] and stats["ab"]["drop_loss"] == 0 and stats["ab"]["tx_errors"] == 0
+
+
+def test_lan_correction_applies_only_to_matching_addresses():
+    """The per-frame correction lblab uses to take LAN latency out of WAN delays: frames to
+    and from h2's address lose 3 ms each way; a rule for another subnet changes nothing."""
+    h2 = "10.250.0.2/32"
+    ab = RelayParams(10, seed=1, comp=(Compensation("dst", h2, 3),
+                                      Compensation("dst", "10.9.0.0/24", 5)))
+    ba = RelayParams(10, seed=2, comp=(Compensation("src", h2, 3),))
+    with relay_testbed(ab, ba) as link:
+        med = statistics.median(link.probe_rtts(count=100, interval=0.01))
+        stats = link.stop_relay()
+    assert abs(med - 14.0) < 1.0, f"median RTT {med:.3f} ms, expected 20 - 2 x 3 = 14 ms"
+    assert stats["ab"]["compensated"] > 0 and stats["ba"]["compensated"] > 0
 
 
 def test_loss_is_applied():

@@ -36,8 +36,16 @@ def test_scenario_up_all_pairs_reachable_and_clean_teardown(name, lblab_clean, f
                 if res.received == 0:
                     unreachable.append(f"{src.name}->{job.label['dst']}")
         assert not unreachable, f"unreachable pairs: {unreachable[:10]}"
-        # every emulated WAN link carries its configured delay (calibrated at start-up)
+        # Every emulated WAN link carries its configured delay (router to router: no LAN,
+        # tight). Host to host across it, the LANs' latency is taken off on relay links: no
+        # bias left (uncorrected, the mean error was +0.9 ms here), and no path far off
+        # (single paths vary by a few tenths of a ms with the switches' wake-ups).
         if mech.link_delay in ("relay", "netem"):
-            assert len(live.calibration) == len(plan.wans)
-            assert not live.calibration_warnings(), live.calibration
+            links = [c for c in live.calibration if c["kind"] == "link"]
+            paths = [c for c in live.calibration if c["kind"] == "path"]
+            assert len(links) == len(paths) == len(plan.wans)  # three-dc: links are routes
+            assert all(abs(c["error_ms"]) <= 1.0 for c in links), links
+            errors = [c["error_ms"] for c in paths]
+            assert abs(sum(errors) / len(errors)) < 0.6 and max(map(abs, errors)) < 1.5, \
+                paths
     assert not set(bridges) & set(ovs.bridges())

@@ -98,7 +98,7 @@ def test_fidelity_warnings(tmp_path):
     text = build_report([run]).read_text()
     assert "CPU-starved (CPU idle fell to 3%" in text
     assert "link delay mechanism `none`" in text
-    assert "calibration: 1 of 2 WAN paths off by more than 1 ms (worst na-ap1" in text
+    assert "calibration: 1 of 2 WAN paths off by more than 1 ms (worst link na-ap1" in text
 
 
 def test_unknown_experiment_gets_claim_and_table(tmp_path):

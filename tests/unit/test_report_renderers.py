@@ -15,9 +15,16 @@ def text(lines):
 
 def test_rtt_readings():
     good = text(rtt.readings(pd.DataFrame(rtt_rows(0.3)), "relay"))
-    assert "4 of 4 paths within 1 ms" in good and "consistent with the chapter" in good
+    assert "4 of 4 WAN paths within 1 ms" in good and "consistent with the chapter" in good
     bad = text(rtt.readings(pd.DataFrame(rtt_rows(3.0)), "relay"))
-    assert "0 of 4 paths" in bad and "contradicts" in bad
+    assert "0 of 4 WAN paths" in bad and "contradicts" in bad
+    # a same-site pair (nothing configured) is reported as the LAN's latency, not judged
+    # against the WAN criterion
+    lan = {"src": "na", "dst": "lbd-na", "configured_rtt_ms": 0.0, "measured_rtt_ms": 1.2,
+           "loss_pct": 0.0, "link_delay": "relay", "dst_kind": "resolver"}
+    mixed = text(rtt.readings(pd.DataFrame(rtt_rows(0.3) + [lan]), "relay"))
+    assert "4 of 4 WAN paths within 1 ms" in mixed
+    assert "1 same-site pair(s)" in mixed and "1.2" in mixed
     none = text(rtt.readings(pd.DataFrame(rtt_rows(-5.0)), "none"))
     assert "cannot support any latency claim" in none
     assert isinstance(rtt.figure(pd.DataFrame(rtt_rows())), Figure)

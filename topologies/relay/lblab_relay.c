@@ -10,6 +10,12 @@
  * Why C: a Python prototype spends 7-10 us per frame; this loop needs far less, so one process
  * per link carries more and keeps timing under load.
  *
+ * Compensation (--comp): a frame whose IPv4 source (or destination) lies in a given subnet gets
+ * a shorter delay. lblab uses it to take the measured latency of the LAN at each end of a WAN
+ * path (OVS userspace switch traversals) out of the WAN delay, only for frames that did (or
+ * will) cross that LAN: host-to-host RTTs then match the scenario on every path, transit
+ * paths included, while router-to-router traffic keeps the full delay.
+ *
  * Timing: CLOCK_MONOTONIC; block in ppoll until shortly before the next due frame (timer slack
  * set to 1 ns), then busy-wait the last --spin-us while still ingesting new frames; nothing is
  * queued -> block indefinitely, so an idle link costs ~0 CPU.
@@ -47,10 +53,19 @@
 #define RXBUF 65536
 #define RX_BUDGET 64 /* frames read per socket per loop: bounds how long sends can be held up */
 
+#define MAX_COMP 4
+typedef struct {
+    int on_dst;             /* 0: match the IPv4 source, 1: the destination */
+    uint32_t net, mask;     /* host byte order */
+    double ms;              /* delay taken off a matching frame */
+} comp_rule;
+
 typedef struct {
     double delay_ms, jitter_ms, loss_pct, rate_mbps; /* rate_mbps <= 0: no cap */
     long queue_pkts;
     int reorder;
+    int ncomp;
+    comp_rule comp[MAX_COMP];
 } dir_params;
 
 typedef struct {
@@ -73,7 +88,7 @@ typedef struct {
     uint64_t last_txdone, last_due;
     /* counters */
     uint64_t rx, tx, drop_loss, drop_queue, drop_overflow, tx_errors, bytes_rx, bytes_tx;
-    uint64_t late_n, late_sum_ns, late_max_ns, late_over_1ms, max_queue;
+    uint64_t late_n, late_sum_ns, late_max_ns, late_over_1ms, max_queue, compensated;
 } direction;
 
 static volatile sig_atomic_t stop_flag = 0, dump_flag = 0;
@@ -129,6 +144,8 @@ static void usage(FILE *f) {
 "  --rate MBPS      rate cap in Mbit/s (frames serialised at this rate, then delayed)\n"
 "  --queue PKTS     rate queue limit in frames, tail drop (default 1000)\n"
 "  --reorder        let jitter reorder frames (independent delay per frame, like netem)\n"
+"  --comp src|dst:NET/LEN:MS  take MS off the delay of IPv4 frames whose source|destination\n"
+"                   is in NET/LEN (repeatable, up to 4 per direction; delay stays >= 0)\n"
 "Global options:\n"
 "  --seed N         RNG seed (default: random)\n"
 "  --rt-priority N  run SCHED_FIFO at priority N (1-99)\n"
@@ -152,6 +169,40 @@ static double parse_num(const char *opt, const char *val, double lo, double hi) 
     return v;
 }
 
+/* "src|dst:A.B.C.D/LEN:MS" -> rule; exits 2 on a malformed value. */
+static comp_rule parse_comp(const char *opt, const char *val) {
+    comp_rule r = {0};
+    char field[4], addr[16], ms[32];
+    unsigned len;
+    struct in_addr in;
+    if (!val || sscanf(val, "%3[a-z]:%15[0-9.]/%u:%31s", field, addr, &len, ms) != 4 ||
+        (strcmp(field, "src") && strcmp(field, "dst")) || len > 32 ||
+        inet_pton(AF_INET, addr, &in) != 1) {
+        fprintf(stderr, "lblab-relay: bad value for %s: '%s' (expected src|dst:A.B.C.D/LEN:MS)\n",
+                opt, val ? val : "");
+        exit(2);
+    }
+    r.on_dst = !strcmp(field, "dst");
+    r.mask = len ? 0xffffffffu << (32 - len) : 0;
+    r.net = ntohl(in.s_addr) & r.mask;
+    r.ms = parse_num(opt, ms, 0, 3600e3);
+    return r;
+}
+
+/* Delay (ms) to take off this frame: the sum of the matching rules. */
+static double frame_comp(const dir_params *p, const uint8_t *buf, uint32_t len) {
+    if (!p->ncomp || len < 34 || buf[12] != 0x08 || buf[13] != 0x00 || (buf[14] >> 4) != 4)
+        return 0;
+    uint32_t src = (uint32_t)buf[26] << 24 | buf[27] << 16 | buf[28] << 8 | buf[29];
+    uint32_t dst = (uint32_t)buf[30] << 24 | buf[31] << 16 | buf[32] << 8 | buf[33];
+    double off = 0;
+    for (int i = 0; i < p->ncomp; i++) {
+        const comp_rule *r = &p->comp[i];
+        if (((r->on_dst ? dst : src) & r->mask) == r->net) off += r->ms;
+    }
+    return off;
+}
+
 /* Apply one per-direction option to mask (1=ab, 2=ba). Returns 1 if it consumed a value. */
 static int set_dir_opt(dir_params *d, int mask, const char *opt, const char *key, const char *val) {
     for (int i = 0; i < 2; i++) {
@@ -163,6 +214,13 @@ static int set_dir_opt(dir_params *d, int mask, const char *opt, const char *key
         else if (!strcmp(key, "rate")) p->rate_mbps = parse_num(opt, val, 1e-6, 1e6);
         else if (!strcmp(key, "queue")) p->queue_pkts = (long)parse_num(opt, val, 1, 1e7);
         else if (!strcmp(key, "reorder")) { p->reorder = 1; continue; }
+        else if (!strcmp(key, "comp")) {
+            if (p->ncomp == MAX_COMP) {
+                fprintf(stderr, "lblab-relay: at most %d %s per direction\n", MAX_COMP, opt);
+                exit(2);
+            }
+            p->comp[p->ncomp++] = parse_comp(opt, val);
+        }
         else { fprintf(stderr, "lblab-relay: unknown option %s (see --help)\n", opt); exit(2); }
     }
     return strcmp(key, "reorder") != 0;
@@ -255,6 +313,10 @@ static void on_frame(direction *d, const uint8_t *buf, uint32_t len, uint64_t no
         d->txcount++;
     }
     double delay = d->p.delay_ms;
+    if (d->p.ncomp) {
+        double off = frame_comp(&d->p, buf, len);
+        if (off > 0) { delay = delay > off ? delay - off : 0; d->compensated++; }
+    }
     if (d->p.jitter_ms > 0) {
         delay += (rng_unit(d->rng) * 2.0 - 1.0) * d->p.jitter_ms;
         if (delay < 0) delay = 0;
@@ -300,14 +362,16 @@ static void write_dir(FILE *f, direction *d) {
             "\"drop_overflow\":%llu,\"tx_errors\":%llu,\"bytes_rx\":%llu,\"bytes_tx\":%llu,"
             "\"queued\":%zu,\"max_queue\":%llu,\"late_us_mean\":%.2f,\"late_us_max\":%.2f,"
             "\"late_over_1ms\":%llu,\"delay_ms\":%g,\"jitter_ms\":%g,\"loss_pct\":%g,"
-            "\"rate_mbps\":%g,\"queue_pkts\":%ld,\"reorder\":%s}",
+            "\"rate_mbps\":%g,\"queue_pkts\":%ld,\"reorder\":%s,\"comp_rules\":%d,"
+            "\"compensated\":%llu}",
             d->name, (unsigned long long)d->rx, (unsigned long long)d->tx,
             (unsigned long long)d->drop_loss, (unsigned long long)d->drop_queue,
             (unsigned long long)d->drop_overflow, (unsigned long long)d->tx_errors,
             (unsigned long long)d->bytes_rx, (unsigned long long)d->bytes_tx, d->count,
             (unsigned long long)d->max_queue, late_mean, d->late_max_ns / 1000.0,
             (unsigned long long)d->late_over_1ms, d->p.delay_ms, d->p.jitter_ms, d->p.loss_pct,
-            d->p.rate_mbps > 0 ? d->p.rate_mbps : 0, d->p.queue_pkts, d->p.reorder ? "true" : "false");
+            d->p.rate_mbps > 0 ? d->p.rate_mbps : 0, d->p.queue_pkts, d->p.reorder ? "true" : "false",
+            d->p.ncomp, (unsigned long long)d->compensated);
 }
 
 static void write_stats(direction *dirs, int final) {
@@ -333,7 +397,8 @@ static void write_stats(direction *dirs, int final) {
 
 int main(int argc, char **argv) {
     dir_params dp[2];
-    for (int i = 0; i < 2; i++) dp[i] = (dir_params){0, 0, 0, 0, 1000, 0};
+    memset(dp, 0, sizeof dp);
+    for (int i = 0; i < 2; i++) dp[i].queue_pkts = 1000;
     const char *ready_file = NULL;
     long rcvbuf = 1 << 20;
     int die_with_parent = 0;

@@ -11,6 +11,7 @@ and their two peers (one per attached node).
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -43,13 +44,42 @@ def _num(name: str, value, lo: float, hi: Optional[float] = None, lo_open: bool 
 
 
 @dataclass(frozen=True)
+class Compensation:
+    """Take `ms` off the one-way delay of IPv4 frames whose source (field "src") or
+    destination ("dst") is in `subnet`: how lblab removes the measured latency of the LAN a
+    frame crossed (or will cross) at a path's end from the WAN delay (topologies/net.py,
+    LiveNet.calibrate). Frames between routers match no LAN subnet and keep the full delay."""
+
+    field: str
+    subnet: str
+    ms: float
+
+    def __post_init__(self):
+        if self.field not in ("src", "dst"):
+            raise ValueError(f"compensation field must be 'src' or 'dst', got {self.field!r}")
+        try:
+            net = ipaddress.IPv4Network(self.subnet)
+        except ValueError as e:
+            raise ValueError(f"compensation subnet: {e}") from None
+        object.__setattr__(self, "subnet", str(net))
+        _num("compensation ms", self.ms, 0, 3_600_000)
+
+    def arg(self) -> str:
+        return f"{self.field}:{self.subnet}:{self.ms:.4f}"
+
+
+MAX_COMPENSATIONS = 4  # per direction, as in lblab_relay.c
+
+
+@dataclass(frozen=True)
 class RelayParams:
     """One direction of an emulated link.
 
     delay_ms: constant one-way delay; jitter_ms: uniform +-jitter (order kept unless reorder);
     loss_pct: random loss in percent; rate_mbps: rate cap (None = uncapped) with a tail-drop
     queue of queue_pkts frames, frames serialised at the cap and then delayed (netem + htb
-    semantics, so queueing delay shows up when offered load exceeds the cap); seed: RNG seed.
+    semantics, so queueing delay shows up when offered load exceeds the cap); seed: RNG seed;
+    comp: Compensation rules (delay taken off matching frames, never below 0).
     """
 
     delay_ms: float
@@ -59,6 +89,7 @@ class RelayParams:
     queue_pkts: int = 1000
     seed: Optional[int] = None
     reorder: bool = False
+    comp: tuple = ()
 
     def __post_init__(self):
         _num("delay_ms", self.delay_ms, 0, 3_600_000)
@@ -72,6 +103,10 @@ class RelayParams:
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not 0 <= self.seed < 2 ** 53):
             raise ValueError(f"seed must be an integer in 0..2**53-1, got {self.seed!r}")
+        if not isinstance(self.comp, tuple) or len(self.comp) > MAX_COMPENSATIONS or \
+                not all(isinstance(c, Compensation) for c in self.comp):
+            raise ValueError(f"comp must be a tuple of at most {MAX_COMPENSATIONS} "
+                             f"Compensation, got {self.comp!r}")
         if not isinstance(self.reorder, bool):
             raise ValueError(f"reorder must be True or False, got {self.reorder!r}")
         if self.jitter_ms > 0 and self.jitter_ms > self.delay_ms:
@@ -89,6 +124,8 @@ class RelayParams:
             out += [f"--{prefix}-rate", _fmt(self.rate_mbps), f"--{prefix}-queue", str(self.queue_pkts)]
         if self.reorder:
             out.append(f"--{prefix}-reorder")
+        for c in self.comp:
+            out += [f"--{prefix}-comp", c.arg()]
         return out
 
 

@@ -14,6 +14,7 @@ switch's first data port, i.e. the first link added to it):
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -108,6 +109,19 @@ class RelaySwitch(Switch):
             peer = self._peer(intf)
             if peer is not None:
                 prepare_relay_interface(peer.name, _node_runner(peer.node), relay_end=False)
+        self._launch()
+
+    def set_compensation(self, comp_ab: tuple = (), comp_ba: tuple = ()) -> None:
+        """Restart the relay with these Compensation rules per direction (the interfaces
+        stay; frames in flight during the few ms of the restart are lost, so call it before
+        traffic starts). Counters of the replaced process are not kept."""
+        self.params_ab = dataclasses.replace(self.params_ab, comp=tuple(comp_ab))
+        self.params_ba = dataclasses.replace(self.params_ba, comp=tuple(comp_ba))
+        self._stop_relay()
+        self._launch()
+
+    def _launch(self):
+        a, b = self.data_intfs()
         pid_dir = Path(self.pid_dir)
         pid_dir.mkdir(parents=True, exist_ok=True)
         ready = pid_dir / f"{self.name}.ready"
