@@ -118,8 +118,9 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
             for text in net.calibration_warnings():
                 ctx.warn(f"calibration: {text}")
         if cpu.starved:
-            ctx.warn(f"CPU idle fell to {cpu.min_idle_pct}% (< {STARVED_BELOW_PCT:g}%): the "
-                     "emulation was CPU-starved; latencies include CPU queueing")
+            ctx.warn(f"CPU idle was below {STARVED_BELOW_PCT:g}% for {cpu.starved_share_pct:g}% "
+                     f"of the run (lowest {cpu.min_idle_pct}%): the emulation was CPU-starved; "
+                     "latencies include CPU queueing")
         write_csv(run_dir.path("records.csv"), ctx.records, RECORD_COLUMNS)
         write_csv(run_dir.path("summary.csv"), summary, exp.summary_columns)
         metadata = {
@@ -140,7 +141,7 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
             "mechanisms": mech.as_dict(), "link_mechanisms": link_mechanisms(plan, mech),
             "versions": mechanisms.versions(),
             "min_cpu_idle_pct": cpu.min_idle_pct, "mean_cpu_idle_pct": cpu.mean_idle_pct,
-            "cpu_starved": cpu.starved,
+            "cpu_starved": cpu.starved, "cpu_starved_share_pct": cpu.starved_share_pct,
             "network_timing_s": [{"up": round(n.timing.up_s, 3),
                                   "down": round(n.timing.down_s, 3)} for n in nets],
             "calibration": [n.calibration for n in nets],

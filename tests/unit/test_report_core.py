@@ -90,13 +90,14 @@ def test_report_is_deterministic(tmp_path):
 
 def test_fidelity_warnings(tmp_path):
     run = make_run(tmp_path, "rtt-matrix", rtt_rows(), cpu_starved=True, min_cpu_idle_pct=3.0,
+                   cpu_starved_share_pct=40.0,
                    mechanisms={"link_delay": "none", "ovs_datapath": "userspace"},
                    calibration=[[{"link": "na-ap1", "configured_rtt_ms": 150.0,
                                   "measured_rtt_ms": 205.1, "error_ms": 55.1},
                                  {"link": "na-us1", "configured_rtt_ms": 6.0,
                                   "measured_rtt_ms": 6.1, "error_ms": 0.1}]])
     text = build_report([run]).read_text()
-    assert "CPU-starved (CPU idle fell to 3%" in text
+    assert "CPU-starved (CPU idle below 20% for 40% of the run, lowest 3%" in text
     assert "link delay mechanism `none`" in text
     assert "calibration: 1 of 2 WAN paths off by more than 1 ms (worst link na-ap1" in text
 

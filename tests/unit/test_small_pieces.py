@@ -104,3 +104,15 @@ def test_derived_seeds_are_stable_and_do_not_overlap_across_repetitions():
     assert not (reps[0] & reps[1]) and not (reps[1] & reps[2])
     assert derive(1, "client", "lbc-na1") == derive(1, "client", "lbc-na1")
     assert derive(1, "authority") != derive(2, "authority")
+
+
+def test_cpu_starvation_is_sustained_low_idle_not_one_dip():
+    """A second or two of low idle (workloads starting) is in every run: flagging it would
+    flag every run. More than 10% of the run below 20% idle is starvation."""
+    from experiments.cpu import CpuIdleSampler
+    sampler = CpuIdleSampler()
+    sampler.samples = [80.0] * 18 + [0.0, 5.0]          # 10%: a start-up dip
+    assert not sampler.starved and sampler.min_idle_pct == 0.0
+    sampler.samples = [80.0] * 17 + [0.0, 5.0, 10.0]    # 15%
+    assert sampler.starved and sampler.starved_share_pct == 15.0
+    assert CpuIdleSampler().starved is False            # no samples: no verdict
