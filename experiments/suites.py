@@ -65,8 +65,8 @@ SUITES = {
 EXPECTED_S = {
     "quick": {"rtt-matrix": 15, "vip-modes": 25, "vip-hashing": 55, "gre-mtu": 90,
               "dns-rr": 140, "dns-geo": 60, "dns-failover": 160},
-    "full": {"rtt-matrix": 20, "vip-modes": 60, "vip-hashing": 65, "gre-mtu": 180,
-             "dns-rr": 900, "dns-geo": 110, "dns-failover": 330},
+    "full": {"rtt-matrix": 25, "vip-modes": 145, "vip-hashing": 55, "gre-mtu": 105,
+             "dns-rr": 756, "dns-geo": 80, "dns-failover": 295},
 }
 DEFAULT_EXPECTED_S = 120.0
 
