@@ -164,13 +164,14 @@ TOLERANCES: dict[str, dict[str, Tol]] = {
     "vip-hashing": {
         "remap_fraction": Tol(abs=0.02, why="tables from seeded keys: deterministic"),
         "remap_fraction[algorithm=leastload]": Tol(
-            abs=0.15, why="leastload's table follows live connection counts"),
+            abs=0.35, why="leastload's table follows live connection counts (0.56 vs 0.84 "
+                          "seen)"),
         "max_mean_share": Tol(abs=0.02),
         "max_mean_share[algorithm=leastload]": Tol(abs=0.5, why="follows live connection "
                                                                     "counts (1.18 vs 1.51 seen)"),
-        "broken_connections": Tol(abs=2, rel=0.25,
+        "broken_connections": Tol(abs=5, rel=0.5,
                                   why="which connections hit the removed backend depends "
-                                      "on kernel-chosen source ports"),
+                                      "on kernel-chosen source ports (11 vs 7 seen)"),
         "live_connections": Tol(abs=0),
     },
     "gre-mtu": {
@@ -178,6 +179,9 @@ TOLERANCES: dict[str, dict[str, Tol]] = {
         "upload_goodput_mbps": Tol(rel=0.3),
         "search_ok_pct": Tol(abs=2),
         "search_latency_p50_ms": Tol(abs=5, rel=0.25),
+        "search_latency_p50_ms[variant=no-fix]": Tol(
+            rel=0.6, why="searches share the path with uploads stuck in the black hole, "
+                         "retransmitting (79 vs 124 ms seen)"),
     },
     "dns-rr": {
         "share": Tol(abs=0.1, why="random picks: ~3 binomial sd; first picks: herd timing"),
