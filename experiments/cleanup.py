@@ -141,9 +141,9 @@ def clean(everything: bool = False, log=print) -> dict:
     #     On the kernel datapath the underlay is kernel policy routing instead: its rules
     #     outlive the bridges (their tables' routes do not).
     if not live_runs:
-        from topologies.gre import delete_policy_rule, stale_policy_rules
-        report["policy_rules"] = [f"fwmark {r['mark']:#x} lookup {r['table']}"
-                                  for r in stale_policy_rules() if delete_policy_rule(r)]
+        from topologies.gre import delete_policy_rule, describe_rule, stale_policy_rules
+        report["policy_rules"] = [describe_rule(r) for r in stale_policy_rules()
+                                  if delete_policy_rule(r)]
 
     # 4. Scratch namespaces of doctor probes whose process is gone.
     for line in run(["ip", "netns", "list"], check=False).stdout.splitlines():
@@ -206,8 +206,8 @@ def leftovers(include_other_live_runs: bool = False) -> dict:
 
 
 def _policy_rules() -> list[str]:
-    from topologies.gre import stale_policy_rules
-    return [f"fwmark {r['mark']:#x} lookup {r['table']}" for r in stale_policy_rules()]
+    from topologies.gre import describe_rule, stale_policy_rules
+    return [describe_rule(r) for r in stale_policy_rules()]
 
 
 def _ovs_routes(live_bridges: set) -> list[str]:

@@ -137,6 +137,21 @@ def table_for(index: int) -> int:
     return TABLE_BASE + index
 
 
+def policy_rule(index: int) -> dict:
+    """The kernel-datapath rule of the DC with 1-based `index`: {pref, mark, table}."""
+    return {"pref": table_for(index), "mark": mark_for(index), "table": table_for(index)}
+
+
+def _rule_selector(rule: dict) -> list[str]:
+    """What `ip rule add` and `ip rule del` both take to name one rule."""
+    return ["pref", str(rule["pref"]), "fwmark", f"{rule['mark']:#x}/0xffffffff", "lookup",
+            str(rule["table"])]
+
+
+def describe_rule(rule: dict) -> str:
+    return f"fwmark {rule['mark']:#x} lookup {rule['table']}"
+
+
 def policy_routing_commands(plan) -> list[list[str]]:
     """Kernel datapath: the `ip` commands (root namespace) that route each LB's marked outer
     packets towards its own DC router, one rule and one table per DC (module docstring)."""
@@ -145,8 +160,7 @@ def policy_routing_commands(plan) -> list[list[str]]:
         i = dc_index(plan, dc.name)
         br = plan.switch(dc.name).name
         table = str(table_for(i))
-        cmds.append(["ip", "rule", "add", "pref", table, "fwmark",
-                     f"{mark_for(i):#x}/0xffffffff", "lookup", table])
+        cmds.append(["ip", "rule", "add", *_rule_selector(policy_rule(i))])
         for target in plan.scenario.dcs:
             cmds.append(["ip", "route", "replace", str(target.subnet), "via",
                          str(tep_router_ip(i)), "dev", br, "src", str(tep_lb_ip(i)),
@@ -168,8 +182,9 @@ def parse_policy_rules(text: str) -> list[dict]:
         except (IndexError, ValueError):
             continue
         index = mark - MARK_BASE
-        if 1 <= index <= 255 and table == table_for(index) and int(parts[0]) == table:
-            rules.append({"pref": int(parts[0]), "mark": mark, "table": table})
+        if 1 <= index <= 255 and policy_rule(index) == {"pref": int(parts[0]), "mark": mark,
+                                                         "table": table}:
+            rules.append(policy_rule(index))
     return rules
 
 
@@ -179,9 +194,7 @@ def stale_policy_rules() -> list[dict]:
 
 
 def delete_policy_rule(rule: dict) -> bool:
-    ok = run(["ip", "rule", "del", "pref", str(rule["pref"]), "fwmark",
-              f"{rule['mark']:#x}/0xffffffff", "lookup", str(rule["table"])],
-             check=False).returncode == 0
+    ok = run(["ip", "rule", "del", *_rule_selector(rule)], check=False).returncode == 0
     run(["ip", "route", "flush", "table", str(rule["table"])], check=False)
     return ok
 
@@ -272,13 +285,13 @@ class GreUnderlay:
         run's and is replaced."""
         for stale in stale_policy_rules():
             delete_policy_rule(stale)
+        # Teardown deletes every rule of the plan; one not (yet) added is simply not found.
+        self.rules = [policy_rule(dc_index(self.plan, dc.name))
+                      for dc in self.plan.scenario.dcs]
         for cmd in policy_routing_commands(self.plan):
             proc = run(cmd, check=False)
             if proc.returncode != 0:
                 raise LblabError(f"{' '.join(cmd)}: {(proc.stderr or proc.stdout).strip()}")
-            if cmd[1] == "rule":
-                self.rules.append({"pref": int(cmd[4]), "mark": int(cmd[6].split("/")[0], 0),
-                                   "table": int(cmd[8])})
         self.settings.append("gre underlay: TEP 198.18.<dc>.0/29 on LB LOCAL ports and DC "
                              f"routers; kernel policy routing fwmark {MARK_BASE:#x}+i -> "
                              f"table {TABLE_BASE}+i")
@@ -488,8 +501,7 @@ class GreUnderlay:
         return {"gre_decap": self.live.mech.gre_decap, "gre_ofport": GRE_OFPORT,
                 "underlay_mtu": self.mtu, "settings": list(self.settings),
                 "ovs_routes": [f"{p} pkt_mark={m:#x}" for p, m in self.routes],
-                "policy_rules": [f"fwmark {r['mark']:#x} lookup {r['table']}"
-                                 for r in self.rules]}
+                "policy_rules": [describe_rule(r) for r in self.rules]}
 
     # -- teardown ---------------------------------------------------------------------------
     def teardown(self) -> None:
