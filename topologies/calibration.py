@@ -14,16 +14,13 @@ traffic (no LAN, no correction). Under load the LAN's queueing delay is real and
 """
 from __future__ import annotations
 
+from topologies.plan import site_subnets
 from topologies.relay.link import Compensation
 
 # A LAN faster than this needs no correction (the kernel datapath: ~0.02-0.05 ms).
 MIN_LAN_RTT_MS = 0.05
 # Roles whose first host stands for its site's LAN, in order of preference.
 PROBE_ROLES = ("client", "backend", "resolver", "authority")
-
-
-def site_subnets(plan) -> dict:
-    return {s.name: s.subnet for s in plan.scenario.regions + plan.scenario.dcs}
 
 
 def lan_probe_host(plan, site: str):
@@ -47,7 +44,7 @@ def compensations(plan, lan_rtt_ms: dict) -> dict:
     """wan.index -> (comp_ab, comp_ba): the Compensation rules of each WAN link's relay.
     a->b frames from a's subnet lose a's one-way LAN time, frames to b's subnet lose b's; and
     the mirror for b->a. Never more than the link's own delay (the relay clamps at 0 too)."""
-    subnets = site_subnets(plan)
+    subnets = site_subnets(plan.scenario)
     out = {}
     for wan in plan.wans:
         a, b = wan.link.a, wan.link.b

@@ -22,7 +22,7 @@ from topologies import ovs
 from topologies.mechanisms import Mechanisms
 from topologies.netlock import network_lock
 from topologies.pingparse import PingResult, parse_ping
-from topologies.plan import NetworkPlan
+from topologies.plan import NetworkPlan, site_subnets
 from topologies.state import RUN_ENV, RunState
 from topologies.system import LblabError
 from topologies.topo import ScenarioTopo
@@ -276,7 +276,7 @@ class LiveNet:
         from topologies import calibration as cal
         plan = self.plan
         lan_jobs = []
-        for site in cal.site_subnets(plan):
+        for site in site_subnets(plan.scenario):
             host = cal.lan_probe_host(plan, site)
             if host is not None:
                 lan_jobs.append(PingJob(plan.router(site).name, str(host.ip), {"site": site}))
@@ -323,8 +323,8 @@ class LiveNet:
                 "measured_rtt_ms": None if measured is None else round(measured, 3),
                 "error_ms": None if measured is None else round(measured - configured, 3),
                 "loss_pct": round(loss_pct, 1),
-                "lan_correction_ms": {"ab": [c.arg() for c in ab],
-                                      "ba": [c.arg() for c in ba]}}
+                "lan_correction": {"ab": [c.arg() for c in ab],
+                                   "ba": [c.arg() for c in ba]}}
 
     def calibration_warnings(self) -> list[str]:
         if self.mech.link_delay == "none":

@@ -138,7 +138,7 @@ class NetworkPlan:
         return hops
 
 
-def _site_subnets(scenario: Scenario) -> dict[str, ipaddress.IPv4Network]:
+def site_subnets(scenario: Scenario) -> dict[str, ipaddress.IPv4Network]:
     return {**{r.name: r.subnet for r in scenario.regions},
             **{d.name: d.subnet for d in scenario.dcs}}
 
@@ -187,7 +187,7 @@ def _one_way(scenario: Scenario, nxt: dict) -> dict[tuple[str, str], float]:
 
 
 def build_plan(scenario: Scenario) -> NetworkPlan:
-    subnets = _site_subnets(scenario)
+    subnets = site_subnets(scenario)
     routers, switches, hosts = [], [], []
     for i, site in enumerate(scenario.sites):
         net = subnets[site]
