@@ -92,15 +92,15 @@ def flow_mod(dp: Any, spec: FlowSpec, command: str = "add") -> Any:
     which replaces the flow with the same table/priority/match, cookie included.)"""
     ofp, p = dp.ofproto, dp.ofproto_parser
     cmd = {"add": ofp.OFPFC_ADD, "delete_strict": ofp.OFPFC_DELETE_STRICT}[command]
+    # A delete matches on table, priority, match and cookie only, and its spec may be a
+    # StatsFlow read back from the switch at resync, which has no actions or timeouts.
+    adding = command == "add"
     inst = []
-    if command == "add" and spec.actions:
+    if adding and spec.actions:
         inst = [p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
                                         [ryu_action(dp, a) for a in spec.actions])]
-    # A delete matches on table, priority, match and cookie only, and its spec may be a
-    # StatsFlow read back from the switch at resync, which has no timeouts.
-    adding = command == "add"
     return p.OFPFlowMod(datapath=dp, cookie=spec.cookie,
-                        cookie_mask=0xFFFFFFFFFFFFFFFF if command != "add" else 0,
+                        cookie_mask=0 if adding else 0xFFFFFFFFFFFFFFFF,
                         table_id=spec.table, command=cmd,
                         idle_timeout=spec.idle_timeout if adding else 0,
                         hard_timeout=spec.hard_timeout if adding else 0,
