@@ -67,8 +67,7 @@ def readings(agg: pd.DataFrame, link_delay: str | None) -> list[str]:
     if len(lan):
         lan_text = (f"{len(lan)} same-site pair(s) (no WAN link, nothing configured) measure "
                     f"{fmt(lan['measured_rtt_ms'].min())}–{fmt(lan['measured_rtt_ms'].max())}"
-                    f" ms: the LAN switches' own latency (with the userspace OVS datapath "
-                    f"about 0.1–0.45 ms per switch traversal).")
+                    f" ms: the LAN switches' own latency.")
     if df.empty:
         return out + ([lan_text] if len(lan) else [])
     err = (df["measured_rtt_ms"] - df["configured_rtt_ms"])
