@@ -1,4 +1,5 @@
-"""Pure decisions of lblab's base L2 app: MAC learning per switch, forwarding in the switch.
+"""Pure decisions of lblab's base L2 app: MAC learning per switch, and the flows it installs
+(in the flow IR of controller/flows.py), forwarding in the switch.
 
 Two tables, so that no data packet ever has to be re-sent by the controller:
   table 0 (SRC_TABLE): a known (in_port, eth_src) goes on to table 1; anything else is
@@ -7,11 +8,16 @@ Two tables, so that no data packet ever has to be re-sent by the controller:
 The switch forwards every packet itself. This matters on the userspace datapath: a TCP
 segment with checksum offload pending, sent to the controller and packet-out back, arrives
 with a bad checksum and is dropped (the first SYN of every new pair then waits 1 s for its
-retransmission). Kept free of Ryu so it is unit-tested without a switch.
+retransmission). Every flow carries BASE_COOKIE at priority <= L2_PRIORITY, which is what
+the VIP app's flows are placed above (controller/vipflows.py states the contract; the unit
+tests run both apps' flows in one fake table). Kept free of Ryu so it is unit-tested
+without a switch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from controller.flows import FLOOD, Controller, FlowSpec, Goto, Output, make_flow
 
 # Cookie of every flow the base app installs; the runner's readiness check looks for it.
 BASE_COOKIE = 0x1B1AB00000000000
@@ -55,3 +61,29 @@ class MacTables:
 def is_group(mac: str) -> bool:
     """Broadcast/multicast MACs have the low bit of the first octet set."""
     return int(mac.split(":")[0], 16) & 1 == 1
+
+
+def table_miss_flows() -> list[FlowSpec]:
+    """Installed when a switch connects. A restarted controller keeps the switch's learned
+    flows (traffic keeps flowing) and relearns into empty tables; re-adding an identical
+    flow replaces it, so nothing is duplicated."""
+    return [make_flow(SRC_TABLE, TABLE_MISS_PRIORITY, {},
+                      [Controller(PACKET_IN_BYTES), Goto(DST_TABLE)], cookie=BASE_COOKIE),
+            make_flow(DST_TABLE, TABLE_MISS_PRIORITY, {}, [Output(FLOOD)],
+                      cookie=BASE_COOKIE)]
+
+
+def source_flow(mac: str, port: int) -> FlowSpec:
+    return make_flow(SRC_TABLE, L2_PRIORITY, {"in_port": port, "eth_src": mac},
+                     [Goto(DST_TABLE)], cookie=BASE_COOKIE)
+
+
+def learn_flows(learn: Learn) -> tuple[list[FlowSpec], list[FlowSpec]]:
+    """(flows to delete strictly, flows to add, in order) for one learnt station: the old
+    source flow of a station that moved goes; then the destination flow first, so the
+    station is reachable before its source flow stops the copies to the controller."""
+    delete = [source_flow(learn.mac, learn.moved_from)] if learn.moved_from is not None else []
+    add = [make_flow(DST_TABLE, L2_PRIORITY, {"eth_dst": learn.mac}, [Output(learn.port)],
+                     cookie=BASE_COOKIE),
+           source_flow(learn.mac, learn.port)]
+    return delete, add

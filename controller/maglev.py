@@ -12,6 +12,16 @@ The algorithm, as in the paper (Pseudocode 1):
 - the backends take turns in a fixed order; on its turn a backend walks its preference list
   to the first still-empty slot and claims it; stop when all M slots are filled.
 
+The turn order breaks ties between backends that prefer the same slot, so it decides part
+of the table. lblab takes the turns in the order of the backends' names, not in the order a
+pool lists them: the table is a function of the *set* of backends (and their weights).
+Every load balancer that serves a VIP must compute the same table from the same pool, or a
+connection's packets that ECMP sends to another LB land on another backend; a pool whose
+members were added over REST in another order must not change it either (katran sorts its
+endpoints by hash before building its ring for the same reason). Measured with turns in
+list order: 25-27 of 8,191 slots differed between an 8-backend pool and the same pool
+listed in reverse.
+
 Weights (the paper only says Maglev "supports weighted backends"; this is lblab's method):
 each round every backend earns weight_i / max_weight turns of credit and takes one turn per
 whole credit. With equal weights this is exactly the paper's round robin; a backend with twice
@@ -25,7 +35,9 @@ Table size: M must be prime and >= 100 * N (the paper uses M >> N to keep the sh
 about 1%). Maglev's disruption is not perfectly minimal: removing one of N backends moves its
 1/N of the slots plus a cascade that shrinks as M/N grows. Measured with this module
 (slots moved x N, worst backend of 8 removed): M = 1021 (~128 N) 1.25, 2039 1.15, 4093 1.11,
-8191 (~1024 N) 1.07, 65521 1.03; for N = 16 at ~1024 N: 1.14. lblab's acceptance bound is
+8191 (~1024 N) 1.07, 65521 1.03; for N = 16 at ~1024 N: 1.14 (backends named b0, b1, ...:
+the cascade depends on the names' hashes, and backend0..backend7 gave 1.18 at M = 8191).
+lblab's acceptance bound is
 1.15, hence the default of about 1000 slots per backend (DEFAULT_SLOTS_PER_BACKEND), capped
 at 65521, the largest table OVS's multipath can address. `default_table_size` picks from a
 ladder of primes just below powers of two, so M stays put while the pool grows or shrinks
@@ -121,11 +133,11 @@ def build_table(backends: Sequence[str], m: int | None = None,
                 weights: Mapping[str, float] | None = None) -> list[str]:
     """Maglev lookup table: a list of length M, slot -> backend name.
 
-    `backends` are unique names (their order breaks ties between equal credits, as the
-    paper's loop order does); `m` defaults to default_table_size(len(backends)); `weights`
-    maps name -> positive weight (missing names weigh 1).
+    `backends` are unique names, in any order (turns are taken in name order: the module
+    docstring says why); `m` defaults to default_table_size(len(backends)); `weights` maps
+    name -> positive weight (missing names weigh 1).
     """
-    names = list(backends)
+    names = sorted(backends)
     if not names:
         raise ValueError("a Maglev table needs at least one backend")
     if len(set(names)) != len(names):

@@ -1,4 +1,4 @@
-"""FlowSpec -> Ryu/os-ken OpenFlow 1.3 messages (the only VIP module that needs the framework).
+"""Flow IR -> Ryu/os-ken OpenFlow 1.3 messages, and flow stats entries -> the IR's ReadBack.
 
 Every function takes a datapath-like object (`.ofproto`, `.ofproto_parser`), as Ryu's
 datapath and a test's SimpleNamespace both are; nothing here sends. Nicira actions come from
@@ -10,6 +10,7 @@ Encoding choices:
   NXActionRegLoad2 (OVS's own encoding of `set_field:...->reg1` / `->tun_dst` in OF1.3).
 - move -> NXActionRegMove; resubmit -> NXActionResubmitTable; learn -> NXActionLearn with
   NXM field names (what OVS's learn parser expects).
+- goto -> OFPInstructionGotoTable after the apply-actions instruction (the L2 app's tables).
 - multipath: Ryu 4.34 lacks constants for symmetric_l3l4(+udp); the values below are OVS's
   (include/openflow/nicira-ext.h).
 """
@@ -18,8 +19,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from controller.vipflows import (IN_PORT, Action, Controller, FlowDiff, FlowSpec, Learn, Move,
-                                 Multipath, Output, Resubmit, SetField, normalize_match)
+from controller.flows import (FLOOD, IN_PORT, Action, Controller, FlowDiff, FlowSpec, Goto,
+                              Learn, Move, Multipath, Output, ReadBack, Resubmit, SetField,
+                              normalize_match)
 
 NX_HASH_FIELDS = {"eth_src": 0, "symmetric_l4": 1, "symmetric_l3l4": 2,
                   "symmetric_l3l4+udp": 3, "nw_src": 4, "nw_dst": 5}
@@ -55,7 +57,7 @@ def ofs_nbits(start: int, end: int) -> int:
 def ryu_action(dp: Any, a: Action) -> Any:
     ofp, p = dp.ofproto, dp.ofproto_parser
     if isinstance(a, Output):
-        port = ofp.OFPP_IN_PORT if a.port == IN_PORT else a.port
+        port = {IN_PORT: ofp.OFPP_IN_PORT, FLOOD: ofp.OFPP_FLOOD}.get(a.port, a.port)
         return p.OFPActionOutput(port, 0)
     if isinstance(a, Controller):
         return p.OFPActionOutput(ofp.OFPP_CONTROLLER, a.max_len)
@@ -72,6 +74,8 @@ def ryu_action(dp: Any, a: Action) -> Any:
     if isinstance(a, Resubmit):
         # in_port is 16 bits here: 0xfff8 (OF1.0 OFPP_IN_PORT, the default) keeps it.
         return p.NXActionResubmitTable(table_id=a.table)
+    if isinstance(a, Goto):
+        raise TypeError("Goto is an instruction: flow_mod() encodes it")
     if isinstance(a, Learn):
         specs = []
         for f, v in a.fixed:
@@ -87,18 +91,21 @@ def ryu_action(dp: Any, a: Action) -> Any:
     raise TypeError(f"no Ryu encoding for {a!r}")
 
 
-def flow_mod(dp: Any, spec: FlowSpec, command: str = "add") -> Any:
+def flow_mod(dp: Any, spec: FlowSpec | ReadBack, command: str = "add") -> Any:
     """OFPFlowMod for one spec; command: add | delete_strict. (Changes are sent as add,
     which replaces the flow with the same table/priority/match, cookie included.)"""
     ofp, p = dp.ofproto, dp.ofproto_parser
     cmd = {"add": ofp.OFPFC_ADD, "delete_strict": ofp.OFPFC_DELETE_STRICT}[command]
     # A delete matches on table, priority, match and cookie only, and its spec may be a
-    # StatsFlow read back from the switch at resync, which has no actions or timeouts.
+    # ReadBack of a flow read from the switch at resync, which has no actions or timeouts.
     adding = command == "add"
     inst = []
-    if adding and spec.actions:
-        inst = [p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
-                                        [ryu_action(dp, a) for a in spec.actions])]
+    if adding:
+        apply = [ryu_action(dp, a) for a in spec.actions if not isinstance(a, Goto)]
+        if apply:
+            inst.append(p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, apply))
+        inst += [p.OFPInstructionGotoTable(a.table) for a in spec.actions
+                 if isinstance(a, Goto)]
     return p.OFPFlowMod(datapath=dp, cookie=spec.cookie,
                         cookie_mask=0 if adding else 0xFFFFFFFFFFFFFFFF,
                         table_id=spec.table, command=cmd,
@@ -135,15 +142,23 @@ def count_request(dp: Any, table: int, cookie: int) -> Any:
                                       0xFFFFFFFFFFFFFFFF, p.OFPMatch())
 
 
-class StatsFlow:
-    """What diff() needs from a flow stats entry: table, priority, match, cookie."""
+def read_back(stat: Any) -> ReadBack:
+    """A flow stats entry (OFPFlowStats) as the IR's ReadBack: what diff() needs."""
+    return ReadBack(stat.table_id, stat.priority, normalize_match(list(stat.match.items())),
+                    stat.cookie)
 
-    def __init__(self, stat: Any) -> None:
-        self.table = stat.table_id
-        self.priority = stat.priority
-        self.cookie = stat.cookie
-        self.match = normalize_match(list(stat.match.items()))
 
-    def __repr__(self) -> str:
-        return (f"StatsFlow(table={self.table}, priority={self.priority}, "
-                f"cookie={self.cookie:#x}, match={self.match})")
+def flow_stats_request(dp: Any, cookie: int, mask: int, table: int | None = None) -> Any:
+    """Flow stats request for the flows whose cookie matches under mask (every table when
+    `table` is None)."""
+    ofp, p = dp.ofproto, dp.ofproto_parser
+    return p.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL if table is None else table,
+                                 ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, p.OFPMatch())
+
+
+def packet_out_to_table(dp: Any, in_port: int, data: bytes) -> Any:
+    """Send a packet back through the switch's pipeline from table 0, as if it had just
+    arrived on `in_port`."""
+    ofp, p = dp.ofproto, dp.ofproto_parser
+    return p.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                          actions=[p.OFPActionOutput(ofp.OFPP_TABLE)], data=data)

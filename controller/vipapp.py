@@ -1,23 +1,22 @@
 """Ryu/os-ken glue of the VIP load balancer: config in, flows out, REST on 127.0.0.1.
 
-Thin: flows come from controller.vipflows (pure), messages from controller.ofmsg, request
-handling from controller.viprest. This file only keeps per-switch state, resynchronises a
-(re)connecting switch with a diff against its actual VIP flows (learned connection entries
-are never touched, so established connections survive a controller restart), polls the
-health checkers' files and the switch's counters, and answers REST.
+Thin: every decision is made by controller.vipswitch (one VipSwitch per LB switch, pure);
+messages come from controller.ofmsg, request handling from controller.viprest. This file
+decodes events, keeps the xid table of outstanding requests, holds the one lock under which
+an event's operations are computed and sent (see vipswitch's docstring for why), runs the
+polling loops (health checkers' files, counters) and sends.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from pathlib import Path
 
-from controller.compat import (DEAD_DISPATCHER, MAIN_DISPATCHER, app_manager, hub,
-                               ofp_event, ofproto_v1_3, packet, set_ev_cls)
-from controller import ofmsg, vipconfig, viprest, vipflows
-from controller.compat import FRAMEWORK
-from controller.hashing import FlowKey
+from controller import ofmsg, vipconfig, vipflows, viprest, vipswitch
+from controller.compat import (DEAD_DISPATCHER, FRAMEWORK, MAIN_DISPATCHER, app_manager,
+                               hub, ofp_event, ofproto_v1_3, packet, set_ev_cls)
+from controller.flows import FlowDiff
+from controller.hashing import TCP, FlowKey
 
 if FRAMEWORK == "ryu":
     from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
@@ -39,107 +38,86 @@ class LblabVip(app_manager.RyuApp):
         super().__init__(*args, **kwargs)
         path = os.environ.get("LBLAB_VIP_CONFIG")
         config = json.loads(Path(path).read_text()) if path else {"switches": {}}
-        self.switches = vipconfig.load(config)
+        self.switches = {dpid: vipswitch.VipSwitch(cfg, log=self.logger.info)
+                         for dpid, cfg in vipconfig.load(config).items()}
         self.health_dir = config.get("health_dir")
-        self.health: dict[str, dict[str, str]] = {}   # dc -> ip -> up|down
-        self.health_seq: dict[str, int] = {}
         self.datapaths: dict[int, object] = {}
-        self.installed: dict[int, list] = {}           # dpid -> FlowSpecs now in the switch
-        self.resync_buffer: dict[int, list] = {}
-        self.stats: dict[str, dict] = {}               # vip -> backend -> connections, bytes
-        self.pending: dict[int, tuple] = {}            # xid -> what a stats reply is for
+        self.pending: dict[int, tuple] = {}     # xid -> (dpid, request, replies so far)
         self._apply_lock = hub.BoundedSemaphore(1)
         kwargs["wsgi"].register(VipRestController, {APP_NAME: self})
         hub.spawn(self._health_loop)
         hub.spawn(self._stats_loop)
 
-    # -- desired state ----------------------------------------------------------------------
-    def _effective_vips(self, sw) -> list:
-        health = self.health.get(sw.dc, {})
-        return [viprest.effective(v, health) for v in sw.vips.values()]
-
-    def _loads(self, sw) -> dict:
-        return {v.name: {b: s.get("connections") or 0
-                         for b, s in self.stats.get(v.name, {}).items()}
-                for v in sw.vips.values()}
-
-    def _apply(self, dpid: int) -> None:
-        """Make switch `dpid` match the desired flows (a diff against what was installed).
-
-        One apply at a time: send_msg can block on a full send queue (a Maglev table is
-        thousands of flows) and yield to another green thread; a second apply diffing
-        against a stale `installed` would then interleave its deletes with the first one's
-        adds and leave stale buckets in the switch. `installed` is updated before sending,
-        so the next apply diffs against the latest intent."""
+    # -- sending ----------------------------------------------------------------------------
+    def _handle(self, dpid: int, event, *args, msg=None):
+        """Run one VipSwitch event under the apply lock and send what it returns."""
         with self._apply_lock:
+            ops = event(*args)
             dp = self.datapaths.get(dpid)
-            sw = self.switches.get(dpid)
-            if dp is None or sw is None or dpid not in self.installed:
-                return
-            desired = vipflows.desired_flows(sw.lb, self._effective_vips(sw), self._loads(sw))
-            change = vipflows.diff(self.installed[dpid], desired)
-            self.installed[dpid] = desired
-            for msg in ofmsg.diff_messages(dp, change):
-                dp.send_msg(msg)
+            if dp is not None:
+                for op in ops:
+                    self._send(dp, op, msg)
+        return ops
+
+    def _send(self, dp, op, msg=None) -> None:
+        if isinstance(op, FlowDiff):
+            for m in ofmsg.diff_messages(dp, op):
+                dp.send_msg(m)
+        elif isinstance(op, vipswitch.DeleteCookie):
+            dp.send_msg(ofmsg.delete_by_cookie(dp, op.cookie, op.mask))
+        elif isinstance(op, vipswitch.AddFlows):
+            for spec in op.flows:
+                dp.send_msg(ofmsg.flow_mod(dp, spec))
+            dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+        elif isinstance(op, vipswitch.Resend):
+            dp.send_msg(ofmsg.packet_out_to_table(dp, msg.match["in_port"],
+                                                  _complete_checksums(msg.data)))
+        elif isinstance(op, vipswitch.ReadVipFlows):
+            self._request(dp, op, ofmsg.flow_stats_request(dp, op.cookie, op.mask))
+        elif isinstance(op, vipswitch.ReadBytes):
+            self._request(dp, op, ofmsg.flow_stats_request(dp, op.cookie, op.mask, op.table))
+        elif isinstance(op, vipswitch.CountConns):
+            self._request(dp, op, ofmsg.count_request(dp, op.table, op.cookie))
+        else:
+            raise TypeError(f"unknown operation {op!r}")
+
+    def _request(self, dp, request, msg) -> None:
+        dp.set_xid(msg)
+        self.pending[msg.xid] = (dp.id, request, [])
+        dp.send_msg(msg)
 
     # -- switch lifecycle -------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change(self, ev):
         dp = ev.datapath
+        sw = self.switches.get(dp.id)
+        if sw is None:
+            return
         if ev.state == DEAD_DISPATCHER:
             self.datapaths.pop(dp.id, None)
-            self.installed.pop(dp.id, None)
-            return
-        if dp.id not in self.switches:
+            sw.disconnected()
             return
         self.datapaths[dp.id] = dp
-        # Resync: read the VIP flows the switch already has, then diff (see stats reply).
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        self.resync_buffer[dp.id] = []
-        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                         vipflows.COOKIE_VIP, vipflows.COOKIE_PREFIX_MASK,
-                                         parser.OFPMatch())
-        self.pending[self._send(dp, req)] = ("resync", dp.id)
-
-    def _send(self, dp, msg) -> int:
-        dp.set_xid(msg)
-        dp.send_msg(msg)
-        return msg.xid
+        self._handle(dp.id, sw.connected)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def flow_stats_reply(self, ev):
         msg = ev.msg
-        what = self.pending.get(msg.xid)
-        if what is None:
+        found = self.pending.get(msg.xid)
+        if found is None:
             return
-        more = msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE
-        if what[0] == "resync":
-            dpid = what[1]
-            self.resync_buffer[dpid].extend(ofmsg.StatsFlow(s) for s in msg.body)
-            if not more:
-                del self.pending[msg.xid]
-                self.installed[dpid] = self.resync_buffer.pop(dpid)
-                self.logger.info("switch %016x: %d VIP flows found, resynchronising", dpid,
-                                 len(self.installed[dpid]))
-                self._apply(dpid)
-        elif what[0] == "bytes":
-            _, vip_name, by_cookie = what
-            for s in msg.body:
-                name = by_cookie.get(s.cookie)
-                if name:
-                    self.stats.setdefault(vip_name, {}).setdefault(name, {})["bytes"] = \
-                        s.byte_count
-            if not more:
-                del self.pending[msg.xid]
+        dpid, request, entries = found
+        entries.extend((ofmsg.read_back(s), s.byte_count) for s in msg.body)
+        if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            del self.pending[msg.xid]
+            self._handle(dpid, self.switches[dpid].reply, request, entries)
 
     @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN_DISPATCHER)
     def aggregate_reply(self, ev):
-        what = self.pending.pop(ev.msg.xid, None)
-        if what is None:
-            return
-        _, vip_name, backend = what
-        self.stats.setdefault(vip_name, {}).setdefault(backend, {})["connections"] = \
-            ev.msg.body.flow_count
+        found = self.pending.pop(ev.msg.xid, None)
+        if found is not None:
+            dpid, request, _ = found
+            self._handle(dpid, self.switches[dpid].reply, request, ev.msg.body.flow_count)
 
     # -- health and counters ----------------------------------------------------------------
     def _health_loop(self):
@@ -148,114 +126,53 @@ class LblabVip(app_manager.RyuApp):
             if not self.health_dir:
                 continue
             for dpid, sw in self.switches.items():
-                path = Path(self.health_dir) / f"{sw.dc}.json"
                 try:
-                    data = json.loads(path.read_text())
+                    report = json.loads((Path(self.health_dir) / f"{sw.dc}.json").read_text())
                 except (OSError, ValueError):
                     continue
-                if data.get("seq") == self.health_seq.get(sw.dc):
-                    continue
-                self.health_seq[sw.dc] = data.get("seq")
-                self.health[sw.dc] = data.get("backends", {})
-                self.logger.info("health %s: %s", sw.dc, self.health[sw.dc])
-                self._apply(dpid)
+                self._handle(dpid, sw.health_report, report)
 
     def _stats_loop(self):
         while True:
             hub.sleep(STATS_POLL_S)
-            for dpid, dp in list(self.datapaths.items()):
-                sw = self.switches[dpid]
-                for vip in sw.vips.values():
-                    self._request_stats(dp, sw, vip)
-                if any(v.algorithm == "leastload" for v in sw.vips.values()):
-                    self._apply(dpid)  # new loads -> new bucket table (new flows only)
-
-    def _request_stats(self, dp, sw, vip) -> None:
-        tables = sw.lb.tables
-        for b in vip.backends:
-            req = ofmsg.count_request(dp, tables.conn, vipflows.conn_cookie(vip.index, b.ip))
-            self.pending[self._send(dp, req)] = ("conns", vip.name, b.name)
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        by_cookie = {f.cookie: _backend_of_flow(vip, f)
-                     for f in self.installed.get(dp.id, [])
-                     if getattr(f, "table", None) == tables.backend}
-        req = parser.OFPFlowStatsRequest(dp, 0, tables.backend, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                         vipflows.vip_cookie_prefix(vip.index),
-                                         vipflows.COOKIE_VIP_MASK, parser.OFPMatch())
-        self.pending[self._send(dp, req)] = ("bytes", vip.name, by_cookie)
+            for dpid in list(self.datapaths):
+                self._handle(dpid, self.switches[dpid].poll)
 
     # -- reactive mode ----------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev):
         msg = ev.msg
-        if msg.cookie & vipflows.COOKIE_PREFIX_MASK != vipflows.COOKIE_VIP:
-            return  # the L2 app's
-        dp = msg.datapath
-        sw = self.switches.get(dp.id)
-        index = (msg.cookie >> 36) & 0xFF
-        vip = next((v for v in (self._effective_vips(sw) if sw else []) if v.index == index),
-                   None)
+        sw = self.switches.get(msg.datapath.id)
+        if sw is None or not vipflows.is_computed(msg.cookie):
+            return  # not a VIP switch, or the L2 app's packet-in
         pkt = packet.Packet(msg.data)
         ip4, seg = pkt.get_protocol(ipv4.ipv4), pkt.get_protocol(tcp.tcp)
-        if vip is None or ip4 is None or seg is None:
-            return
-        key = FlowKey(ip4.src, ip4.dst, 6, seg.src_port, seg.dst_port)
-        backend = vipflows.choose_backend(vip, key, self._loads(sw).get(vip.name))
-        if backend is None:
-            return  # no backend up: the client's SYN times out, as it would on a real LB
-        for spec in vipflows.reactive_flows(vip, key, backend, sw.lb.tables):
-            dp.send_msg(ofmsg.flow_mod(dp, spec))
-        dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
-        # Re-serialise so checksums are complete: a segment sent to the controller before
-        # checksum offload ran would otherwise be dropped by the backend.
-        seg.csum, ip4.csum = 0, 0
-        pkt.serialize()
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER,
-                                        in_port=msg.match["in_port"],
-                                        actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)],
-                                        data=pkt.data))
+        key = None if ip4 is None or seg is None else \
+            FlowKey(ip4.src, ip4.dst, TCP, seg.src_port, seg.dst_port)
+        self._handle(sw.dpid, sw.packet_in, msg.cookie, key, msg=msg)
 
     # -- REST operations (called by VipRestController) --------------------------------------
     def rest_list(self) -> list:
-        out = []
-        for sw in self.switches.values():
-            for vip in sw.vips.values():
-                out.append(viprest.describe(vip, self.health.get(sw.dc, {}),
-                                            self.stats.get(vip.name, {}),
-                                            self._loads(sw).get(vip.name, {})))
-        return out
+        return [sw.describe(name) for sw in self.switches.values() for name in sw.vips]
 
     def rest_get(self, key: str) -> dict:
         sw, vip = viprest.find_vip(self.switches, key)
-        return viprest.describe(vip, self.health.get(sw.dc, {}), self.stats.get(vip.name, {}),
-                                self._loads(sw).get(vip.name, {}))
+        return sw.describe(vip.name)
 
     def rest_update(self, key: str, change) -> dict:
-        """Compute the new VIP, validate the whole switch state, then commit and apply."""
         sw, vip = viprest.find_vip(self.switches, key)
-        new_vip = change(sw, vip)
-        candidate = dict(sw.vips)
-        candidate[vip.name] = new_vip
-        viprest.checked(sw, candidate)
-        removed = {b.ip for b in vip.backends} - {b.ip for b in new_vip.backends}
-        sw.vips = candidate
-        dp = self.datapaths.get(sw.dpid)
-        if dp is not None:
-            for ip in removed:  # a reused 5-tuple must re-hash, not follow a stale entry
-                dp.send_msg(ofmsg.delete_by_cookie(dp, vipflows.conn_cookie(vip.index, ip),
-                                                   vipflows.COOKIE_ALL))
-        self._apply(sw.dpid)
-        return self.rest_get(vip.name)
+        self._handle(sw.dpid, sw.update, vip.name, change)
+        return sw.describe(vip.name)
 
 
-def _backend_of_flow(vip, flow) -> str | None:
-    match = dict(flow.match)
-    reg1 = match.get("reg1")
-    for b in vip.backends:
-        if reg1 is not None and int(reg1) == int(ipaddress.IPv4Address(b.ip)):
-            return b.name
-    return None
+def _complete_checksums(data: bytes) -> bytes:
+    """The packet re-serialised with complete checksums: a segment sent to the controller
+    before checksum offload ran would otherwise be dropped by the backend."""
+    pkt = packet.Packet(data)
+    ip4, seg = pkt.get_protocol(ipv4.ipv4), pkt.get_protocol(tcp.tcp)
+    seg.csum, ip4.csum = 0, 0
+    pkt.serialize()
+    return pkt.data
 
 
 def _json(status: int, data) -> Response:
@@ -263,7 +180,7 @@ def _json(status: int, data) -> Response:
                     body=json.dumps(data, indent=1).encode())
 
 
-def _handle(fn):
+def _rest(fn):
     """Map BadRequest to 400 with a JSON error; anything else to 500 with its type only."""
     def wrapper(self, req, **kwargs):
         try:
@@ -282,38 +199,38 @@ class VipRestController(ControllerBase):
         self.app: LblabVip = data[APP_NAME]
 
     @route("vip", "/vips", methods=["GET"])
-    @_handle
+    @_rest
     def list_vips(self, req, **_):
         return self.app.rest_list()
 
     @route("vip", "/vips/{vip}", methods=["GET"])
-    @_handle
+    @_rest
     def get_vip(self, req, vip, **_):
         return self.app.rest_get(vip)
 
     @route("vip", "/vips/{vip}", methods=["PUT", "POST"])
-    @_handle
+    @_rest
     def change_vip(self, req, vip, **_):
         body = viprest.parse_body(req.body)
         return self.app.rest_update(vip, lambda sw, v: viprest.change_vip(sw, v, body))
 
     @route("vip", "/vips/{vip}/backends", methods=["POST"])
-    @_handle
+    @_rest
     def add_backend(self, req, vip, **_):
         body = viprest.parse_body(req.body)
         return self.app.rest_update(vip, lambda sw, v: viprest.add_backend(sw, v, body))
 
     @route("vip", "/vips/{vip}/backends/{backend}", methods=["DELETE"])
-    @_handle
+    @_rest
     def remove_backend(self, req, vip, backend, **_):
         return self.app.rest_update(vip, lambda sw, v: viprest.remove_backend(v, backend))
 
     @route("vip", "/vips/{vip}/backends/{backend}/drain", methods=["POST"])
-    @_handle
+    @_rest
     def drain(self, req, vip, backend, **_):
         return self.app.rest_update(vip, lambda sw, v: viprest.set_admin(v, backend, "drain"))
 
     @route("vip", "/vips/{vip}/backends/{backend}/undrain", methods=["POST"])
-    @_handle
+    @_rest
     def undrain(self, req, vip, backend, **_):
         return self.app.rest_update(vip, lambda sw, v: viprest.set_admin(v, backend, "up"))

@@ -1,9 +1,10 @@
 """REST request handling for the VIP app, as pure functions over the app's state.
 
-The Ryu wsgi glue (vipapp.py) only routes requests here. Every bad request (unknown VIP,
-bad address, bad JSON, unknown mode...) raises `BadRequest`, answered with HTTP 400 and a
-JSON error, and changes nothing: a new state is computed and validated (vipflows.validate)
-before it replaces the old one.
+The Ryu wsgi glue (vipapp.py) routes requests to a VipSwitch, which calls these. Every bad
+request (unknown VIP, bad address, bad JSON, unknown mode...) raises `BadRequest`, answered
+with HTTP 400 and a JSON error, and changes nothing: a new state is computed and validated
+(vipmodel.validate) before it replaces the old one. `sw` below is the switch's
+controller.vipconfig.SwitchConfig.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import ipaddress
 import json
 from typing import Any
 
-from controller import vipflows
-from controller.vipflows import ALGORITHMS, MODES, Backend, Vip, VipError
+from controller import vipmodel
+from controller.vipmodel import ALGORITHMS, MODES, Backend, Vip, VipError
 
 
 class BadRequest(ValueError):
@@ -32,9 +33,9 @@ def parse_body(body: bytes) -> dict:
     return data
 
 
-def find_vip(vips_by_switch: dict, vip_key: str) -> tuple[Any, Vip]:
-    """A VIP by name or address, with its switch config."""
-    for sw in vips_by_switch.values():
+def find_vip(switches: dict, vip_key: str) -> tuple[Any, Vip]:
+    """A VIP by name or address, with its switch (anything with a `vips` dict)."""
+    for sw in switches.values():
         for vip in sw.vips.values():
             if vip_key in (vip.name, vip.address):
                 return sw, vip
@@ -48,12 +49,16 @@ def _address(text: Any) -> str:
         raise BadRequest(f"bad IPv4 address {text!r}") from None
 
 
-def _backend(vip: Vip, ip_text: str) -> Backend:
-    ip = _address(ip_text)
+def _backend(vip: Vip, key: str) -> Backend:
+    """A backend of the VIP by name or by address."""
     for b in vip.backends:
-        if b.ip == ip or b.name == ip_text:
+        if b.name == key:
             return b
-    raise BadRequest(f"VIP {vip.name}: no backend {ip_text!r}")
+    ip = _address(key)
+    for b in vip.backends:
+        if b.ip == ip:
+            return b
+    raise BadRequest(f"VIP {vip.name}: no backend {key!r}")
 
 
 def change_vip(sw, vip: Vip, body: dict) -> Vip:
@@ -119,13 +124,13 @@ def set_admin(vip: Vip, ip_text: str, admin: str) -> Vip:
 
 def checked(sw, vips: dict[str, Vip]) -> None:
     try:
-        vipflows.validate(sw.lb, list(vips.values()))
+        vipmodel.validate(sw.lb, list(vips.values()))
     except VipError as exc:
         raise BadRequest(str(exc)) from None
 
 
 def describe(vip: Vip, health: dict[str, str], stats: dict, loads: dict[str, int]) -> dict:
-    table = vipflows.assignment(effective(vip, health), loads)
+    table = vipmodel.assignment(effective(vip, health), loads)
     shares = {}
     if table:
         for b in table:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from controller import hashing, maglev, vipflows
+from controller import hashing, maglev, vipmodel
 from experiments import ovsstats
 from experiments.base import Context, Experiment, Param
 from experiments.vipclient import for_live
@@ -33,7 +33,7 @@ def key_owner(table: dict[int, int], keys, n_buckets: int) -> list[int | None]:
 
 
 def installed_table(plan, dc, vip_index=1) -> dict[int, int]:
-    tables = vipflows.TableLayout()
+    tables = vipmodel.TableLayout()
     return ovsstats.bucket_table(plan.switch(dc).name, tables.bucket, vip_index)
 
 
@@ -65,7 +65,7 @@ def table_size(algorithm: str, n_backends: int, removed: int = 0) -> int:
         return n_backends - removed
     if algorithm == "maglev":
         return maglev.default_table_size(n_backends)
-    return vipflows.LEASTLOAD_BUCKETS
+    return vipmodel.LEASTLOAD_BUCKETS
 
 
 def remap(before: dict, after: dict, keys) -> float:

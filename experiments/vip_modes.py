@@ -33,10 +33,10 @@ def _reply_counters(plan, dc: str, vip_index: int) -> tuple[int, int]:
     bridge = plan.switch(dc).name
     total = sum(ovsstats.port_rx_bytes(bridge, h.switch_port)
                 for h in plan.hosts_in(dc, "backend"))
-    prefix = vipflows.vip_cookie_prefix(vip_index)
     lb = ovsstats.bytes_where(bridge, lambda f: f.table == 0 and
                               f.priority == vipflows.PRIO_REVERSE and
-                              f.cookie & vipflows.COOKIE_VIP_MASK == prefix)
+                              vipflows.is_computed(f.cookie) and
+                              vipflows.cookie_vip_index(f.cookie) == vip_index)
     return total, lb
 
 

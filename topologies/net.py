@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller import vipconfig
+from lab import vip_config
 from controller.l2logic import BASE_COOKIE
 from controller.process import ControllerProcess
 from topologies import ovs
@@ -181,7 +181,7 @@ class LiveNet:
         if self.gre_enabled and self.mech.gre_decap == "none":
             raise LblabError("GRE mode needs a backend decapsulator: this kernel has no ip_gre "
                              "and the userspace decapsulator is unavailable (lblab doctor)")
-        vipconfig.write(vipconfig.from_plan(self.plan, self.health_dir, self.vip_overrides,
+        vip_config.write(vip_config.from_plan(self.plan, self.health_dir, self.vip_overrides,
                                             gre=self.gre_enabled),
                         self.vip_config_path)
         self.controller.start()

@@ -9,7 +9,8 @@ RTT of any host pair is known before the network exists and can be checked again
 Names carry lblab's prefix (`lb` + role letter + `-`) so `lblab clean` can tell lblab's
 interfaces from everybody else's: router lbr-SITE, switch lbs-SITE, client lbc-SITEn,
 backend lbb-SITEn, resolver lbd-SITE, DNS authority lba-SITE, WAN relay lbw-N, GRE
-tunnel port lbg-DC and decapsulator TUN device lbg-tun (topologies/gre.py).
+tunnel port lbg-DC and decapsulator TUN device lbg-tun (topologies/gre.py), scratch namespaces
+lbprobe-PID (lab/mechanisms.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ ROUTER_PORT = 1        # the router is port 1 of its site switch (the LB's uplin
 FIRST_HOST = 11        # clients / backends from .11
 RESOLVER_HOST = 53
 AUTHORITY_HOST = 54
+# The service's TCP port: every backend serves HTTP on it, every VIP forwards it, health
+# checkers and the DNS authority's probes connect to it.
+SERVICE_PORT = 80
 
 
 def mac_for(ip: ipaddress.IPv4Address, kind: int = 0x1B) -> str:

@@ -129,7 +129,7 @@ def test_controller_restart_keeps_connections_and_resyncs(vipnet):
     def vip_flows():
         return sorted((f.table, f.priority, f.cookie, f.text.split("actions=")[0]
                        .split("priority=")[1]) for f in ovsstats.flows(bridge)
-                      if f.cookie & vipflows.COOKIE_PREFIX_MASK == vipflows.COOKIE_VIP)
+                      if vipflows.is_computed(f.cookie))
 
     before = vip_flows()
     streams = control.start_json_lines(live, client, "streams", [

@@ -9,10 +9,14 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from controller import vipconfig, viprest, vipflows as vf
-from controller.fakeoftable import FakeOFTable
+from controller import vipconfig, viprest
+from controller import vipflows as vf
+from controller.flows import SetField
 from controller.hashing import synthetic_keys
-from controller.vipflows import Backend, LbSwitch, Vip
+from controller.ofctl import to_ofctl
+from controller.vipmodel import Backend, LbSwitch, Vip
+from lab import vip_config
+from support.fakeoftable import FakeOFTable
 from topologies import gre, scenario
 from topologies.plan import build_plan
 
@@ -33,7 +37,7 @@ def test_gre_flows_mark_the_packet_for_the_lbs_own_underlay():
         assert out.port == gre.GRE_OFPORT
         assert out["pkt_mark"] == gre.mark_for(1)
         assert out["tun_ipv4_dst"] in {b.ip for b in FAR}
-    text = "\n".join(vf.to_ofctl(f) for f in vf.desired_flows(SWITCH, [VIP]))
+    text = "\n".join(to_ofctl(f) for f in vf.desired_flows(SWITCH, [VIP]))
     assert f"set_field:{gre.mark_for(1)}->pkt_mark,set_field:10.102.0.10->tun_dst," \
            f"output:{gre.GRE_OFPORT}" in text
 
@@ -46,7 +50,7 @@ def test_pkt_mark_is_encoded_as_a_nicira_load():
 
     from controller import ofmsg
     dp = SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser, id=1)
-    act = ofmsg.ryu_action(dp, vf.SetField("pkt_mark", gre.mark_for(2)))
+    act = ofmsg.ryu_action(dp, SetField("pkt_mark", gre.mark_for(2)))
     assert type(act).__name__ == "NXActionRegLoad2"
     for f in vf.desired_flows(SWITCH, [VIP]):
         ofmsg.flow_mod(dp, f).serialize()
@@ -61,7 +65,7 @@ def _two_dc(**us1):
 
 def test_config_with_gre_names_ports_marks_and_remote_backends():
     plan = _two_dc(mode="gre", remote_backends=["eu1"])
-    cfg = vipconfig.from_plan(plan, gre=True)
+    cfg = vip_config.from_plan(plan, gre=True)
     sws = vipconfig.load(cfg)
     by_dc = {s.dc: s for s in sws.values()}
     us1, eu1 = by_dc["us1"], by_dc["eu1"]
@@ -77,7 +81,7 @@ def test_config_with_gre_names_ports_marks_and_remote_backends():
 
 def test_config_without_gre_is_unchanged():
     plan = _two_dc()
-    sws = vipconfig.load(vipconfig.from_plan(plan))
+    sws = vipconfig.load(vip_config.from_plan(plan))
     for s in sws.values():
         assert s.lb.gre_port is None and s.lb.gre_mark == 0
         assert all(h["mac"] for h in s.hosts.values())
@@ -85,7 +89,7 @@ def test_config_without_gre_is_unchanged():
 
 def test_rest_adds_a_remote_backend_only_in_gre_mode():
     plan = _two_dc()
-    sw = vipconfig.load(vipconfig.from_plan(plan, gre=True))[plan.switch("us1").dpid]
+    sw = vipconfig.load(vip_config.from_plan(plan, gre=True))[plan.switch("us1").dpid]
     v = sw.vips["us1"]
     added = viprest.add_backend(sw, _replace(v, mode="gre"), {"ip": "10.102.0.11"})
     assert added.backends[-1].name == "lbb-eu11" and added.backends[-1].mac is None

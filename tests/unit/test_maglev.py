@@ -1,6 +1,7 @@
 """Maglev table: the paper's properties (even shares, minimal disruption), sizes, weights."""
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,21 @@ def test_adding_one_moves_little():
 
 def test_build_time_is_well_under_a_second():
     assert maglev.build_time_ms(100, 65537, repeat=1) < 1000
+
+
+def test_the_table_depends_on_the_set_of_backends_not_their_order():
+    """Every LB of a VIP must build the same table from the same pool, whatever order its
+    config or REST changes listed the backends in."""
+    names = ["lbb-us13", "lbb-us11", "lbb-us15", "lbb-us12", "lbb-us14"]
+    weights = {"lbb-us11": 2.0, "lbb-us14": 0.5}
+    tables = {tuple(maglev.build_table(list(order), 509, weights))
+              for order in itertools.permutations(names)}
+    assert len(tables) == 1
+    # ... and the same holds where the controller builds it, from a Vip's pool.
+    from controller.vipmodel import Backend, Vip, assignment
+    pool = [Backend(n, f"10.101.0.{11 + i}", "02:1b:0a:65:00:0b", 11 + i)
+            for i, n in enumerate(names)]
+    seen = {tuple(b.name for b in assignment(Vip("us1", "10.101.0.100", "02:1c:0a:65:00:64",
+                                                 backends=tuple(order))))
+            for order in itertools.permutations(pool)}
+    assert len(seen) == 1

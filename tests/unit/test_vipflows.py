@@ -1,85 +1,22 @@
-"""VIP flows, executed in the fake flow table: where does each packet go, with which headers?"""
+"""VIP flows, executed in the fake flow table: where does each packet go, with which headers?
+(With the L2 app's flows beside them: test_two_apps.py; rendering: test_flow_rendering.py.)"""
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
-import shutil
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from controller import flows, vipmodel
 from controller import vipflows as vf
-from controller.fakeoftable import CONTROLLER, FakeOFTable, FakeOFTableError
 from controller.hashing import FlowKey, synthetic_keys
-from controller.vipflows import Backend, LbSwitch, Vip, VipError
-
-UPLINK = 1
-GRE_PORT = 99
-SUBNET = "10.101.0.0/24"
-VIP_IP = "10.101.0.100"
-VIP_MAC = "02:1b:1a:b0:00:01"
-ROUTER_MAC = "00:00:00:00:00:fe"
-CHECKER_IP = "10.101.0.2"
-SWITCH = LbSwitch(uplink_port=UPLINK, dc_subnet=SUBNET, gre_port=GRE_PORT)
-
-
-def backends(n: int = 8) -> tuple[Backend, ...]:
-    return tuple(Backend(f"b{i}", f"10.101.0.{10 + i}", f"00:00:00:00:01:{10 + i:02x}",
-                         10 + i) for i in range(n))
-
-
-BY_PORT = {b.switch_port: b for b in backends()}
-BY_IP = {b.ip: b for b in backends()}
-
-
-def vip(**kw) -> Vip:
-    base = dict(name="web", address=VIP_IP, mac=VIP_MAC, backends=backends())
-    base.update(kw)
-    return Vip(**base)
-
-
-def installed(*vips: Vip, loads=None) -> FakeOFTable:
-    t = FakeOFTable()
-    t.apply(vf.desired_flows(SWITCH, list(vips), loads))
-    return t
-
-
-def client_packet(key: FlowKey) -> dict:
-    return {"in_port": UPLINK, "eth_src": ROUTER_MAC, "eth_dst": VIP_MAC, **key.fields()}
-
-
-def send(t: FakeOFTable, key: FlowKey, now: float = 0.0):
-    """The one backend a client packet reaches (None when dropped)."""
-    outs = t.lookup(client_packet(key), now)
-    assert len(outs) <= 1, outs
-    return outs[0] if outs else None
-
-
-def backend_of(out) -> str | None:
-    return BY_PORT[out.port].name if out is not None else None
-
-
-def replace_backend(v: Vip, name: str, **changes) -> Vip:
-    return dataclasses.replace(v, backends=tuple(
-        dataclasses.replace(b, **changes) if b.name == name else b for b in v.backends))
-
-
-def without(v: Vip, name: str) -> Vip:
-    return dataclasses.replace(v, backends=tuple(b for b in v.backends if b.name != name))
-
-
-def resync(t: FakeOFTable, *vips: Vip) -> vf.FlowDiff:
-    d = vf.diff(t.flows(), vf.desired_flows(SWITCH, list(vips)))
-    t.apply_diff(d)
-    return d
-
-
-KEYS = synthetic_keys(400, VIP_IP)
+from controller.vipmodel import Backend, Vip, VipError
+from support.fakeoftable import CONTROLLER, FakeOFTable, FakeOFTableError
+from support.vipcase import (BY_PORT, CHECKER_IP, GRE_PORT, KEYS, ROUTER_MAC, SUBNET, SWITCH,
+                             UPLINK, VIP_IP, VIP_MAC, backend_of, backends, client_packet,
+                             installed, replace_backend, resync, send, vip, without)
 
 
 # --- ARP -----------------------------------------------------------------------------------
@@ -162,23 +99,6 @@ def test_nat_reply_gets_the_vip_as_source():
     assert out.port == UPLINK
     assert (out["ipv4_src"], out["eth_src"]) == (VIP_IP, VIP_MAC)
     assert (out["ipv4_dst"], out["eth_dst"], out["tcp_dst"]) == ("192.0.2.7", ROUTER_MAC, 40000)
-
-
-@pytest.mark.parametrize("mode", ["nat", "dsr"])
-def test_health_checks_inside_the_subnet_untouched(mode):
-    t = installed(vip(mode=mode))
-    b = backends()[2]
-    # A stand-in for the base app's L2 flows: priority 10 in table 0.
-    t.add(vf.make_flow(0, 10, {"eth_dst": "00:00:00:00:00:02"}, [vf.Output(7)]))
-    t.add(vf.make_flow(0, 10, {"eth_dst": b.mac}, [vf.Output(b.switch_port)]))
-    probe = {"in_port": 7, "eth_src": "00:00:00:00:00:02", "eth_dst": b.mac,
-             **FlowKey(CHECKER_IP, b.ip, 6, 50000, 80).fields()}
-    answer = {"in_port": b.switch_port, "eth_src": b.mac, "eth_dst": "00:00:00:00:00:02",
-              **FlowKey(b.ip, CHECKER_IP, 6, 80, 50000).fields()}
-    for pkt in (probe, answer):
-        tr = t.trace(pkt)
-        assert [h.priority for h in tr.hits] == [10]
-        assert tr.outputs[0].fields == {k: v for k, v in pkt.items()}  # headers unchanged
 
 
 def test_dsr_replies_are_not_rewritten():
@@ -300,7 +220,7 @@ def test_reactive_first_packet_to_controller_then_exact_flow():
     key = KEYS[0]
     (out,) = t.lookup(client_packet(key))
     assert out.port == CONTROLLER and out["reg2"] == v.index
-    chosen = vf.choose_backend(v, key)
+    chosen = vipmodel.choose_backend(v, key)
     t.apply(vf.reactive_flows(v, key, chosen))
     out = send(t, key)
     assert (out.port, out["ipv4_dst"]) == (chosen.switch_port, chosen.ip)
@@ -325,40 +245,40 @@ def test_two_vips_share_the_tables_without_overlap():
 
 def test_overlapping_flows_are_refused_by_the_fake_table():
     t = FakeOFTable()
-    t.add(vf.make_flow(0, 5, {"eth_type": 0x0800, "ipv4_dst": "10.0.0.0/8"}, []))
+    t.add(flows.make_flow(0, 5, {"eth_type": 0x0800, "ipv4_dst": "10.0.0.0/8"}, []))
     with pytest.raises(FakeOFTableError):
-        t.add(vf.make_flow(0, 5, {"eth_type": 0x0800, "ipv4_dst": "10.1.0.0/16"}, []))
+        t.add(flows.make_flow(0, 5, {"eth_type": 0x0800, "ipv4_dst": "10.1.0.0/16"}, []))
 
 
 # --- resynchronisation ---------------------------------------------------------------------
 def test_diff_of_desired_with_itself_is_empty():
     want = vf.desired_flows(SWITCH, [vip()])
-    assert vf.diff(want, want).empty
+    assert vf.vip_diff(want, want).empty
     t = installed(vip())
-    assert vf.diff(t.flows(), want).empty
+    assert vf.vip_diff(t.flows(), want).empty
 
 
 def test_diff_on_restart_keeps_learned_and_base_flows():
     v = vip(conntrack=True)
     t = installed(v)
-    t.add(vf.make_flow(0, 10, {"in_port": 3}, [vf.Output(4)], cookie=0x1B1AB00000000000))
+    t.add(flows.make_flow(0, 10, {"in_port": 3}, [flows.Output(4)], cookie=0x1B1AB00000000000))
     for k in KEYS[:20]:
         send(t, k)
     learned = t.flows(table=SWITCH.tables.conn, cookie=vf.COOKIE_CONN,
                       mask=vf.COOKIE_PREFIX_MASK)
     assert len(learned) == 20
-    d = vf.diff(t.flows(), vf.desired_flows(SWITCH, [v]))
+    d = vf.vip_diff(t.flows(), vf.desired_flows(SWITCH, [v]))
     assert d.empty
     d = resync(t, without(v, "b1"))
     assert d.delete and not any(vf.is_conn(f.cookie) for f in d.delete)
     assert len(t.flows(cookie=0x1B1AB00000000000)) == 1
-    assert vf.diff(t.flows(), vf.desired_flows(SWITCH, [without(v, "b1")])).empty
+    assert vf.vip_diff(t.flows(), vf.desired_flows(SWITCH, [without(v, "b1")])).empty
 
 
 def test_pool_change_diff_touches_only_what_changed():
     v = vip(algorithm="maglev")
     old = vf.desired_flows(SWITCH, [v])
-    d = vf.diff(old, vf.desired_flows(SWITCH, [without(v, "b6")]))
+    d = vf.vip_diff(old, vf.desired_flows(SWITCH, [without(v, "b6")]))
     tables = {f.table for f in d.modify + d.add + d.delete}
     assert tables <= {SWITCH.tables.bucket, SWITCH.tables.backend, SWITCH.tables.l2}
     # Maglev: about 1/8 of the buckets change, not all of them.
@@ -376,9 +296,9 @@ def test_diff_works_from_cookies_alone_as_read_from_the_switch():
                  for k, v in f.match]
         return SimpleNamespace(table=f.table, priority=f.priority, match=match,
                                cookie=f.cookie)
-    assert vf.diff([as_stats(f) for f in want], want).empty
+    assert vf.vip_diff([as_stats(f) for f in want], want).empty
     changed = vf.desired_flows(SWITCH, [vip(mode="dsr")])
-    d = vf.diff([as_stats(f) for f in want], changed)
+    d = vf.vip_diff([as_stats(f) for f in want], changed)
     assert d.modify and not d.add   # backend flows rewritten in place
     assert d.delete                 # NAT reverse flows go
 
@@ -410,156 +330,10 @@ def test_gre_needs_a_gre_port_and_vips_need_unique_indexes():
 
 
 def test_table_layout_starting_elsewhere():
-    sw = dataclasses.replace(SWITCH, tables=vf.TableLayout.starting_at(20))
+    sw = dataclasses.replace(SWITCH, tables=vipmodel.TableLayout.starting_at(20))
     t = FakeOFTable()
     t.apply(vf.desired_flows(sw, [vip()]))
     assert {f.table for f in t.flows()} == {0, 20, 21, 22, 23}
     assert send(t, KEYS[0]).port in BY_PORT
     with pytest.raises(VipError):
-        vf.TableLayout.starting_at(0)
-
-
-def test_contract_with_the_base_l2_app():
-    from controller import l2logic
-    t = vf.TableLayout()
-    assert t.l2 == l2logic.SRC_TABLE
-    vip_tables = {t.conn, t.select, t.bucket, t.backend}
-    assert not vip_tables & {l2logic.SRC_TABLE, l2logic.DST_TABLE}
-    assert min(vf.PRIO_ARP, vf.PRIO_VIP, vf.PRIO_VIP_OTHER, vf.PRIO_REVERSE) > 100
-    assert l2logic.L2_PRIORITY <= 100
-    assert not vf.is_computed(l2logic.BASE_COOKIE) and not vf.is_conn(l2logic.BASE_COOKIE)
-
-
-# --- rendering -----------------------------------------------------------------------------
-def _shapes(flows):
-    """One flow per (table, priority): each kind of flow once."""
-    seen, out = set(), []
-    for f in flows:
-        if (f.table, f.priority) not in seen:
-            seen.add((f.table, f.priority))
-            out.append(f)
-    return out
-
-
-def _all_modes_flows():
-    far = tuple(Backend(f"r{i}", f"10.102.0.{10 + i}") for i in range(2))
-    key = KEYS[0]
-    flows = []
-    for v in (vip(mode="nat", conn_fin_timeout=2), vip(mode="dsr", conntrack=False),
-              vip(mode="gre", backends=far), vip(reactive=True)):
-        flows += _shapes(vf.desired_flows(SWITCH, [v]))
-    flows += vf.reactive_flows(vip(), key, backends()[0])
-    return flows
-
-
-def test_to_ofctl_is_plausible():
-    pat = re.compile(r"^table=\d+,priority=\d+,cookie=0x[0-9a-f]+(,[a-z_0-9]+=[^, ]+)*"
-                     r" actions=\S+$")
-    for f in _all_modes_flows():
-        line = vf.to_ofctl(f)
-        assert pat.match(line), line
-    arp = vf.to_ofctl(vf.desired_flows(SWITCH, [vip()])[4])
-    assert "arp_tpa=10.101.0.100" in arp and arp.endswith(",in_port")
-
-
-@pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl not installed")
-def test_to_ofctl_parses_with_ovs_ofctl():
-    # parse-flow only parses (no switch is contacted); OVS also checks prerequisites here.
-    for f in _all_modes_flows():
-        r = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "parse-flow", vf.to_ofctl(f)],
-                           capture_output=True, text=True)
-        assert r.returncode == 0, (vf.to_ofctl(f), r.stderr)
-
-
-# --- Ryu messages (ofmsg) ------------------------------------------------------------------
-def _ryu_dp():
-    pytest.importorskip("ryu")
-    from controller.shim import apply_eventlet_shim
-    apply_eventlet_shim()
-    from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
-    return SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser, id=1)
-
-
-def test_ofmsg_serialises_and_parses_back():
-    dp = _ryu_dp()
-    from ryu.ofproto import ofproto_parser
-
-    from controller import ofmsg
-    for f in _all_modes_flows():
-        m = ofmsg.flow_mod(dp, f)
-        m.serialize()
-        back = ofproto_parser.msg(dp, m.version, m.msg_type, m.msg_len, m.xid, m.buf)
-        assert (back.table_id, back.priority, back.cookie) == (f.table, f.priority, f.cookie)
-        n_actions = sum(len(i.actions) for i in back.instructions)
-        assert n_actions == len(f.actions)
-        assert vf.normalize_match(list(back.match.items())) == f.match
-        d = ofmsg.flow_mod(dp, f, "delete_strict")
-        d.serialize()
-
-
-@pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl not installed")
-def test_ofmsg_bytes_decode_in_ovs_as_the_ofctl_text(tmp_path):
-    """Ryu's bytes, decoded by OVS's own parser, equal the to_ofctl line parsed by OVS."""
-    dp = _ryu_dp()
-    from controller import ofmsg
-    for f in _all_modes_flows():
-        m = ofmsg.flow_mod(dp, f)
-        m.serialize()
-        path = tmp_path / "msg.bin"
-        path.write_bytes(bytes(m.buf))
-        from_bytes = subprocess.run(["ovs-ofctl", "ofp-parse", str(path)], capture_output=True,
-                                    text=True, check=True).stdout
-        from_text = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "parse-flow",
-                                    vf.to_ofctl(f)], capture_output=True, text=True,
-                                   check=True).stdout.splitlines()[-1]
-        strip = lambda s: re.sub(r"\(xid=0x[0-9a-f]+\)", "", s).strip()  # noqa: E731
-        assert strip(from_bytes) == strip(from_text)
-
-
-def test_ofmsg_diff_messages_and_helpers():
-    dp = _ryu_dp()
-    from controller import ofmsg
-    v = vip()
-    d = vf.diff([], vf.desired_flows(SWITCH, [v]))
-    msgs = ofmsg.diff_messages(dp, d)
-    assert len(msgs) == len(d.add) + 1
-    for m in (msgs[0], msgs[-1], ofmsg.delete_by_cookie(dp, vf.vip_cookie_prefix(1),
-                                                        vf.COOKIE_VIP_MASK),
-              ofmsg.count_request(dp, SWITCH.tables.conn, vf.conn_cookie(1, "10.101.0.10"))):
-        m.serialize()
-
-
-def test_resync_deletes_flows_read_back_from_the_switch():
-    """At (re)connection the app diffs the switch's actual VIP flows (flow stats) against
-    the desired ones; stale ones are deleted from their stats entries, which carry no
-    timeouts. (A crash here left a reconnected switch without its VIP flows.)"""
-    dp = _ryu_dp()
-    from controller import ofmsg
-    desired = vf.desired_flows(SWITCH, [vip()])
-    gone = vip(name="gone", address="10.101.0.200", mac="02:1c:0a:65:00:c8", index=2,
-               mode="dsr")
-    stale = vf.desired_flows(SWITCH, [vip(), gone])
-    msgs = [ofmsg.flow_mod(dp, f) for f in stale]
-    for m in msgs:
-        m.serialize()
-    from ryu.ofproto import ofproto_parser
-    stats = [ofmsg.StatsFlow(ofproto_parser.msg(dp, m.version, m.msg_type, m.msg_len, m.xid,
-                                                m.buf)) for m in msgs]
-    d = vf.diff(stats, desired)
-    assert d.delete, "the flows of the VIP that is gone must be deleted"
-    out = ofmsg.diff_messages(dp, d)
-    for m in out:
-        m.serialize()
-    deletes = [m for m in out if getattr(m, "command", None) == dp.ofproto.OFPFC_DELETE_STRICT]
-    assert len(deletes) == len(d.delete)
-
-
-def test_pure_modules_import_neither_ryu_nor_mininet():
-    code = ("import sys; import controller.maglev, controller.hashing, controller.vipflows, "
-            "controller.fakeoftable; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ryu', 'os_ken', "
-            "'mininet', 'eventlet')))")
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root,
-                         capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "[]"
+        vipmodel.TableLayout.starting_at(0)

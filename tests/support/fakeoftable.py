@@ -1,11 +1,14 @@
-"""A small OpenFlow table simulator for vipflows' FlowSpecs (after FAUCET's clib/fakeoftable.py).
+"""A small OpenFlow table simulator for the flow IR (controller/flows.py), after FAUCET's
+clib/fakeoftable.py. Test support, not shipped code.
 
-Unit tests install the computed flows here and ask "where does this packet go, with which
-headers?" without a switch. It executes what lblab's VIP flows use: matches with IPv4
-prefixes, output (IN_PORT included), controller, set_field, move, multipath (with the model
-hash of controller.hashing, not OVS's), resubmit with the Nicira semantics (register changes
-persist, a miss is a no-op), and learn (adds an exact flow to the target table; fin_idle_timeout
-is not modelled, idle and hard timeouts are, through `expire(now)`).
+Unit tests install the computed flows of both apps here (the L2 app's and the VIP app's) and
+ask "where does this packet go, with which headers?" without a switch. It executes what
+lblab's flows use: matches with IPv4 prefixes, output (IN_PORT and FLOOD included),
+controller, set_field, move, multipath (with the model hash of controller.hashing, not
+OVS's), resubmit with the Nicira semantics (register changes persist, a miss is a no-op),
+goto_table, and learn (adds an exact flow to the target table; fin_idle_timeout is not
+modelled, idle and hard timeouts are, through `expire(now)`). `read_back()` answers a flow
+stats request the way a switch does: table, priority, match and cookie, no actions.
 
 Like FAUCET's, it refuses ambiguous tables: two different flows with the same priority that
 one packet could both match raise FakeOFTableError, since a real switch would pick either.
@@ -18,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller import hashing
-from controller.vipflows import (IN_PORT, Controller, FlowDiff, FlowSpec, Learn, Move,
-                                 Multipath, Output, Resubmit, SetField, make_flow,
-                                 normalize_match)
+from controller.flows import (FLOOD, IN_PORT, Controller, FlowDiff, FlowSpec, Goto, Learn,
+                              Move, Multipath, Output, ReadBack, Resubmit, SetField,
+                              make_flow, normalize_match)
 
 MAX_RESUBMIT_DEPTH = 64  # OVS's limit on nested resubmits
 CONTROLLER = "CONTROLLER"
@@ -192,12 +195,18 @@ class FakeOFTable:
                and (cookie is None or e.spec.cookie & mask == cookie & mask)]
         return sorted(out, key=lambda f: (f.table, -f.priority, f.match))
 
+    def read_back(self, cookie: int = 0, mask: int = 0) -> list[ReadBack]:
+        """The flows a flow stats request with this cookie/mask returns, as a switch
+        reports them (controller/ofmsg.read_back's type)."""
+        return [ReadBack(f.table, f.priority, f.match, f.cookie)
+                for f in self.flows(cookie=cookie, mask=mask)]
+
     def packets(self, spec: FlowSpec) -> int:
         """Packet counter of an installed flow."""
         return self._by_id[spec.identity][1].packets
 
     def __str__(self) -> str:
-        from controller.vipflows import to_ofctl
+        from controller.ofctl import to_ofctl
         return "\n".join(to_ofctl(f) for f in self.flows())
 
     # --- packet processing -----------------------------------------------------------------
@@ -236,6 +245,9 @@ class FakeOFTable:
 
     def _exec(self, a: Any, pkt: dict, tr: Trace, now: float, depth: int) -> None:
         if isinstance(a, Output):
+            if a.port == FLOOD:
+                tr.outputs.append(Out(FLOOD, _headers(pkt)))
+                return
             port = pkt.get("in_port") if a.port == IN_PORT else a.port
             if a.port != IN_PORT and port == pkt.get("in_port"):
                 return  # OpenFlow never sends back out of the ingress port implicitly
@@ -249,7 +261,9 @@ class FakeOFTable:
         elif isinstance(a, Multipath):
             key = hashing.FlowKey.from_fields(pkt)
             pkt[a.dst] = hashing.bucket_of(key, a.n_links, a.basis)
-        elif isinstance(a, Resubmit):
+        elif isinstance(a, (Resubmit, Goto)):
+            # goto is last in a flow's actions (make_flow checks), so running the next
+            # table here is the same as after the actions
             self._run_table(a.table, pkt, tr, now, depth + 1)
         elif isinstance(a, Learn):
             match = dict(a.fixed)

@@ -1,0 +1,200 @@
+"""lblab's flow IR: flows and actions as plain data, and the diff that resynchronises a switch.
+
+Pure (no Ryu, no Mininet). Both apps compute their flows in this form: the VIP balancer
+(controller/vipflows.py) and the base L2 app (controller/l2logic.py). controller/ofmsg.py
+turns them into OpenFlow 1.3 messages, controller/ofctl.py into `ovs-ofctl add-flow` lines,
+and the tests' fake flow table (tests/support/fakeoftable.py) executes them, so unit tests
+can run the flows of both apps in one table and ask where a packet goes.
+
+Field names are Ryu's OXM names (ipv4_dst, tcp_dst, eth_type, reg0...); masked IPv4 values
+are written "a.b.c.d/len". Actions are applied in order; `Goto` (an instruction in OpenFlow
+terms) may only come last.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+IN_PORT = "IN_PORT"               # Output(IN_PORT): back out of the port it came in on
+FLOOD = "FLOOD"                   # Output(FLOOD): every port but the ingress one
+
+
+@dataclass(frozen=True)
+class Output:
+    port: Union[int, str]             # a port number, IN_PORT or FLOOD
+
+
+@dataclass(frozen=True)
+class Controller:
+    max_len: int = 0xFFFF             # whole packet (OFPCML_NO_BUFFER)
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Move:
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True)
+class Multipath:
+    """multipath(fields, basis, algorithm, n_links, arg, dst[0..n_bits-1])."""
+
+    n_links: int
+    dst: str = "reg0"
+    n_bits: int = 16
+    fields: str = "symmetric_l3l4+udp"
+    basis: int = 0
+    algorithm: str = "modulo_n"
+    arg: int = 0
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """Nicira resubmit(,table): run the table now and come back (register changes stay)."""
+
+    table: int
+
+
+@dataclass(frozen=True)
+class Goto:
+    """OpenFlow goto_table: go on in `table` after this flow's actions (last, once)."""
+
+    table: int
+
+
+@dataclass(frozen=True)
+class Learn:
+    """learn(): add a flow to `table` matching `fixed` values and the current packet's values
+    of `copy` fields, whose actions load constants (`load`: (value, field))."""
+
+    table: int
+    priority: int
+    cookie: int
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    fin_idle_timeout: int = 0
+    fixed: tuple[tuple[str, int], ...] = ()
+    copy: tuple[str, ...] = ()
+    load: tuple[tuple[int, str], ...] = ()
+
+
+Action = Union[Output, Controller, SetField, Move, Multipath, Resubmit, Goto, Learn]
+Match = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """One flow entry. `match` is kept as sorted (field, value) pairs so specs are hashable;
+    build with `make_flow(...)` from a dict."""
+
+    table: int
+    priority: int
+    match: Match
+    actions: tuple[Action, ...]
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+
+    @property
+    def match_dict(self) -> dict[str, Any]:
+        return dict(self.match)
+
+    @property
+    def identity(self) -> tuple[int, int, Match]:
+        """What OpenFlow treats as "the same flow" (strict match + priority, per table)."""
+        return (self.table, self.priority, self.match)
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """A flow as a switch reports it in a flow stats reply, reduced to what `diff` uses:
+    no actions, no timeouts (controller/ofmsg.py builds these from Ryu's stats entries)."""
+
+    table: int
+    priority: int
+    match: Match
+    cookie: int
+
+    @property
+    def identity(self) -> tuple[int, int, Match]:
+        return (self.table, self.priority, self.match)
+
+
+def make_flow(table: int, priority: int, match: Mapping[str, Any], actions: Iterable[Action],
+              cookie: int = 0, idle_timeout: int = 0, hard_timeout: int = 0) -> FlowSpec:
+    acts = tuple(actions)
+    if any(isinstance(a, Goto) for a in acts[:-1]):
+        raise ValueError(f"Goto must be the last action: {acts}")
+    return FlowSpec(table, priority, normalize_match(match), acts, cookie, idle_timeout,
+                    hard_timeout)
+
+
+def normalize_match(match: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Match:
+    """Canonical sorted pairs; accepts Ryu's forms too ((addr, mask) tuples, upper-case MACs)
+    so a match read back from the switch compares equal to the computed one."""
+    items = match.items() if isinstance(match, Mapping) else match
+    out = []
+    for k, v in items:
+        if isinstance(v, tuple) and len(v) == 2 and k.startswith(("ipv4_", "arp_spa", "arp_tpa")):
+            net = ipaddress.IPv4Network(f"{v[0]}/{v[1]}", strict=False)
+            v = str(net) if net.prefixlen < 32 else str(net.network_address)
+        elif isinstance(v, str) and ":" in v:
+            v = v.lower()
+        elif isinstance(v, str) and v.endswith("/32"):
+            v = v[:-3]
+        out.append((k, v))
+    return tuple(sorted(out))
+
+
+# --- resynchronisation ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlowDiff:
+    """What to send to make the switch match the desired flows. Send add and modify as
+    OFPFC_ADD (an add with the same table/priority/match replaces the flow, cookie
+    included; OF1.3 MODIFY would keep the old cookie), then delete with DELETE_STRICT."""
+
+    add: tuple[FlowSpec, ...] = ()
+    modify: tuple[FlowSpec, ...] = ()
+    delete: tuple[Any, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.add or self.modify or self.delete)
+
+
+def diff(current: Iterable[Any], desired: Iterable[FlowSpec],
+         owns: Callable[[int], bool]) -> FlowDiff:
+    """Compare flows read from the switch (FlowSpecs or ReadBacks: anything with table,
+    priority, match and cookie) with the desired FlowSpecs of one app.
+
+    Only flows whose cookie the app `owns` count: every other flow (the other app's,
+    learned connection entries) is never touched. Two flows are the same when (table,
+    priority, match) are; a same flow needs rewriting when its cookie differs (apps that
+    resynchronise from read-back flows put a digest of the actions in the cookie) or, for
+    two FlowSpecs, when anything else differs.
+    """
+    cur: dict[tuple, Any] = {}
+    for f in current:
+        if not owns(f.cookie):
+            continue
+        cur[(f.table, f.priority, normalize_match(f.match))] = f
+    add, modify = [], []
+    want: set[tuple] = set()
+    for d in desired:
+        ident = d.identity
+        want.add(ident)
+        old = cur.get(ident)
+        if old is None:
+            add.append(d)
+        elif old.cookie != d.cookie or (isinstance(old, FlowSpec) and old != d):
+            modify.append(d)
+    delete = [f for ident, f in cur.items() if ident not in want]
+    return FlowDiff(tuple(add), tuple(modify), tuple(delete))

@@ -1,0 +1,58 @@
+"""Network plan -> the VIP app's configuration file (controller/vipconfig.py's shape).
+
+The controller never sees Mininet: this file, written before it starts, tells it every LB
+switch, the hosts on its segment (MACs and switch ports fixed by the plan) and the VIPs it
+serves with their backends.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from topologies import gre as gre_plan
+from topologies.plan import SERVICE_PORT, NetworkPlan, mac_for
+from topologies.state import write_atomic
+
+VIP_SETTINGS = ("mode", "algorithm", "conntrack", "reactive", "table_size")
+
+
+def vip_mac(vip_ip) -> str:
+    return mac_for(vip_ip, kind=0x1C)
+
+
+def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
+              overrides: dict | None = None, gre: bool = False) -> dict:
+    """`overrides` may set mode/algorithm/conntrack/reactive/table_size for every VIP.
+    `gre`: the LB switches have GRE ports and underlays (lab/gre.py): each switch config
+    names its `gre_port` and `gre_mark`, other DCs' backends are known by name (addable over
+    REST in gre mode), and `remote_backends` of the scenario join the pool."""
+    overrides = overrides or {}
+    switches = {}
+    for index, dc in enumerate(plan.scenario.dcs, start=1):
+        sw = plan.switch(dc.name)
+        hosts = {str(h.ip): {"name": h.name, "mac": h.mac, "port": h.switch_port}
+                 for h in plan.hosts_in(dc.name)}
+        backends = [{"name": h.name, "ip": str(h.ip), "mac": h.mac, "port": h.switch_port,
+                     "weight": 1.0} for h in plan.hosts_in(dc.name, "backend")]
+        gre_extra = {}
+        if gre:
+            gre_extra = {"gre_port": gre_plan.GRE_OFPORT, "gre_mark": gre_plan.mark_for(index)}
+            for other in plan.scenario.dcs:
+                if other.name != dc.name:
+                    hosts.update({str(h.ip): {"name": h.name, "mac": None, "port": None}
+                                  for h in plan.hosts_in(other.name, "backend")})
+            for other in dc.remote_backends:
+                backends += [{"name": h.name, "ip": str(h.ip), "mac": None, "port": None,
+                              "weight": 1.0} for h in plan.hosts_in(other, "backend")]
+        vip = {"name": dc.name, "index": index, "address": str(dc.vip),
+               "mac": vip_mac(dc.vip), "mode": dc.mode, "algorithm": dc.algorithm,
+               "conntrack": dc.conntrack, "ports": [SERVICE_PORT], "backends": backends}
+        vip.update({k: v for k, v in overrides.items() if k in VIP_SETTINGS})
+        switches[str(sw.dpid)] = {
+            "dc": dc.name, "uplink_port": plan.router(dc.name).switch_port,
+            "subnet": str(dc.subnet), "hosts": hosts, "vips": [vip], **gre_extra}
+    return {"switches": switches, "health_dir": str(health_dir) if health_dir else None}
+
+
+def write(config: dict, path: Path) -> None:
+    write_atomic(Path(path), json.dumps(config, indent=1))
