@@ -44,14 +44,14 @@ def _round(x):
 
 
 def _mech():
-    from topologies import mechanisms
+    from lab import mechanisms
     return mechanisms.detect()
 
 
 def bench_topology() -> list[Row]:
     """three-dc brought up (controller connected, every switch configured) and torn down."""
     from topologies import scenario
-    from topologies.net import LiveNet
+    from lab.net import LiveNet
     from topologies.plan import build_plan
     plan = build_plan(scenario.load("three-dc"))
     mech = _mech()
@@ -75,8 +75,8 @@ def bench_topology() -> list[Row]:
 
 def bench_ovs_goodput() -> list[Row]:
     """TCP goodput host-to-host across one lblab switch vs over a plain veth pair."""
-    from experiments.workloads.probes import iperf3_goodput_mbps
-    from topologies.minimal import two_host_net
+    from lab.probes import iperf3_goodput_mbps
+    from lab.minimal import two_host_net
     mech = _mech()
     through_switch, direct = [], []
     for _ in range(2):  # interleaved, so drift in machine load hits both alike
@@ -127,7 +127,7 @@ def bench_vip() -> list[Row]:
     from experiments.vipclient import for_live
     from experiments.workloads import control
     from topologies import scenario
-    from topologies.net import LiveNet
+    from lab.net import LiveNet
     from topologies.plan import build_plan
     plan = build_plan(scenario.load("bench-vip"))
     mech = _mech()
@@ -188,7 +188,7 @@ def bench_vip_gre() -> list[Row]:
     decapsulation mechanism and the decapsulator's CPU."""
     from experiments.vipclient import for_live
     from topologies import scenario
-    from topologies.net import LiveNet
+    from lab.net import LiveNet
     from topologies.plan import build_plan
     plan = build_plan(scenario.load("bench-vip"))
     mech = _mech()
@@ -207,7 +207,7 @@ def bench_vip_gre() -> list[Row]:
         api = for_live(live)
         api.remove_backend(dc, str(plan.by_role("backend")[1].ip))  # iperf3: one backend
         api.change(dc, mode="gre")
-        live.gre.clamp_mss()
+        live.gre.levers.clamp_mss()
         vips, directs, cpu, wall = [], [], 0.0, 0.0
         for _ in range(2):  # interleaved, so drift in machine load hits both alike
             before = live.gre.decap_stats()
@@ -267,7 +267,8 @@ METRICS: dict[str, Callable[[], list[Row]]] = {
 
 def run_bench(out_root: Path | None = None, only: list[str] | None = None, log=print) -> Path:
     from experiments.runner import git_info
-    from topologies import mechanisms, ovs
+    from lab import mechanisms
+    from topologies import ovs
     ovs.ensure_running(log)
     run_id = new_run_id("bench")
     out_dir = Path(out_root or REPO_ROOT / "results") / "bench" / run_id

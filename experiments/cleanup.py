@@ -17,7 +17,8 @@ import signal
 import time
 from pathlib import Path
 
-from topologies import ovs, state
+from topologies import grestate, ovs, state
+from topologies.gre import describe_rule
 from topologies.plan import NAME_PREFIXES
 from topologies.system import run
 
@@ -130,20 +131,19 @@ def clean(everything: bool = False, log=print) -> dict:
             if run(["ip", "link", "del", name], check=False).returncode == 0:
                 report["interfaces"].append(name)
 
-    # 3b. OVS user routes of GRE underlays (topologies/gre.py) on lblab's bridges: they
-    #     live in ovs-vswitchd, not in the kernel, and outlive the bridges.
+    # 3b. OVS user routes of GRE underlays (lab/gre.py) on lblab's bridges: they live in
+    #     ovs-vswitchd, not in the kernel, and outlive the bridges.
     if ovs.is_running():
-        from topologies.gre import delete_ovs_route, stale_ovs_routes
         report.setdefault("ovs_routes", [])
-        for r in stale_ovs_routes(NAME_PREFIXES):
-            if r["dev"] not in live_bridges and delete_ovs_route(r["prefix"], r["mark"]):
+        for r in grestate.stale_ovs_routes(NAME_PREFIXES):
+            if r["dev"] not in live_bridges and grestate.delete_ovs_route(r["prefix"],
+                                                                          r["mark"]):
                 report["ovs_routes"].append(f"{r['prefix']} pkt_mark={r['mark']} {r['dev']}")
     #     On the kernel datapath the underlay is kernel policy routing instead: its rules
     #     outlive the bridges (their tables' routes do not).
     if not live_runs:
-        from topologies.gre import delete_policy_rule, describe_rule, stale_policy_rules
-        report["policy_rules"] = [describe_rule(r) for r in stale_policy_rules()
-                                  if delete_policy_rule(r)]
+        report["policy_rules"] = [describe_rule(r) for r in grestate.stale_policy_rules()
+                                  if grestate.delete_policy_rule(r)]
 
     # 4. Scratch namespaces of doctor probes whose process is gone.
     for line in run(["ip", "netns", "list"], check=False).stdout.splitlines():
@@ -206,17 +206,15 @@ def leftovers(include_other_live_runs: bool = False) -> dict:
 
 
 def _policy_rules() -> list[str]:
-    from topologies.gre import describe_rule, stale_policy_rules
-    return [describe_rule(r) for r in stale_policy_rules()]
+    return [describe_rule(r) for r in grestate.stale_policy_rules()]
 
 
 def _ovs_routes(live_bridges: set) -> list[str]:
     """OVS user routes (GRE underlays) on lblab bridges that no other live run owns."""
     if not ovs.is_running():
         return []
-    from topologies.gre import stale_ovs_routes
     return [f"{r['prefix']} pkt_mark={r['mark']} {r['dev']}"
-            for r in stale_ovs_routes(NAME_PREFIXES) if r["dev"] not in live_bridges]
+            for r in grestate.stale_ovs_routes(NAME_PREFIXES) if r["dev"] not in live_bridges]
 
 
 def wait_no_leftovers(timeout_s: float = 10.0) -> dict:

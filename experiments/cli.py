@@ -19,7 +19,7 @@ def _need_root(what: str) -> None:
 
 
 def cmd_doctor(args) -> int:
-    from topologies import mechanisms
+    from lab import mechanisms
     mech = mechanisms.detect() if is_root() else None
     if mech is None:
         raise LblabError("doctor probes the kernel in a scratch namespace and needs root: "
@@ -119,8 +119,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_topo_up(args) -> int:
-    from topologies import mechanisms, scenario
-    from topologies.net import LiveNet
+    from lab import mechanisms
+    from topologies import scenario
+    from lab.net import LiveNet
     from topologies.plan import build_plan
     from topologies.state import new_run_id
     _need_root("lblab topo up")
@@ -196,8 +197,8 @@ def cmd_dns_serve(args) -> int:
     import logging
 
     from gslb.config import GslbConfigError
-    from gslb.scenario_config import gslb_config
-    from gslb.server import serve
+    from gslb.lifecycle import serve
+    from lab.dns_config import gslb_config
     from topologies import scenario
     from topologies.plan import build_plan
     listen = _host_port(args.listen, "--listen")
@@ -271,6 +272,7 @@ def cmd_vip(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gslb.control import DEFAULT_CONTROL_PORT
     parser = argparse.ArgumentParser(
         prog="lblab", description="Load-balancing laboratory: multi-DC Mininet experiments "
         "on DNS and VIP load balancing.")
@@ -320,9 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scenario name or YAML file (default: three-dc)")
     d.add_argument("--listen", default="127.0.0.1:5353", metavar="ADDR:PORT",
                    help="UDP and TCP address (default: 127.0.0.1:5353)")
-    d.add_argument("--control", default="127.0.0.1:8053", metavar="ADDR:PORT",
+    d.add_argument("--control", default=f"127.0.0.1:{DEFAULT_CONTROL_PORT}",
+                   metavar="ADDR:PORT",
                    help="JSON control channel (GET /state, POST /policy, /ttl, /dc/NAME); "
-                        "'off' for none (default: 127.0.0.1:8053)")
+                        f"'off' for none (default: 127.0.0.1:{DEFAULT_CONTROL_PORT})")
     d.add_argument("--policy", choices=("all", "geo", "capacity"),
                    help="answer policy (default: the scenario's)")
     d.add_argument("--ttl", type=int, help="TTL of the service's A records, seconds "

@@ -21,7 +21,10 @@ import time
 
 from experiments import dnsnet
 from experiments.base import Context, Experiment, Param
-from gslb.scenario_config import gslb_config, nearest_dc, resolver_of
+from experiments.workloads.control import start_http_backends
+from lab import dns, unbound
+from lab.dns_config import gslb_config, resolver_of
+from topologies.system import stop_processes
 
 SUMMARY_COLUMNS = ("variant", "ttl_s", "detect_s", "drain_s", "failed_requests",
                    "dc", "client_region", "requests_to_dc_after_event", "requests_after_event",
@@ -34,7 +37,7 @@ def run(ctx: Context) -> list[dict]:
     plan, p = ctx.plan, ctx.params
     region = plan.scenario.regions[0]
     base = gslb_config(plan, policy="geo")
-    dc = nearest_dc(base, region.name)
+    dc = base.nearest_dc(region.name)
     capacity = p["overload_capacity_rps"]
     config = gslb_config(plan, policy="geo", capacity_rps={dc: capacity})
     vip = str(config.dc(dc).vip)
@@ -64,10 +67,10 @@ def one_variant(ctx, live, plan, svc, config, kind, ttl, dc, vip, subnet, region
     variant = f"{kind}-ttl{ttl}"
     # a clean start: DC healthy and idle in the authority's eyes, fresh resolver caches
     svc.authority.set_ttl(ttl)
-    dnsnet.wait_answer(svc.authority, subnet, lambda a: a == [vip], timeout_s=20,
+    dns.wait_answer(svc.authority, subnet, lambda a: a == [vip], timeout_s=20,
                        what=f"{variant}: {dc} back in answers")
-    dnsnet.stop_resolvers(svc.resolvers)
-    svc.resolvers = dnsnet.start_resolvers(live, plan, svc.authority.ip, ctx.work_dir,
+    unbound.stop_resolvers(svc.resolvers)
+    svc.resolvers = unbound.start_resolvers(live, plan, svc.authority.ip, ctx.work_dir,
                                            ecs=True)
     jobs = dnsnet.default_jobs(plan, svc.resolvers, p["rate"], "random", ctx.seed)
     duration = p["before_s"] + ttl + DETECT_BUDGET_S + p["after_s"]
@@ -76,11 +79,11 @@ def one_variant(ctx, live, plan, svc, config, kind, ttl, dc, vip, subnet, region
 
     watcher = plan.by_role("client")[0].name
     res_ip = svc.resolvers[resolver_of(plan, watcher).name].ip
-    ttl_left = cached_ttl(live, watcher, res_ip)
+    ttl_left = cached_ttl(live, watcher, res_ip, config.service_fqdn)
     extra = None
     event = time.time()
     if kind == "fail":
-        dnsnet.stop_processes(svc.backends[dc])
+        stop_processes(svc.backends[dc])
     else:
         remaining = duration - p["before_s"]
         extra = live.spawn(other, [sys.executable, "-m", "experiments.workloads.search",
@@ -89,7 +92,7 @@ def one_variant(ctx, live, plan, svc, config, kind, ttl, dc, vip, subnet, region
                                    "--out", "/dev/null"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        gone = dnsnet.wait_answer(svc.authority, subnet, lambda a: bool(a) and vip not in a,
+        gone = dns.wait_answer(svc.authority, subnet, lambda a: bool(a) and vip not in a,
                                   timeout_s=DETECT_BUDGET_S + 4,
                                   what=f"{variant}: {dc} out of answers")
         detect_s = round(gone - event, 3)
@@ -98,11 +101,11 @@ def one_variant(ctx, live, plan, svc, config, kind, ttl, dc, vip, subnet, region
         detect_s = None
     rows = dnsnet.collect_clients(running, duration)
     if extra is not None:
-        dnsnet.stop_processes([extra])
+        stop_processes([extra])
     dnsnet.record_rows(ctx, rows, start_at, plan, variant, ttl_s=ttl, event_t_s=round(
         event - start_at, 3))
     if kind == "fail":  # bring the DC back for the next variant
-        svc.backends[dc] = dnsnet.start_backends(live, plan, [dc])[dc]
+        svc.backends[dc] = start_http_backends(live, plan, dcs=[dc])[dc]
 
     after = [r for r in rows if r["epoch"] >= event]
     to_dc = [r for r in after if r["dst"] == vip]
@@ -119,10 +122,10 @@ def one_variant(ctx, live, plan, svc, config, kind, ttl, dc, vip, subnet, region
             "extra_rps": p["overload_extra_rps"] if kind == "overload" else 0}
 
 
-def cached_ttl(live, host: str, resolver_ip: str) -> int | None:
-    """The TTL the resolver's cached answer has left, seen from a client of it."""
+def cached_ttl(live, host: str, resolver_ip: str, name: str) -> int | None:
+    """The TTL the resolver's cached answer for `name` has left, seen from a client of it."""
     out = live.node(host).cmd(f"dig +noall +answer +time=1 +tries=1 @{resolver_ip} "
-                              f"{dnsnet.SERVICE_NAME} A")
+                              f"{name} A")
     for line in out.splitlines():
         parts = line.split()
         if len(parts) >= 5 and parts[3] == "A":

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from experiments import dnsnet
 from experiments.base import Context, Experiment, Param
-from gslb.scenario_config import gslb_config, nearest_dc
+from experiments.stats import percentile
+from lab import unbound
+from lab.dns_config import gslb_config
 from topologies.system import InputError
 
 SUMMARY_COLUMNS = ("variant", "policy", "ecs", "client_region", "resolver",
@@ -40,8 +42,8 @@ def run(ctx: Context) -> list[dict]:
         with ctx.phase("dns-geo: variants", len(VARIANTS)) as bar:
             for variant, policy, ecs in VARIANTS:
                 svc.authority.set_policy(policy)
-                dnsnet.stop_resolvers(svc.resolvers)  # fresh caches, this variant's ECS
-                svc.resolvers = dnsnet.start_resolvers(live, plan, svc.authority.ip,
+                unbound.stop_resolvers(svc.resolvers)  # fresh caches, this variant's ECS
+                svc.resolvers = unbound.start_resolvers(live, plan, svc.authority.ip,
                                                        ctx.work_dir, ecs=ecs)
                 jobs = dnsnet.default_jobs(plan, svc.resolvers, rate, "random", ctx.seed)
                 t0, rows = dnsnet.run_clients(live, jobs, duration, ctx.work_dir)
@@ -63,7 +65,7 @@ def summarize(plan, config, to_dc, rows, variant, policy, ecs) -> list[dict]:
         groups.setdefault((row["client_region"], row["resolver"]), []).append(row)
     out = []
     for (region, resolver), group in sorted(groups.items()):
-        nearest = nearest_dc(config, region)
+        nearest = config.nearest_dc(region)
         chosen = [to_dc.get(r["dst"], "") for r in group if r["dst"]]
         ok_lat = [r["latency_ms"] for r in group if r["ok"]]
         counts = {dc: chosen.count(dc) for dc in sorted(set(chosen))}
@@ -73,8 +75,8 @@ def summarize(plan, config, to_dc, rows, variant, policy, ecs) -> list[dict]:
             "clients": len({r["client"] for r in group}),
             "dc_chosen_pct_nearest": round(100 * chosen.count(nearest) / len(chosen), 1)
             if chosen else None,
-            "latency_p50_ms": dnsnet.percentile(ok_lat, 50),
-            "latency_p90_ms": dnsnet.percentile(ok_lat, 90),
+            "latency_p50_ms": percentile(ok_lat, 50),
+            "latency_p90_ms": percentile(ok_lat, 90),
             "requests": len(group), "failed": sum(not r["ok"] for r in group),
             "nearest_dc": nearest,
             "dcs_chosen": " ".join(f"{dc}:{n}" for dc, n in counts.items())})

@@ -20,7 +20,8 @@ import statistics
 from experiments import dnsnet
 from experiments.base import Context, Experiment, Param
 from experiments.seeds import derive
-from gslb.scenario_config import gslb_config
+from lab import unbound
+from lab.dns_config import gslb_config
 
 SUMMARY_COLUMNS = ("variant", "pick", "ttl_s", "resolvers", "dc", "share",
                    "share_stddev_over_time", "requests", "failed", "bins", "bin_s",
@@ -45,8 +46,8 @@ def run(ctx: Context) -> list[dict]:
             for pick, ttl, n in variants:
                 variant = f"{pick}-ttl{ttl}-r{n}"
                 svc.authority.set_ttl(int(ttl))
-                dnsnet.stop_resolvers(svc.resolvers)
-                svc.resolvers = dnsnet.start_resolvers(
+                unbound.stop_resolvers(svc.resolvers)
+                svc.resolvers = unbound.start_resolvers(
                     live, plan, svc.authority.ip, ctx.work_dir,
                     roundrobin=p["resolver_roundrobin"], hosts=resolver_hosts[:n])
                 used = [svc.resolvers[h] for h in resolver_hosts[:n]]

@@ -39,22 +39,23 @@ SUMMARY_COLUMNS = ("variant", "uploads", "upload_ok_pct", "upload_goodput_mbps",
                    "decap_drops", "vip", "backends")
 
 
-def apply_variant(gre, variant: str) -> str:
-    gre.unclamp_mss()
-    gre.no_icmp_frag_needed()
-    if gre.mtu != 1500:
-        gre.set_underlay_mtu(1500)
-    gre.flush_client_pmtu()
+def apply_variant(levers, variant: str) -> str:
+    """Undo every lever, then apply the variant's (lab/mtu.py); returns what was set."""
+    levers.unclamp_mss()
+    levers.no_icmp_frag_needed()
+    if levers.mtu != 1500:
+        levers.set_underlay_mtu(1500)
+    levers.flush_client_pmtu()
     if variant == "no-fix":
         return "none"
     if variant == "mss-clamp":
-        routers = gre.clamp_mss()
+        routers = levers.clamp_mss()
         return f"mss 1436 both directions on {' '.join(routers)}"
     if variant == "jumbo-underlay":
-        gre.set_underlay_mtu(JUMBO_MTU)
+        levers.set_underlay_mtu(JUMBO_MTU)
         return f"underlay mtu {JUMBO_MTU}"
     if variant == "icmp-frag-needed":
-        return "; ".join(gre.icmp_frag_needed())
+        return "; ".join(levers.icmp_frag_needed())
     raise ValueError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
 
 
@@ -85,7 +86,7 @@ def run(ctx: Context) -> list[dict]:
         pool = {b["name"] for b in api.vip(dc.name)["backends"]}
         with ctx.phase("gre-mtu", len(p["variants"])) as bar:
             for variant in p["variants"]:
-                fix = apply_variant(gre, variant)
+                fix = apply_variant(gre.levers, variant)
                 port0 = gre.port_counters(dc.name)
                 cpu0, inner0, drops0 = _decap_totals(gre.decap_stats())
                 t0 = time.monotonic()
@@ -117,7 +118,7 @@ def run(ctx: Context) -> list[dict]:
                     "search_ok_pct": pct(len(oks), len(rows)),
                     "search_latency_p50_ms": percentile([r["latency_ms"] for r in oks], 50),
                     "search_latency_p99_ms": percentile([r["latency_ms"] for r in oks], 99),
-                    "searches": len(rows), "underlay_mtu": gre.mtu, "fix": fix,
+                    "searches": len(rows), "underlay_mtu": gre.levers.mtu, "fix": fix,
                     "gre_port_rx_packets": port1.get("rx_packets", 0) - port0.get("rx_packets", 0),
                     "gre_port_tx_packets": port1.get("tx_packets", 0) - port0.get("tx_packets", 0),
                     "decap": decap,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 
 from experiments.base import Context, Experiment, Param
-from experiments.workloads.probes import PingJob, ping_many, rtt_many
+from lab.probes import PingJob, ping_many, rtt_many
 
 SUMMARY_COLUMNS = ("src", "dst", "configured_rtt_ms", "measured_rtt_ms", "loss_pct",
                    "link_delay", "src_host", "dst_host", "dst_kind", "error_ms",

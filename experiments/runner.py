@@ -22,7 +22,8 @@ from experiments.base import Context, Experiment
 from experiments.cpu import STARVED_BELOW_PCT, CpuIdleSampler
 from experiments.progress import Phase
 from experiments.results import RECORD_COLUMNS, RunDir, write_csv, write_json
-from topologies import mechanisms, scenario as scenario_mod
+from lab import mechanisms
+from topologies import scenario as scenario_mod
 from topologies.plan import build_plan
 from topologies.state import new_run_id
 from topologies.system import run as run_cmd
@@ -93,7 +94,7 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
     nets: list = []
 
     def open_net(plan_override=None, controller_apps=None, **net_options):
-        from topologies.net import LiveNet
+        from lab.net import LiveNet
         net = LiveNet(plan_override or plan, mech, run_id, run_dir.work,
                       controller_apps=controller_apps, log=log, **net_options)
         nets.append(net)

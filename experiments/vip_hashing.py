@@ -17,7 +17,7 @@ import ipaddress
 import time
 
 from controller import hashing, maglev, vipmodel
-from experiments import ovsstats
+from topologies import ovsstats
 from experiments.base import Context, Experiment, Param
 from experiments.vipclient import for_live
 from experiments.workloads import control

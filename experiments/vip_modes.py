@@ -10,7 +10,7 @@ flows, as it would be on a separate LB box.
 """
 from __future__ import annotations
 
-from experiments import ovsstats
+from topologies import ovsstats
 from experiments.base import Context, Experiment, Param
 from experiments.seeds import derive
 from experiments.stats import pct, percentile
@@ -134,9 +134,9 @@ def _set_pool(api, plan, dc, other, mode: str, live) -> set[str]:
     if not mode.startswith("gre"):
         api.change(dc.name, mode=mode)
     if live.gre is not None:
-        live.gre.unclamp_mss()
+        live.gre.levers.unclamp_mss()
         if mode.startswith("gre"):
-            live.gre.clamp_mss()
+            live.gre.levers.clamp_mss()
     return {h.name for h in want}
 
 

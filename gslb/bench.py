@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gslb.config import GslbConfig, example_config
 from topologies.system import stop_process
-from gslb.server import running_server
+from gslb.lifecycle import running_server
 
 QUERIES = ["www.lblab.test A"] * 8 + ["lblab.test SOA", "nope.lblab.test A"]
 DNSPERF_CLIENTS = 4

@@ -90,11 +90,20 @@ class GslbConfig:
     def ns_name(self) -> dns.name.Name:
         return dns.name.from_text(self.authority_ns_name, origin=self.zone_name)
 
+    @property
+    def service_fqdn(self) -> str:
+        """The service name as text, without the final dot (www.lblab.test)."""
+        return self.service_name.to_text(omit_final_dot=True)
+
     def dc(self, name: str) -> DcInfo:
         for dc in self.dcs:
             if dc.name == name:
                 return dc
         raise KeyError(name)
+
+    def nearest_dc(self, region: str) -> str:
+        """The DC at the smallest distance from a region (ties: the first listed)."""
+        return min(self.dcs, key=lambda d: self.distance_ms[(region, d.name)]).name
 
     def replace(self, **changes: Any) -> GslbConfig:
         """A validated copy with ``changes`` (used for run-time policy/TTL changes)."""
@@ -104,6 +113,23 @@ class GslbConfig:
     def from_dict(cls, data: Mapping[str, Any], where: str = "dns") -> GslbConfig:
         """Build from the scenario's ``dns:`` mapping; unknown keys are errors (typos)."""
         return _from_dict(data, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``from_dict`` shape (JSON-safe): how a config reaches another process."""
+        distance: dict[str, dict[str, float]] = {}
+        for (region, dc), ms in self.distance_ms.items():
+            distance.setdefault(region, {})[dc] = ms
+        return {
+            "zone": self.zone, "service": self.service, "ttl_s": self.ttl_s,
+            "policy": self.policy, "spill_headroom": self.spill_headroom,
+            "dcs": [{"name": d.name, "vip": str(d.vip), "capacity_rps": d.capacity_rps}
+                    for d in self.dcs],
+            "regions": [{"name": r.name, "subnets": [str(n) for n in r.subnets]}
+                        for r in self.regions],
+            "distance_ms": distance,
+            "authority": {"ns_name": self.authority_ns_name,
+                          "address": str(self.authority_address)},
+        }
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from gslb.config import GslbConfigError
 if TYPE_CHECKING:
     from gslb.server import GslbServer
 
+DEFAULT_CONTROL_PORT = 8053   # `lblab dns serve` and the authority inside its host
 MAX_BODY = 64 * 1024
 MAX_HEADERS = 100
 IO_TIMEOUT_S = 5.0

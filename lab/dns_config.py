@@ -1,4 +1,5 @@
-"""Scenario -> GslbConfig, and who resolves through which resolver. Pure: no network, no root.
+"""Network plan -> the authority's GslbConfig, and who resolves through which resolver.
+Pure: no network, no root.
 
 The authority's view of the world comes entirely from the network plan:
 - one ``DcInfo`` per DC: its *service address* (what the A records name) and capacity_rps;
@@ -17,20 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from ipaddress import IPv4Address
-from typing import Any
 
 from gslb.config import DcInfo, GslbConfig, RegionInfo
-from topologies.plan import HostPlan, NetworkPlan
-
-SERVICE_PORT = 80  # the backends' HTTP port: what the health probes connect to
-ANSWERS = ("first_backend", "vip")
+from topologies.plan import SERVICE_PORT, HostPlan, NetworkPlan
+from topologies.scenario import DNS_ANSWERS
 
 
 def service_addresses(plan: NetworkPlan, answers: str | None = None) -> dict[str, IPv4Address]:
     """DC name -> the address its A record names (VIP or first backend)."""
     answers = answers or plan.scenario.dns.answers
-    if answers not in ANSWERS:
-        raise ValueError(f"answers: {answers!r} is not one of {', '.join(ANSWERS)}")
+    if answers not in DNS_ANSWERS:
+        raise ValueError(f"answers: {answers!r} is not one of {', '.join(DNS_ANSWERS)}")
     if answers == "vip":
         return {dc.name: dc.vip for dc in plan.scenario.dcs}
     return {dc.name: plan.hosts_in(dc.name, "backend")[0].ip for dc in plan.scenario.dcs}
@@ -76,28 +74,6 @@ def probe_targets(config: GslbConfig, plan: NetworkPlan,
             target = plan.hosts_in(dc.name, "backend")[0].ip
         out[dc.name] = (str(target), port)
     return out
-
-
-def nearest_dc(config: GslbConfig, region: str) -> str:
-    return min(config.dcs, key=lambda d: config.distance_ms[(region, d.name)]).name
-
-
-def config_to_dict(config: GslbConfig) -> dict[str, Any]:
-    """The ``GslbConfig.from_dict`` shape (JSON-safe): how a config reaches another process."""
-    distance: dict[str, dict[str, float]] = {}
-    for (region, dc), ms in config.distance_ms.items():
-        distance.setdefault(region, {})[dc] = ms
-    return {
-        "zone": config.zone, "service": config.service, "ttl_s": config.ttl_s,
-        "policy": config.policy, "spill_headroom": config.spill_headroom,
-        "dcs": [{"name": d.name, "vip": str(d.vip), "capacity_rps": d.capacity_rps}
-                for d in config.dcs],
-        "regions": [{"name": r.name, "subnets": [str(n) for n in r.subnets]}
-                    for r in config.regions],
-        "distance_ms": distance,
-        "authority": {"ns_name": config.authority_ns_name,
-                      "address": str(config.authority_address)},
-    }
 
 
 # ---------------------------------------------------------------------------------------

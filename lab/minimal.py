@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from controller.l2logic import BASE_COOKIE
-from controller.process import ControllerProcess
+from lab.controller_process import ControllerProcess
 from topologies import ovs
 from topologies.netlock import network_lock
 from topologies.state import RUN_ENV, RunState, new_run_id

@@ -1,30 +1,32 @@
-"""Live network glue: a NetworkPlan replayed into Mininet with OVS, routers and a controller.
+"""A live network: a NetworkPlan replayed into Mininet with OVS, routers and a controller.
 
-`LiveNet` is a context manager that owns everything it starts: the controller process,
-the Mininet net (hosts, OVS bridges, links) and the run state file used by `lblab clean`.
-Teardown runs in `__exit__`, so callers get it on errors and on KeyboardInterrupt (the
-runner turns SIGTERM into one). Thin on purpose: all decisions are in plan.py and topo.py.
+`LiveNet` is a context manager that owns everything it starts: the controller process, the
+Mininet net (hosts, OVS bridges, links, relays), the GRE underlay when a VIP needs it, the
+processes started in hosts, and the run state file used by `lblab clean`. Teardown runs in
+`__exit__`, so callers get it on errors and on KeyboardInterrupt (the runner turns SIGTERM
+into one). It composes: the plan and the Topo (topologies/) say what to build, the VIP
+config (lab/vip_config.py) what the controller serves, lab/nodes.py what each node is,
+lab/calibrate.py how the WAN is checked at start, lab/gre.py the tunnel underlay.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import threading
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import vip_config
 from controller.l2logic import BASE_COOKIE
-from controller.process import ControllerProcess
+from lab import calibrate as calibration_procedure
+from lab import nodes, vip_config
+from lab.controller_process import ControllerProcess
+from lab.mechanisms import Mechanisms
 from topologies import ovs
-from topologies.mechanisms import Mechanisms
 from topologies.netlock import network_lock
 from topologies.pingparse import PingResult, parse_ping
-from topologies.plan import NetworkPlan, site_subnets
+from topologies.plan import SERVICE_PORT, NetworkPlan
 from topologies.state import RUN_ENV, RunState
-from topologies.system import LblabError
+from topologies.system import LblabError, stop_processes
 from topologies.topo import ScenarioTopo
 
 
@@ -35,86 +37,7 @@ class Timing:
     extra: dict = field(default_factory=dict)
 
 
-def _node_classes(datapath: str):
-    """Host and switch factories that pick the class from the node's `role` param."""
-    from mininet.node import Host, Node, OVSSwitch
-
-    class LinuxRouter(Node):
-        """A site router: a namespace that forwards IPv4 between its LAN and WAN links."""
-
-        def config(self, **params):
-            super().config(**params)
-            self.cmd("sysctl -qw net.ipv4.ip_forward=1")
-            _quiet_ipv6(self)
-
-    class QuietHost(Host):
-        def config(self, **params):
-            result = super().config(**params)
-            _quiet_ipv6(self)
-            return result
-
-    def make_host(name, role="client", site=None, **params):
-        cls = LinuxRouter if role == "router" else QuietHost
-        return cls(name, **params)
-
-    def make_switch(name, role="edge", **params):
-        if role == "relay":
-            from topologies.relay.node import RelaySwitch
-            return RelaySwitch(name, **params)
-        return OVSSwitch(name, datapath=datapath, protocols="OpenFlow13", failMode="secure",
-                         **params)
-
-    return make_host, make_switch
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """Hold SIGINT/SIGTERM during teardown and re-deliver the first one afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    old = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
-           for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        if pending:
-            raise KeyboardInterrupt(f"signal {pending[0]} during teardown")
-
-
-def _quiet_tclink():
-    """TCLink minus htb's harmless 'quantum of class is big' warning, which Mininet prints
-    as an error for every capped link and which would bury real errors."""
-    from mininet.link import TCIntf, TCLink
-
-    class QuietTCIntf(TCIntf):
-        def tc(self, cmd, tc="tc"):
-            out = super().tc(cmd, tc)
-            return "\n".join(line for line in out.splitlines()
-                             if "quantum of class" not in line)
-
-    class QuietTCLink(TCLink):
-        def __init__(self, *args, **kwargs):
-            kwargs.setdefault("cls1", QuietTCIntf)
-            kwargs.setdefault("cls2", QuietTCIntf)
-            super().__init__(*args, **kwargs)
-
-    return QuietTCLink
-
-
-def _quiet_ipv6(node) -> None:
-    """No IPv6 in the emulated network: router solicitations and MLD reports would otherwise
-    wake the controller and skew packet counters."""
-    node.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
-
-
 DEFAULT_APPS = ("controller.l2app", "controller.vipapp")
-CALIBRATION_TOLERANCE_MS = 1.0
-LAN_PROBES, LAN_PROBE_INTERVAL_S = 30, 0.1    # LAN and host-to-host probes (calibrate)
-HEALTH_PORT = 80
 
 
 class LiveNet:
@@ -140,11 +63,11 @@ class LiveNet:
         self.calibration: list[dict] = []
         self.lan_rtt_ms: dict[str, float | None] = {}
         self.procs: list = []  # processes started in hosts; Mininet's stop() does not reap them
-        # GRE port, underlay and decapsulators (topologies/gre.py): on request, or when the
+        # GRE port, underlay and decapsulators (lab/gre.py): on request, or when the
         # scenario or the overrides put a VIP in mode gre.
         self.gre_enabled = gre if gre is not None else (
             self.vip_overrides.get("mode") == "gre" or
-            any(d.mode == "gre" or getattr(d, "remote_backends", ()) for d in plan.scenario.dcs))
+            any(d.mode == "gre" or d.remote_backends for d in plan.scenario.dcs))
         self.gre = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -187,8 +110,8 @@ class LiveNet:
         self.controller.start()
         self.state.data["rest_url"] = f"http://127.0.0.1:{self.controller.rest_port}"
         self.state.add("pids", self.controller.pid)
-        QuietTCLink = _quiet_tclink()
-        make_host, make_switch = _node_classes(self.mech.ovs_datapath_mininet)
+        QuietTCLink = nodes.quiet_tclink()
+        make_host, make_switch = nodes.node_classes(self.mech.ovs_datapath_mininet)
         topo = ScenarioTopo(plan=self.plan, link_delay=self.mech.link_delay,
                             lan_bw=self.plan.scenario.lan_bw_mbps)
         self.net = Mininet(topo=topo, host=make_host, switch=make_switch, link=QuietTCLink,
@@ -202,7 +125,7 @@ class LiveNet:
         self._install_routes()
         self._prepare_backends()
         if self.gre_enabled:
-            from topologies.gre import GreUnderlay
+            from lab.gre import GreUnderlay
             self.gre = GreUnderlay(self)
             self.gre.setup()
         self.controller.wait_switches([s.name for s in self.plan.switches], BASE_COOKIE)
@@ -229,21 +152,20 @@ class LiveNet:
                          "sysctl -qw net.ipv4.conf.all.arp_ignore=1 "
                          "net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.all.rp_filter=0")
                 if fix_offload:
-                    self._tx_offload_off(node, node.defaultIntf().name)
+                    self.tx_offload_off(node, node.defaultIntf().name)
             if fix_offload:
                 router = self.net[self.plan.router(dc.name).name]
-                self._tx_offload_off(router, router.defaultIntf().name)
+                self.tx_offload_off(router, router.defaultIntf().name)
 
-    def _tx_offload_off(self, node, ifname: str) -> None:
-        out = node.cmd(f"ethtool -K {ifname} tx off 2>&1 >/dev/null; echo rc=$?")
-        if "rc=0" not in out:
-            raise LblabError(f"cannot turn off checksum offload on {ifname}: {out.strip()}")
-        self.tx_offload_off.append(ifname)
+    def tx_offload_off(self, node, ifname: str) -> None:
+        """Checksum offload off on one interface of a node, once; recorded for metadata."""
+        if ifname not in self.tx_offload_off:
+            nodes.tx_offload_off(node, ifname)
+            self.tx_offload_off.append(ifname)
 
-    def start_health_checks(self, interval_s: float = 0.5, port: int = HEALTH_PORT) -> None:
+    def start_health_checks(self, interval_s: float = 0.5, port: int = SERVICE_PORT) -> None:
         """One TCP health checker per DC, in the DC router's namespace (inside the emulated
         network); the VIP app reads its state file. Call once backends serve `port`."""
-        import sys
         for dc in self.plan.scenario.dcs:
             targets = []
             for host in self.plan.hosts_in(dc.name, "backend"):
@@ -263,82 +185,14 @@ class LiveNet:
             proc.wait(timeout=10)
 
     def calibrate(self, count: int = 20, interval_s: float = 0.01) -> list[dict]:
-        """Measure, correct, check (topologies/calibration.py says why):
-        1. each site's LAN round trip, router <-> first host (`lan_rtt_ms`);
-        2. relay links only: restart each relay with the per-frame LAN correction;
-        3. ping across every WAN link, router to router (no LAN, no correction): median RTT
-           against twice the configured one-way delay (entries of kind "link");
-        4. ping host to host across each link that is its ends' routed path: what users
-           measure, LANs included (kind "path").
-        Recorded in each run's metadata; an error above CALIBRATION_TOLERANCE_MS is a
-        fidelity warning."""
-        from experiments.workloads.probes import PingJob, ping_many, rtt_many
-        from topologies import calibration as cal
-        plan = self.plan
-        lan_jobs = []
-        for site in site_subnets(plan.scenario):
-            host = cal.lan_probe_host(plan, site)
-            if host is not None:
-                lan_jobs.append(PingJob(plan.router(site).name, str(host.ip), {"site": site}))
-        link_jobs = [PingJob(w.a_router, str(w.b_ip), {"wan": w}) for w in plan.wans]
-        path_jobs = []
-        for w in plan.wans:
-            ends = cal.direct_path_hosts(plan, w)
-            if ends is not None:
-                path_jobs.append(PingJob(ends[0].name, str(ends[1].ip),
-                                         {"wan": w, "src": ends[0].name, "dst": ends[1].name}))
-        # Resolve ARP on every hop first: pings sent while ARP is pending wait for it and
-        # would read up to one extra RTT.
-        ping_many(self, lan_jobs + link_jobs + path_jobs, count=1, interval_s=0.2,
-                  timeout_s=3)
-        # LAN round trips vary by a few tenths of a ms from probe to probe (OVS main-thread
-        # wake-ups): more samples, spaced like the experiments' own probes, for the median.
-        self.lan_rtt_ms = {job.label["site"]: (None if res.median_ms is None
-                                               else round(res.median_ms, 3))
-                           for job, res in rtt_many(self, lan_jobs, count=LAN_PROBES,
-                                                    interval_s=LAN_PROBE_INTERVAL_S)}
-        comps = cal.compensations(plan, self.lan_rtt_ms) \
-            if self.mech.link_delay == "relay" else {}
-        for w in plan.wans:
-            if w.index in comps and any(comps[w.index]):
-                self.net[w.relay_name].set_compensation(*comps[w.index])
-        self.calibration = []
-        for job, res in rtt_many(self, link_jobs, count=count, interval_s=interval_s):
-            self.calibration.append(self._calibration_entry(
-                job.label["wan"], "link", res.median_ms, res.loss_pct, comps))
-        for job, res in rtt_many(self, path_jobs, count=LAN_PROBES,
-                                 interval_s=LAN_PROBE_INTERVAL_S):
-            entry = self._calibration_entry(job.label["wan"], "path", res.median_ms,
-                                            res.loss_pct, comps)
-            entry.update(src_host=job.label["src"], dst_host=job.label["dst"])
-            self.calibration.append(entry)
+        """The start-up calibration (lab/calibrate.py): LAN round trips, relay corrections,
+        WAN links and paths checked; kept for the run's metadata."""
+        self.calibration, self.lan_rtt_ms = calibration_procedure.calibrate(
+            self, count, interval_s)
         return self.calibration
 
-    def _calibration_entry(self, wan, kind: str, measured: float | None, loss_pct: float,
-                           comps: dict) -> dict:
-        configured = 2 * wan.link.delay_ms
-        ab, ba = comps.get(wan.index, ((), ()))
-        return {"link": f"{wan.link.a}-{wan.link.b}", "kind": kind,
-                "mechanism": self.mech.link_delay, "configured_rtt_ms": configured,
-                "measured_rtt_ms": None if measured is None else round(measured, 3),
-                "error_ms": None if measured is None else round(measured - configured, 3),
-                "loss_pct": round(loss_pct, 1),
-                "lan_correction": {"ab": [c.arg() for c in ab],
-                                   "ba": [c.arg() for c in ba]}}
-
     def calibration_warnings(self) -> list[str]:
-        if self.mech.link_delay == "none":
-            return []  # already warned: no delay mechanism at all
-        bad = [c for c in self.calibration
-               if c["error_ms"] is None or abs(c["error_ms"]) > CALIBRATION_TOLERANCE_MS]
-        return [f"{c.get('kind', 'link')} {c['link']}{self._hosts(c)}: configured RTT "
-                f"{c['configured_rtt_ms']:g} ms, measured "
-                f"{c['measured_rtt_ms']} ms (> {CALIBRATION_TOLERANCE_MS:g} ms off)"
-                for c in bad]
-
-    @staticmethod
-    def _hosts(entry: dict) -> str:
-        return f" ({entry['src_host']} -> {entry['dst_host']})" if "src_host" in entry else ""
+        return calibration_procedure.warnings(self.calibration, self.mech.link_delay)
 
     def _expected_root_interfaces(self) -> list[str]:
         names = []
@@ -357,7 +211,7 @@ class LiveNet:
         """Tear down everything; safe on a half-built net and on a net whose last host
         command was interrupted. SIGINT/SIGTERM are held off until teardown is done, so a
         second Ctrl-C cannot leave bridges or processes behind."""
-        with _signals_deferred():
+        with nodes.signals_deferred():
             self._stop()
 
     def _stop(self) -> None:
@@ -389,16 +243,7 @@ class LiveNet:
             self.timing.down_s = time.monotonic() - t0
 
     def _stop_procs(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 5
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except Exception:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs, timeout_s=5)
         self.procs.clear()
 
     # -- helpers for experiments -----------------------------------------------------------

@@ -160,12 +160,14 @@ class Decapsulator:
         self.bytes_out = 0
         self.started = time.monotonic()
         self.stop = False
+        self.seq = 0    # stats written so far: a reader that asked for fresh ones waits for it
 
     def write_stats(self) -> None:
         if not self.stats_path:
             return
         t = os.times()
-        data = {"pid": os.getpid(), "tun": self.tun_name,
+        self.seq += 1
+        data = {"pid": os.getpid(), "tun": self.tun_name, "seq": self.seq,
                 "received": self.counts["received"], "decapsulated": self.counts["ok"],
                 "inner_bytes": self.bytes_out,
                 "dropped": {r: self.counts[r] for r in DROP_REASONS if self.counts[r]},

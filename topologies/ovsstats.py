@@ -1,14 +1,18 @@
-"""Read Open vSwitch's own counters (flows and ports) for experiments.
+"""Read Open vSwitch's own counters (flows and ports), live, from the switch.
 
 Numbers come from the switch, not from the controller's idea of it: bytes per flow cookie,
-bytes per port, and the bucket table actually installed for a VIP.
+packets and bytes per port, and the bucket table actually installed for a VIP. Port
+counters are read with `ovs-ofctl dump-ports`, which asks the datapath now; never from
+OVSDB's `Interface statistics`, which ovs-vswitchd refreshes only every 5 s
+(other_config:stats-update-interval): a check read there races the refresh and can pass or
+fail on numbers older than the traffic it is about.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from topologies.system import run
+from topologies.system import LblabError, run
 
 _FIELDS = re.compile(r"(cookie|table|n_bytes|n_packets|priority)=(0x[0-9a-f]+|\d+)")
 
@@ -58,11 +62,24 @@ def settled(read, interval_s: float = 0.5, timeout_s: float = 10.0):
     return last
 
 
+_PORT = re.compile(r"(rx|tx) pkts=(\d+), bytes=(\d+)")
+
+
+def port_stats(bridge: str, port: int) -> dict[str, int]:
+    """rx_packets, rx_bytes, tx_packets, tx_bytes of one OpenFlow port, as of now."""
+    out = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge, str(port)]).stdout
+    stats = {}
+    for way, packets, nbytes in _PORT.findall(out):
+        stats[f"{way}_packets"], stats[f"{way}_bytes"] = int(packets), int(nbytes)
+    if len(stats) != 4:
+        raise LblabError(f"no counters for port {port} of {bridge} in dump-ports: "
+                         f"{out.strip()[:200]!r}")
+    return stats
+
+
 def port_rx_bytes(bridge: str, port: int) -> int:
     """Bytes the switch received on `port` (i.e. sent by the host behind it)."""
-    out = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge, str(port)]).stdout
-    m = re.search(r"rx pkts=\d+, bytes=(\d+)", out)
-    return int(m.group(1)) if m else 0
+    return port_stats(bridge, port)["rx_bytes"]
 
 
 def bucket_table(bridge: str, table: int, vip_index: int) -> dict[int, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from typing import Sequence
 
 
@@ -66,11 +67,20 @@ def env_without_run_marker() -> dict:
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
     """SIGTERM a child, wait, then SIGKILL: for helpers lblab started itself (by PID)."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    stop_processes([proc], timeout_s)
+
+
+def stop_processes(procs, timeout_s: float = 5.0) -> None:
+    """SIGTERM every child at once, wait for them together up to `timeout_s`, SIGKILL the
+    ones still running: a network's helpers stop in the time of the slowest, not the sum."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -7,19 +7,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-HTTP_PORT = 80
+from topologies.plan import SERVICE_PORT
 
 
-def start_http_backends(net, plan, port: int = HTTP_PORT, dcs=None) -> None:
-    """One backend HTTP server per backend host, each naming itself and its DC."""
+def start_http_backends(net, plan, port: int = SERVICE_PORT, dcs=None) -> dict[str, list]:
+    """One backend HTTP server per backend host (of the DCs named in `dcs`, else all), each
+    naming itself and its DC; returns DC name -> the servers' processes, once every one
+    answers /health."""
     backends = [h for h in plan.by_role("backend") if dcs is None or h.site in dcs]
+    out: dict[str, list] = {}
     for host in backends:
-        net.spawn(host.name, [sys.executable, "-m", "experiments.workloads.httpserver",
-                              "--port", str(port), "--backend", host.name, "--dc", host.site],
-                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out.setdefault(host.site, []).append(net.spawn(
+            host.name, [sys.executable, "-m", "experiments.workloads.httpserver",
+                        "--port", str(port), "--backend", host.name, "--dc", host.site],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for host in backends:
         net.wait_until(host.name, f"curl -sf -m 1 http://127.0.0.1:{port}/health",
                        f"HTTP server on {host.name}")
+    return out
 
 
 def http_get(net, client: str, url: str, timeout_s: float = 5) -> dict:
@@ -40,7 +45,7 @@ def http_get(net, client: str, url: str, timeout_s: float = 5) -> dict:
 
 
 def run_search(net, client: str, host: str, rate: float, duration: float, seed: int,
-               port: int = HTTP_PORT, size: int = 1024, timeout_s: float = 3.0) -> list[dict]:
+               port: int = SERVICE_PORT, size: int = 1024, timeout_s: float = 3.0) -> list[dict]:
     """Run the search workload in `client` against `host`; rows as dicts (strings parsed)."""
     import csv
     with tempfile.NamedTemporaryFile(prefix="lblab-search-", suffix=".csv",
@@ -69,7 +74,7 @@ def run_search(net, client: str, host: str, rate: float, duration: float, seed: 
 
 
 def run_upload(net, client: str, host: str, size_mb: float, timeout_s: float,
-               port: int = HTTP_PORT) -> dict:
+               port: int = SERVICE_PORT) -> dict:
     proc = net.spawn(client, [sys.executable, "-m", "experiments.workloads.upload",
                               "--host", host, "--port", str(port), "--size-mb", str(size_mb),
                               "--timeout", str(timeout_s)],

@@ -61,7 +61,7 @@ def test_quick_run_writes_three_files_with_mechanisms(lblab_clean, foreign, tmp_
 def _start_and_wait_until_up(tmp_path: Path) -> subprocess.Popen:
     """Start a long rtt-matrix run; return once its network is up and measuring."""
     from controller.l2logic import BASE_COOKIE
-    from controller.process import has_cookie_flow
+    from lab.controller_process import has_cookie_flow
     from topologies import ovs
     proc = subprocess.Popen([*LBLAB, "run", "rtt-matrix", "--scenario", "two-dc",
                              "--set", "pings=600", "--set", "interval_s=0.1",

@@ -14,8 +14,9 @@ import yaml
 from conftest import LBLAB, REPO
 from experiments.vipclient import for_live
 from experiments.workloads import control
-from topologies import gre, mechanisms, scenario
-from topologies.net import LiveNet
+from lab import mechanisms
+from topologies import grestate, scenario
+from lab.net import LiveNet
 from topologies.plan import build_plan
 from topologies.state import new_run_id
 
@@ -40,7 +41,7 @@ def grenet(lblab_clean, tmp_path):
         live.start_health_checks()
         yield plan, live, for_live(live)
     # after teardown: no tunnel port, no decapsulator, no OVS route of ours
-    assert not [r for r in gre.ovs_user_routes() if r["dev"].startswith("lbs-")]
+    assert not [r for r in grestate.ovs_user_routes() if r["dev"].startswith("lbs-")]
     ports = subprocess.run(["ovs-vsctl", "--columns=name", "list", "interface"],
                            capture_output=True, text=True).stdout
     assert "lbg-" not in ports

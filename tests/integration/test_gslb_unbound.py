@@ -18,7 +18,7 @@ import pytest
 
 from gslb.bench import _free_port
 from gslb.config import example_config
-from gslb.server import running_server
+from gslb.lifecycle import running_server
 from topologies.system import stop_process
 
 pytestmark = [pytest.mark.integration,

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from controller.l2logic import BASE_COOKIE
-from controller.process import has_cookie_flow
-from experiments.workloads.probes import PingJob, ping_many
-from topologies import mechanisms, ovs, scenario
-from topologies.net import LiveNet
+from lab.controller_process import has_cookie_flow
+from lab.probes import PingJob, ping_many
+from lab import mechanisms
+from topologies import ovs, scenario
+from lab.net import LiveNet
 from topologies.plan import build_plan
 from topologies.state import new_run_id
 

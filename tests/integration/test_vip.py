@@ -10,12 +10,13 @@ import pytest
 
 from conftest import LBLAB, REPO
 from controller import vipflows
-from experiments import ovsstats
+from topologies import ovsstats
 from experiments.vip_modes import reply_counters
 from experiments.vipclient import for_live
 from experiments.workloads import control
-from topologies import mechanisms, scenario
-from topologies.net import LiveNet
+from lab import mechanisms
+from topologies import scenario
+from lab.net import LiveNet
 from topologies.plan import build_plan
 from topologies.state import new_run_id
 

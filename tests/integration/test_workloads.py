@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from experiments.workloads import control
-from topologies import mechanisms, scenario
-from topologies.net import LiveNet
+from lab import mechanisms
+from topologies import scenario
+from lab.net import LiveNet
 from topologies.plan import build_plan
 from topologies.state import new_run_id
 

@@ -19,7 +19,8 @@ IN_VM = os.environ.get("LBLAB_VM") == "1"
 
 
 def _missing_mechanisms() -> list[str]:
-    from topologies import mechanisms, ovs
+    from lab import mechanisms
+    from topologies import ovs
     missing = []
     if not ovs.kernel_module_available():
         missing.append("openvswitch module")
@@ -53,8 +54,9 @@ def two_dc(tmp_path_factory):
     under TCG); tests that change hosts undo it. Checks that teardown leaves nothing.
     Mechanisms are whatever `detect()` picks."""
     from experiments.cleanup import clean
-    from topologies import mechanisms, ovs, scenario
-    from topologies.net import LiveNet
+    from lab import mechanisms
+    from topologies import ovs, scenario
+    from lab.net import LiveNet
     from topologies.plan import build_plan
     from topologies.state import new_run_id
 

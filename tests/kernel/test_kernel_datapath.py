@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from experiments.workloads.probes import PingJob, ping_many
-from topologies import mechanisms
+from lab.probes import PingJob, ping_many
+from lab import mechanisms
 
 pytestmark = [pytest.mark.integration, pytest.mark.kernel]
 

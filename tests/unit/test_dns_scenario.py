@@ -14,8 +14,10 @@ import yaml
 from experiments import dnsnet
 from gslb.config import GslbConfig
 from gslb.policy import ClientLocation, RegionMap, decide
-from gslb.scenario_config import (config_to_dict, gslb_config, nearest_dc, probe_targets,
-                                  resolver_clients, resolver_of, service_addresses)
+from lab.dns_config import (gslb_config, probe_targets, resolver_clients, resolver_of,
+                            service_addresses)
+from lab.dnsproc import request_rate
+from lab.unbound import unbound_config
 from topologies import scenario
 from topologies.plan import build_plan
 from topologies.scenario import ScenarioError
@@ -105,7 +107,7 @@ def test_gslb_config_from_three_dc():
     assert len(cfg.distance_ms) == 9
     assert cfg.authority_address == IPv4Address("10.101.0.54")  # lba-us1
     assert (cfg.policy, cfg.ttl_s) == ("geo", 30)
-    assert {r: nearest_dc(cfg, r) for r in ("na", "eu", "ap")} == {
+    assert {r: cfg.nearest_dc(r) for r in ("na", "eu", "ap")} == {
         "na": "us1", "eu": "eu1", "ap": "ap1"}
 
 
@@ -117,7 +119,7 @@ def test_geo_answer_for_each_region_is_its_nearest_vip():
         loc = regions.locate_prefix(region.subnet)
         assert loc == ClientLocation(region.name, 24)
         answer = decide(cfg, {}, loc, 0)
-        assert answer.vips == (cfg.dc(nearest_dc(cfg, region.name)).vip,)
+        assert answer.vips == (cfg.dc(cfg.nearest_dc(region.name)).vip,)
         assert answer.scope == 24
 
 
@@ -151,7 +153,7 @@ def test_probe_targets_avoid_the_authoritys_own_vip():
 def test_config_round_trips_through_json_dict():
     plan = build_plan(scenario.load("three-dc"))
     cfg = gslb_config(plan, ttl_s=7)
-    assert GslbConfig.from_dict(copy.deepcopy(config_to_dict(cfg))) == cfg
+    assert GslbConfig.from_dict(copy.deepcopy(cfg.to_dict())) == cfg
 
 
 # -- resolvers ----------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def test_unbound_config_with_and_without_ecs(tmp_path):
     common = dict(ip="10.3.0.53", name="lbd-ap", work_dir=tmp_path,
                   authority_ip="10.101.0.54", allow=["10.1.0.0/24", "10.3.0.0/24"],
                   cache_min_ttl_s=2, cache_max_ttl_s=40)
-    with_ecs = dnsnet.unbound_config(ecs=True, **common)
+    with_ecs = unbound_config(ecs=True, **common)
     assert "interface: 10.3.0.53" in with_ecs
     assert 'module-config: "subnetcache iterator"' in with_ecs
     assert "send-client-subnet: 10.101.0.54" in with_ecs
@@ -190,7 +192,7 @@ def test_unbound_config_with_and_without_ecs(tmp_path):
     assert "access-control: 10.1.0.0/24 allow" in with_ecs
     assert 'chroot: ""' in with_ecs and 'username: ""' in with_ecs
     assert f'pidfile: "{tmp_path}/unbound-lbd-ap.pid"' in with_ecs
-    without = dnsnet.unbound_config(ecs=False, roundrobin=False, **common)
+    without = unbound_config(ecs=False, roundrobin=False, **common)
     assert 'module-config: "iterator"' in without and "send-client-subnet" not in without
     assert "rrset-roundrobin: no" in without
 
@@ -200,7 +202,7 @@ def test_unbound_accepts_the_written_config(tmp_path):
     if checkconf.returncode:
         pytest.skip("unbound-checkconf not installed")
     conf = tmp_path / "u.conf"
-    conf.write_text(dnsnet.unbound_config(
+    conf.write_text(unbound_config(
         ip="127.0.0.1", name="t", work_dir=tmp_path, authority_ip="127.0.0.1",
         allow=["10.1.0.0/24"], ecs=True))
     out = subprocess.run(["unbound-checkconf", str(conf)], capture_output=True, text=True)
@@ -208,10 +210,10 @@ def test_unbound_accepts_the_written_config(tmp_path):
 
 
 def test_request_rate_of_counter_samples():
-    assert dnsnet.request_rate([(0.0, 10)], 1.0) is None
+    assert request_rate([(0.0, 10)], 1.0) is None
     # 0.5 s apart, 1 s window: 31 requests, 2 of them our own /stats polls
-    assert dnsnet.request_rate([(0.0, 10), (0.5, 25), (1.0, 41)], 1.0) == 29.0
-    assert dnsnet.request_rate([(0.0, 10), (0.5, 5)], 1.0) == 0.0
+    assert request_rate([(0.0, 10), (0.5, 25), (1.0, 41)], 1.0) == 29.0
+    assert request_rate([(0.0, 10), (0.5, 5)], 1.0) == 0.0
 
 
 # -- lblab dns serve: bad input is one line and exit 2 --------------------------------------

@@ -24,7 +24,7 @@ import dns.rdatatype
 import pytest
 
 from gslb.config import example_config
-from gslb.server import ServerThread, running_server
+from gslb.lifecycle import ServerThread, running_server
 
 HOST = "127.0.0.1"
 EAST, CENTRAL, WEST = "10.100.1.1", "10.100.2.1", "10.100.3.1"

@@ -47,7 +47,7 @@ def _num(name: str, value, lo: float, hi: Optional[float] = None, lo_open: bool 
 class Compensation:
     """Take `ms` off the one-way delay of IPv4 frames whose source (field "src") or
     destination ("dst") is in `subnet`: how lblab removes the measured latency of the LAN a
-    frame crossed (or will cross) at a path's end from the WAN delay (topologies/net.py,
+    frame crossed (or will cross) at a path's end from the WAN delay (lab/calibrate.py,
     LiveNet.calibrate). Frames between routers match no LAN subnet and keep the full delay."""
 
     field: str

@@ -1,0 +1,121 @@
+"""Real caching resolvers for a live network: one unbound per resolver host, configured to
+forward the scenario's zone to the authority, with EDNS Client Subnet (unbound's
+subnetcache module) towards it when the region's `ecs` says so.
+"""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.dns import DNS_PORT, READY_TIMEOUT_S, dig
+from topologies.plan import NetworkPlan
+from topologies.system import LblabError, stop_processes
+
+
+@dataclass
+class Resolver:
+    host: str
+    ip: str
+    ecs: bool
+    proc: object
+    conf: Path
+
+
+def unbound_config(*, ip: str, name: str, work_dir: Path, authority_ip: str,
+                   allow: list[str], ecs: bool, cache_min_ttl_s: int = 0,
+                   cache_max_ttl_s: int = 86400, roundrobin: bool = True) -> str:
+    """unbound.conf of one resolver host: caching, forwarding lblab.test to the authority,
+    ECS (subnetcache) towards it only when `ecs`."""
+    acl = "\n".join(f"  access-control: {net} allow" for net in ["127.0.0.0/8", *allow])
+    modules = "subnetcache iterator" if ecs else "iterator"
+    ecs_lines = (f"  send-client-subnet: {authority_ip}\n"
+                 "  max-client-subnet-ipv4: 24\n") if ecs else ""
+    return f"""# written by lblab for {name}: a caching resolver of the emulated network
+server:
+  interface: {ip}
+  port: {DNS_PORT}
+  username: ""
+  chroot: ""
+  directory: "{work_dir}"
+  pidfile: "{work_dir}/unbound-{name}.pid"
+  do-daemonize: no
+  use-syslog: no
+  logfile: "{work_dir}/unbound-{name}.log"
+  verbosity: 1
+  num-threads: 1
+  do-ip6: no
+  so-reuseport: no
+  access-control: 0.0.0.0/0 refuse
+{acl}
+  # unbound answers the special-use TLD test. (RFC 6761) itself unless told not to
+  local-zone: "test." nodefault
+  domain-insecure: "lblab.test"
+  qname-minimisation: no
+  prefetch: no
+  serve-expired: no
+  # the authority is one address: a few lost packets (a busy emulation) must not make
+  # unbound shun it for the default 15 minutes
+  infra-host-ttl: 10
+  infra-keep-probing: yes
+  cache-min-ttl: {cache_min_ttl_s}
+  cache-max-ttl: {cache_max_ttl_s}
+  rrset-roundrobin: {"yes" if roundrobin else "no"}
+  module-config: "{modules}"
+{ecs_lines}remote-control:
+  control-enable: no
+stub-zone:
+  name: "lblab.test"
+  stub-addr: {authority_ip}@{DNS_PORT}
+"""
+
+
+def start_resolvers(live, plan: NetworkPlan, authority_ip: str, work_dir: Path, *,
+                    ecs: bool | None = None, roundrobin: bool = True,
+                    hosts: list[str] | None = None) -> dict[str, Resolver]:
+    """One unbound per resolver host (or per name in `hosts`); `ecs` None = each region's
+    own setting. Every emulated subnet may query (clients of other regions can be sent to
+    a distant shared resolver)."""
+    scen = plan.scenario
+    allow = [str(r.subnet) for r in scen.regions] + [str(d.subnet) for d in scen.dcs]
+    work_dir = Path(work_dir)
+    out = {}
+    for host in plan.by_role("resolver"):
+        if hosts is not None and host.name not in hosts:
+            continue
+        use_ecs = scen.region(host.site).ecs if ecs is None else ecs
+        conf = work_dir / f"unbound-{host.name}.conf"
+        conf.write_text(unbound_config(
+            ip=str(host.ip), name=host.name, work_dir=work_dir, authority_ip=authority_ip,
+            allow=allow, ecs=use_ecs, cache_min_ttl_s=scen.dns.cache_min_ttl_s,
+            cache_max_ttl_s=scen.dns.cache_max_ttl_s, roundrobin=roundrobin))
+        proc = live.spawn(host.name, ["unbound", "-d", "-c", str(conf)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out[host.name] = Resolver(host.name, str(host.ip), use_ecs, proc, conf)
+    for res in out.values():
+        try:
+            live.wait_until(res.host, f"dig +time=1 +tries=1 @{res.ip} lblab.test SOA "
+                            f"| grep -q 'status: NOERROR'", f"unbound on {res.host}",
+                            READY_TIMEOUT_S)
+        except LblabError:
+            direct = live.node(res.host).cmd(f"dig +time=1 +tries=1 @{authority_ip} "
+                                             "lblab.test SOA | grep -E 'status|timed out'")
+            mine = live.node(res.host).cmd(f"dig +time=1 +tries=1 @{res.ip} lblab.test SOA "
+                                           "| grep -E 'status|timed out'")
+            raise LblabError(f"unbound on {res.host} not ready: it says "
+                             f"{' '.join(mine.split()) or 'nothing'}; the authority "
+                             f"{authority_ip} asked directly from {res.host} says "
+                             f"{' '.join(direct.split()) or 'nothing'} (unbound log: "
+                             f"{work_dir}/unbound-{res.host}.log)") from None
+    return out
+
+
+
+def stop_resolvers(resolvers: dict[str, Resolver]) -> None:
+    stop_processes(r.proc for r in resolvers.values())
+
+
+def resolve(live, host: str, resolver_ip: str, name: str,
+            subnet: str | None = None) -> list[str]:
+    """Resolve from inside a host through the given resolver (as its clients do)."""
+    return dig(live, host, resolver_ip, name, subnet=subnet)
