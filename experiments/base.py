@@ -1,16 +1,24 @@
-"""What an experiment declares: parameters (with --quick values), scenario, and a run function.
+"""What an experiment declares, in its own module and nowhere else: parameters (with --quick
+values), scenario, a run function, and the facts the suite, the report and `lblab compare`
+need about it (its place in a suite, how long it takes, which columns identify a summary
+row, its reproducibility tolerances, its claim and its report section).
 
 The runner owns everything with a lifetime (network, controller, run directory, signals);
 an experiment only measures, through the `Context` it is given, and returns summary rows.
 """
 from __future__ import annotations
 
+import importlib
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from experiments.tolerance import Tol
 from topologies.system import InputError
+
+DEFAULT_EXPECTED_S = 120.0     # an experiment that states no duration, for suite estimates
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,30 @@ class Experiment:
     params: tuple[Param, ...] = ()
     scenario: str = "three-dc"
     summary_columns: tuple[str, ...] = ()
+    # Place in a suite (lower first; experiments/registry.py says the order's reason);
+    # None: after the ordered ones, by name.
+    order: int | None = None
+    # Seconds per repetition by suite ("quick", "full"), measured on the 2-core development
+    # VM (userspace OVS, relay links), network set-up and teardown included: the suite's
+    # estimate of the time left, nothing else.
+    expected_s: Mapping[str, float] = field(default_factory=dict)
+    # The columns that identify a row of summary.csv: rows of two runs with the same key are
+    # compared, repetitions with the same key averaged. Empty: `variant` if there is one.
+    key_columns: tuple[str, ...] = ()
+    tolerances: Mapping[str, Tol] = field(default_factory=dict)   # experiments/tolerance.py
+    # "module:function" of the report section (experiments/report/*), imported when a report
+    # is built, so that listing or running experiments does not load pandas and matplotlib.
+    renderer: str = ""
+    # summary DataFrame -> the rows `lblab compare` matches by key_columns (dns-rr ranks DCs)
+    comparable: Callable[[Any], Any] | None = None
+
+    def expected(self, suite: str) -> float:
+        return float(self.expected_s.get(suite, DEFAULT_EXPECTED_S))
+
+    def render(self, group) -> Any:
+        """The report section of a group of this experiment's runs."""
+        module, _, function = self.renderer.partition(":")
+        return getattr(importlib.import_module(module), function)(group)
 
     def resolve_params(self, quick: bool, overrides: dict[str, str]) -> dict[str, Any]:
         known = {p.name: p for p in self.params}
@@ -88,6 +120,9 @@ class Context:
     warnings: list[str] = field(default_factory=list)
     extra_metadata: dict = field(default_factory=dict)
     repetition: int = 0  # set by the runner (runner-level repetitions, experiments/suites.py)
+    scenario: Any = None     # topologies.scenario.Scenario the run uses
+    plan: Any = None         # topologies.plan.NetworkPlan of that scenario
+    mechanisms: Any = None   # lab.mechanisms.Mechanisms picked for this kernel
 
     def __post_init__(self):
         self.rng = random.Random(self.seed)

@@ -65,11 +65,11 @@ def cmd_run(args) -> int:
         raise InputError("--repetitions: expected 1 or more")
     # Bad input is reported before anything else, root or not.
     exp = get(args.experiment)
-    scenario.load(args.scenario or exp.scenario)
+    scen = scenario.load(args.scenario or exp.scenario)
     exp.resolve_params(args.quick, split_overrides(args.set or [])[1])
     _need_root("lblab run")
     for rep in range(args.repetitions):  # runner-level repetitions: seeds seed..seed+R-1
-        run_experiment(exp, scenario=args.scenario, quick=args.quick, seed=args.seed + rep,
+        run_experiment(exp, scenario=scen, quick=args.quick, seed=args.seed + rep,
                        out_root=args.out, overrides=args.set or [], repetition=rep,
                        extra_metadata={"repetitions": args.repetitions,
                                        "base_seed": args.seed}
@@ -106,7 +106,7 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     from experiments.report.compare import compare_paths, render_text
-    from experiments.suites import tolerances_markdown
+    from experiments.registry import tolerances_markdown
     if args.tolerances:
         print(tolerances_markdown(), end="")
         if not args.runs:

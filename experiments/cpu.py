@@ -1,18 +1,15 @@
 """Sample CPU idle while an experiment runs: an emulation on a saturated host lies.
 
-On 2 cores the OVS userspace datapath, the controller, relays, servers and clients share the
-CPU; while idle is below 20% the measured latencies include CPU queueing. A run is flagged
-(`cpu_starved`) when that lasts more than 10% of its 1-second samples: a dip of a second or
-two (a dozen Python workloads starting at once) is in every run and says nothing, so the
-lowest sample alone would flag every run and the flag would mean nothing. Metadata keeps
-`min_cpu_idle_pct`, `mean_cpu_idle_pct` and `cpu_starved_share_pct`.
+The thresholds and why they are what they are: lab/fidelity.py. The lowest sample alone
+would flag every run (a dozen Python workloads starting at once dip it in all of them), so
+a run is starved when idle stays low for a share of its 1-second samples. Metadata keeps
+`min_cpu_idle_pct`, `mean_cpu_idle_pct`, `cpu_starved_share_pct` and `cpu_starved`.
 """
 from __future__ import annotations
 
 import threading
 
-STARVED_BELOW_PCT = 20.0
-STARVED_SHARE_PCT = 10.0   # share of samples below STARVED_BELOW_PCT that flags a run
+from lab.fidelity import CPU_STARVED_BELOW_PCT, cpu_starved
 
 
 def _read_stat() -> tuple[int, int]:
@@ -55,13 +52,12 @@ class CpuIdleSampler:
 
     @property
     def starved_share_pct(self) -> float | None:
-        """Share of the run (samples) with CPU idle below STARVED_BELOW_PCT."""
+        """Share of the run (samples) with CPU idle below CPU_STARVED_BELOW_PCT."""
         if not self.samples:
             return None
-        low = sum(1 for s in self.samples if s < STARVED_BELOW_PCT)
+        low = sum(1 for s in self.samples if s < CPU_STARVED_BELOW_PCT)
         return round(100.0 * low / len(self.samples), 1)
 
     @property
     def starved(self) -> bool:
-        share = self.starved_share_pct
-        return share is not None and share > STARVED_SHARE_PCT
+        return cpu_starved(self.starved_share_pct)

@@ -21,7 +21,9 @@ import time
 
 from experiments import dnsnet
 from experiments.base import Context, Experiment, Param
+from experiments.tolerance import Tol
 from experiments.workloads.control import start_http_backends
+from gslb.globalview import DETECT_TARGET_S
 from lab import dns, unbound
 from lab.dns_config import gslb_config, resolver_of
 from topologies.system import stop_processes
@@ -30,7 +32,9 @@ SUMMARY_COLUMNS = ("variant", "ttl_s", "detect_s", "drain_s", "failed_requests",
                    "dc", "client_region", "requests_to_dc_after_event", "requests_after_event",
                    "ttl_left_at_event_s", "bound_s", "within_bound", "capacity_rps",
                    "extra_rps")
-DETECT_BUDGET_S = 6.0  # the issue: a DC that fails or is overloaded is out within 2 s
+# How long the run waits for detection after the event: three times the design target
+# (gslb.globalview.DETECT_TARGET_S), so a slow detection is measured, not cut off.
+DETECT_BUDGET_S = 3 * DETECT_TARGET_S
 
 
 def run(ctx: Context) -> list[dict]:
@@ -56,8 +60,9 @@ def run(ctx: Context) -> list[dict]:
                                            vip, subnet, region.name, other))
                 bar.advance(1)
     for row in summary:
-        if row["detect_s"] is not None and row["detect_s"] > 2.0:
-            ctx.warn(f"{row['variant']}: detection took {row['detect_s']} s (> 2 s)")
+        if row["detect_s"] is not None and row["detect_s"] > DETECT_TARGET_S:
+            ctx.warn(f"{row['variant']}: detection took {row['detect_s']} s "
+                     f"(> {DETECT_TARGET_S:g} s)")
     return summary
 
 
@@ -133,6 +138,14 @@ def cached_ttl(live, host: str, resolver_ip: str, name: str) -> int | None:
     return None
 
 
+# Reproducibility tolerances (experiments/tolerance.py; README table).
+TOLERANCES = {
+    "detect_s": Tol(abs=1.0),
+    "drain_s": Tol(abs=2.0, rel=0.25),
+    "failed_requests": Tol(abs=10, rel=0.5),
+}
+
+
 EXPERIMENT = Experiment(
     name="dns-failover",
     summary="a DC fails or overloads mid-run: detection, drain time and failed requests per TTL",
@@ -151,4 +164,9 @@ EXPERIMENT = Experiment(
             Param("overload_extra_rps", 60.0, "extra requests/s sent straight to the DC "
                   "to overload it")),
     summary_columns=SUMMARY_COLUMNS,
+    order=70,
+    expected_s={"quick": 135, "full": 295},
+    key_columns=("variant", "ttl_s"),
+    tolerances=TOLERANCES,
+    renderer="experiments.report.dns:render_failover",
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from experiments import dnsnet
 from experiments.base import Context, Experiment, Param
+from experiments.tolerance import Tol
 from experiments.stats import percentile
 from lab import unbound
 from lab.dns_config import gslb_config
@@ -83,6 +84,14 @@ def summarize(plan, config, to_dc, rows, variant, policy, ecs) -> list[dict]:
     return out
 
 
+# Reproducibility tolerances (experiments/tolerance.py; README table).
+TOLERANCES = {
+    "dc_chosen_pct_nearest": Tol(abs=10),
+    "latency_p50_ms": Tol(abs=5, rel=0.2),
+    "latency_p90_ms": Tol(abs=10, rel=0.3),
+}
+
+
 EXPERIMENT = Experiment(
     name="dns-geo",
     summary="geo DNS behind nearby and distant resolvers: policy all vs geo without/with ECS",
@@ -94,4 +103,9 @@ EXPERIMENT = Experiment(
             Param("rate", 8.0, "search requests per second per client", quick=6.0),
             Param("ttl_s", 30, "TTL of the answers")),
     summary_columns=SUMMARY_COLUMNS,
+    order=60,
+    expected_s={"quick": 45, "full": 80},
+    key_columns=("variant", "client_region", "resolver"),
+    tolerances=TOLERANCES,
+    renderer="experiments.report.dns:render_geo",
 )

@@ -1,4 +1,12 @@
-"""All experiments by name. A new experiment registers here and nowhere else."""
+"""Every experiment by name, and the facts each declares in its own module (experiments/base.py
+`Experiment`): a new experiment is one module plus one line here.
+
+Suite order is the chapter's: the WAN first (every later latency rests on it), then the VIP
+balancer (modes, hashing, GRE), then DNS (round robin, geo, failover); each experiment's
+`order` places it. The suite runner, the report and `lblab compare` read the facts from
+here; runs of an experiment that is no longer registered still get a report (claim and
+summary table from their own metadata) and are compared by `variant`.
+"""
 from __future__ import annotations
 
 from experiments.base import Experiment
@@ -6,13 +14,25 @@ from topologies.system import InputError
 
 
 def experiments() -> dict[str, Experiment]:
-    from experiments import rtt_matrix, vip_hashing, vip_modes
-    found = [rtt_matrix.EXPERIMENT, vip_modes.EXPERIMENT, vip_hashing.EXPERIMENT]
-    from experiments import dns_failover, dns_geo, dns_rr
-    found += [dns_rr.EXPERIMENT, dns_geo.EXPERIMENT, dns_failover.EXPERIMENT]
-    from experiments import gre_mtu
-    found += [gre_mtu.EXPERIMENT]
-    return {e.name: e for e in found}
+    """Registered experiments in suite order."""
+    from experiments import (dns_failover, dns_geo, dns_rr, gre_mtu, rtt_matrix, vip_hashing,
+                             vip_modes)
+    found = [rtt_matrix.EXPERIMENT, vip_modes.EXPERIMENT, vip_hashing.EXPERIMENT,
+             gre_mtu.EXPERIMENT, dns_rr.EXPERIMENT, dns_geo.EXPERIMENT,
+             dns_failover.EXPERIMENT]
+    return {e.name: e for e in sorted(found, key=lambda e: suite_rank(e.name, e))}
+
+
+def suite_rank(name: str, exp: Experiment | None = None) -> tuple:
+    """Sort key of an experiment in a suite and a report: by `order`, then unordered and
+    unknown ones by name."""
+    exp = exp if exp is not None else find(name)
+    order = exp.order if exp is not None else None
+    return (0, order, name) if order is not None else (1, 0, name)
+
+
+def find(name: str) -> Experiment | None:
+    return experiments().get(name)
 
 
 def get(name: str) -> Experiment:
@@ -20,3 +40,23 @@ def get(name: str) -> Experiment:
     if name not in exps:
         raise InputError(f"unknown experiment '{name}' (available: {', '.join(exps)})")
     return exps[name]
+
+
+def key_columns(name: str, columns) -> tuple[str, ...]:
+    """The key columns of an experiment's summary rows that are present in `columns`."""
+    exp = find(name)
+    keys = exp.key_columns if exp is not None and exp.key_columns else None
+    if keys is None:
+        keys = ("variant",) if "variant" in columns else ()
+    return tuple(k for k in keys if k in columns)
+
+
+def tolerances(name: str) -> dict:
+    exp = find(name)
+    return dict(exp.tolerances) if exp is not None else {}
+
+
+def tolerances_markdown() -> str:
+    """Every registered experiment's tolerances as one markdown table (README)."""
+    from experiments.tolerance import markdown
+    return markdown((e.name, e.tolerances) for e in experiments().values())

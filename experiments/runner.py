@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import os
 import platform
 import signal
@@ -19,12 +18,14 @@ import time
 from pathlib import Path
 
 from experiments.base import Context, Experiment
-from experiments.cpu import STARVED_BELOW_PCT, CpuIdleSampler
+from experiments.cpu import CpuIdleSampler
 from experiments.progress import Phase
 from experiments.results import RECORD_COLUMNS, RunDir, write_csv, write_json
-from lab import mechanisms
+from lab import fidelity, mechanisms
+from lab.fidelity import CPU_STARVED_BELOW_PCT
 from topologies import scenario as scenario_mod
 from topologies.plan import build_plan
+from topologies.scenario import Scenario
 from topologies.state import new_run_id
 from topologies.system import run as run_cmd
 
@@ -69,15 +70,19 @@ def link_mechanisms(plan, mech) -> dict:
     return {f"{w.link.a}-{w.link.b}": mech.link_delay for w in plan.wans}
 
 
-def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool = False,
-                   seed: int = 1, out_root: Path | None = None, overrides: list[str] = (),
-                   log=print, repetition: int = 0, extra_metadata: dict | None = None) -> Path:
-    """One run of `exp` into <out_root>/<experiment>/<run-id>/. `repetition` (runner-level
-    repetitions, see experiments/suites.py) is written to every record and to metadata;
-    `extra_metadata` (e.g. the suite this run belongs to) is merged into metadata.json."""
+def run_experiment(exp: Experiment, *, scenario: str | Scenario | None = None,
+                   quick: bool = False, seed: int = 1, out_root: Path | None = None,
+                   overrides: list[str] = (), log=print, repetition: int = 0,
+                   extra_metadata: dict | None = None) -> Path:
+    """One run of `exp` into <out_root>/<experiment>/<run-id>/. `scenario`: a name or file
+    (default: the experiment's), or a Scenario already loaded (the CLI checks it before
+    asking for root). `repetition` (runner-level repetitions, see experiments/suites.py) is
+    written to every record and to metadata; `extra_metadata` (e.g. the suite this run
+    belongs to) is merged into metadata.json."""
     runner_keys, param_text = split_overrides(list(overrides))
     params = exp.resolve_params(quick, param_text)
-    scen = scenario_mod.load(scenario or exp.scenario)
+    scen = scenario if isinstance(scenario, Scenario) else \
+        scenario_mod.load(scenario or exp.scenario)
     plan = build_plan(scen)
     mech = mechanisms.detect(runner_keys.get("link_emulation"))
     run_id = new_run_id(exp.name)
@@ -87,10 +92,16 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
         f"seed {seed}, run {run_id}")
     log(f"mechanisms: OVS datapath {mech.ovs_datapath}, link delay {mech.link_delay}, "
         f"GRE decap {mech.gre_decap}, controller {mech.controller}")
-    warnings = ["link_delay is 'none': configured WAN delays and loss are not applied"] \
-        if mech.link_delay == "none" else []
-    for text in warnings:
+    # Fidelity warnings are printed like the experiment's own but kept apart in metadata
+    # (`fidelity`), where the report reads them as flags.
+    fidelity_warnings: list[str] = []
+
+    def fidelity_warn(text: str) -> None:
+        fidelity_warnings.append(text)
         log(f"WARNING: {text}")
+
+    if mech.link_delay == "none":
+        fidelity_warn("link_delay is 'none': configured WAN delays and loss are not applied")
     nets: list = []
 
     def open_net(plan_override=None, controller_apps=None, **net_options):
@@ -105,10 +116,7 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
 
     ctx = Context(experiment=exp, run_id=run_id, params=params, seed=seed, quick=quick,
                   work_dir=run_dir.work, open_net=open_net, phase=phase, log=log,
-                  warnings=warnings, repetition=repetition)
-    ctx.plan = plan
-    ctx.scenario = scen
-    ctx.mechanisms = mech
+                  repetition=repetition, scenario=scen, plan=plan, mechanisms=mech)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     published = False
@@ -117,11 +125,13 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
             summary = exp.run(ctx)
         for net in nets:
             for text in net.calibration_warnings():
-                ctx.warn(f"calibration: {text}")
+                fidelity_warn(f"calibration: {text}")
         if cpu.starved:
-            ctx.warn(f"CPU idle was below {STARVED_BELOW_PCT:g}% for {cpu.starved_share_pct:g}% "
-                     f"of the run (lowest {cpu.min_idle_pct}%): the emulation was CPU-starved; "
-                     "latencies include CPU queueing")
+            fidelity_warn(f"CPU idle was below {CPU_STARVED_BELOW_PCT:g}% for "
+                          f"{cpu.starved_share_pct:g}% of the run (lowest {cpu.min_idle_pct}%): "
+                          "the emulation was CPU-starved; latencies include CPU queueing")
+        flags = fidelity.flags(mech.link_delay, [c for n in nets for c in n.calibration],
+                               cpu.starved_share_pct)
         write_csv(run_dir.path("records.csv"), ctx.records, RECORD_COLUMNS)
         write_csv(run_dir.path("summary.csv"), summary, exp.summary_columns)
         metadata = {
@@ -130,9 +140,8 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
             "summary_columns": list(exp.summary_columns),
             "parameters": params, "runner_settings": runner_keys,
             "command_line": sys.argv,
-            "scenario": {"name": scen.name, "source": str(scenario_mod.resolve_path(
-                scenario or exp.scenario)), "sha256": _sha256(scenario_mod.resolve_path(
-                    scenario or exp.scenario))},
+            "scenario": {"name": scen.name, "source": scen.source_path,
+                         "sha256": scen.sha256},
             "git": git_info(),
             "started_utc": started.isoformat(), "ended_utc":
                 dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -150,6 +159,7 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
             "lan_rtt_ms": [n.lan_rtt_ms for n in nets],
             "tx_offload_off": sorted({i for n in nets for i in n.tx_offload_off}),
             "gre": [n.gre.metadata() for n in nets if getattr(n, "gre", None) is not None],
+            "fidelity": {**flags, "warnings": fidelity_warnings},
             "warnings": ctx.warnings,
             **ctx.extra_metadata,
             **(extra_metadata or {}),
@@ -165,7 +175,3 @@ def run_experiment(exp: Experiment, *, scenario: str | None = None, quick: bool 
                                    f"lblab-failed-{run_id}")
             if kept is not None:
                 log(f"run {run_id} did not finish: no results written; its logs are in {kept}")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -17,27 +17,20 @@ A suite writes results/suite/<suite-run-id>/manifest.json (updated after each ex
 atomically) listing every planned run with its status (pending, ok, failed, interrupted,
 not-run), run directory, duration and error, then builds report.md / report.html there.
 
-Also here: the expected duration of each experiment (for the suite's time estimate), the key
-columns that identify a summary row, and the reproducibility tolerances per summary metric
-(`lblab compare`, README).
+What the suite needs to know of each experiment (its place, its expected duration) the
+experiment declares itself (experiments/base.py, collected by experiments/registry.py).
 """
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
-import re
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-# The chapter's order: the WAN first (every later latency rests on it), then the VIP
-# balancer (modes, hashing, GRE), then DNS (round robin, geo, failover). Registered
-# experiments missing here run after these, by name.
-ORDER = ("rtt-matrix", "vip-modes", "vip-hashing", "gre-mtu", "dns-rr", "dns-geo",
-         "dns-failover")
+from experiments.base import DEFAULT_EXPECTED_S
 
 
 @dataclass(frozen=True)
@@ -51,220 +44,27 @@ class Suite:
 SUITES = {
     "quick": Suite("quick", quick=True, repetitions=1,
                    description="every experiment at reduced size, once (the default of "
-                               "`make run`; under 15 minutes on 2 cores)"),
+                               "`make run`; under 20 minutes on 2 cores)"),
     "full": Suite("full", quick=False, repetitions=3,
                   description="every experiment with its full parameters, 3 repetitions "
                               "(seeds seed..seed+2); the report shows 95% confidence "
                               "intervals"),
 }
 
-# Seconds per repetition, measured on the 2-core development VM (userspace OVS, relay
-# links), network set-up and teardown included, waits for the network lock excluded.
-# Used only for the suite's estimate of the remaining time; unknown experiments count
-# DEFAULT_EXPECTED_S.
-EXPECTED_S = {
-    "quick": {"rtt-matrix": 20, "vip-modes": 120, "vip-hashing": 55, "gre-mtu": 40,
-              "dns-rr": 110, "dns-geo": 45, "dns-failover": 135},
-    "full": {"rtt-matrix": 25, "vip-modes": 145, "vip-hashing": 55, "gre-mtu": 105,
-             "dns-rr": 756, "dns-geo": 80, "dns-failover": 295},
-}
-DEFAULT_EXPECTED_S = 120.0
-
 
 def expected_s(suite: str, experiment: str) -> float:
-    return float(EXPECTED_S.get(suite, {}).get(experiment, DEFAULT_EXPECTED_S))
-
-
-# ---------------------------------------------------------------------------------------
-# Summary rows and reproducibility tolerances
-
-# The columns that identify a row of an experiment's summary.csv (rows of two runs with the
-# same key are compared; repetitions with the same key are averaged). Unknown experiments:
-# `variant` if there is one, else the row's position.
-KEY_COLUMNS = {
-    "rtt-matrix": ("src", "dst"),
-    "vip-modes": ("variant",),
-    "vip-hashing": ("variant", "change"),
-    "gre-mtu": ("variant",),
-    "dns-rr": ("variant", "share_rank"),   # busiest DC first (report/compare.py)
-    "dns-geo": ("variant", "client_region", "resolver"),
-    "dns-failover": ("variant", "ttl_s"),
-}
-
-
-def key_columns(experiment: str, columns) -> tuple[str, ...]:
-    keys = KEY_COLUMNS.get(experiment)
-    if keys is None:
-        keys = ("variant",) if "variant" in columns else ()
-    return tuple(k for k in keys if k in columns)
-
-
-@dataclass(frozen=True)
-class Tol:
-    """Two values agree when |a - b| <= abs, or <= rel * max(|a|, |b|) (either suffices).
-    Both missing agree; one missing does not. Neither abs nor rel: listed (with why) but not
-    compared."""
-    abs: float | None = None
-    rel: float | None = None
-    why: str = ""
-
-    def agrees(self, a, b) -> bool:
-        if self.abs is None and self.rel is None:
-            return True
-        a_missing, b_missing = _missing(a), _missing(b)
-        if a_missing or b_missing:
-            return a_missing and b_missing
-        try:
-            a, b = float(a), float(b)
-        except (TypeError, ValueError):
-            return str(a) == str(b)
-        diff = abs(a - b)
-        if self.abs is not None and diff <= self.abs + 1e-9:
-            return True
-        return self.rel is not None and diff <= self.rel * max(abs(a), abs(b)) + 1e-9
-
-    def text(self, unit: str = "") -> str:
-        parts = []
-        if self.abs is not None:
-            parts.append("exact" if self.abs == 0 else f"±{self.abs:g}{unit}")
-        if self.rel is not None:
-            parts.append(f"±{self.rel * 100:g} %")
-        return " or ".join(parts) or "not compared"
-
-
-def _missing(value) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() == ""
-
-
-# Per experiment, per summary metric. A key "metric[column=value]" applies to the rows whose
-# `column` equals `value` and takes precedence over the plain "metric". Metrics not listed
-# are not compared. Calibrated for two quick suites on one 2-core machine; the noisy parts
-# (tail latencies, counts that depend on kernel-chosen source ports or on scheduling) get
-# wide bounds on purpose, the deterministic ones (hash tables from seeded keys) tight ones.
-TOLERANCES: dict[str, dict[str, Tol]] = {
-    "rtt-matrix": {
-        "configured_rtt_ms": Tol(abs=0, why="from the scenario"),
-        "measured_rtt_ms": Tol(abs=1.0, rel=0.02,
-                               why="relay accuracy target 1 ms; 2 % on long paths"),
-        "loss_pct": Tol(abs=10, why="one lost ping of a quick run's 10"),
-    },
-    "vip-modes": {
-        "ok_pct": Tol(abs=2),
-        "latency_p50_ms": Tol(abs=5, rel=0.25),
-        "latency_p99_ms": Tol(why="p99 of a quick run's ~150 requests is its 2nd-largest "
-                                  "value; under CPU contention it varied 4x between runs"),
-        "upload_goodput_mbps": Tol(rel=0.3),
-        "upload_ok_pct": Tol(abs=0, why="an upload either completes or not"),
-        "lb_reply_bytes_share": Tol(abs=0.05, why="the DSR acceptance bound"),
-    },
-    "vip-hashing": {
-        "remap_fraction": Tol(abs=0.02, why="tables from seeded keys: deterministic"),
-        "remap_fraction[algorithm=leastload]": Tol(
-            abs=0.35, why="leastload's table follows live connection counts (0.56 vs 0.84 "
-                          "seen)"),
-        "max_mean_share": Tol(abs=0.02),
-        "max_mean_share[algorithm=leastload]": Tol(abs=0.5, why="follows live connection "
-                                                                    "counts (1.18 vs 1.51 seen)"),
-        "broken_connections": Tol(abs=5, rel=0.5,
-                                  why="which connections hit the removed backend depends "
-                                      "on kernel-chosen source ports (11 vs 7 seen)"),
-        "live_connections": Tol(abs=0),
-    },
-    "gre-mtu": {
-        "upload_ok_pct": Tol(abs=10),
-        "upload_goodput_mbps": Tol(rel=0.3),
-        "search_ok_pct": Tol(abs=2),
-        "search_latency_p50_ms": Tol(abs=5, rel=0.25),
-        "search_latency_p50_ms[variant=no-fix]": Tol(
-            rel=0.6, why="searches share the path with uploads stuck in the black hole, "
-                         "retransmitting (79 vs 124 ms seen)"),
-    },
-    "dns-rr": {
-        "share": Tol(abs=0.1, why="random picks: ~3 binomial sd; first picks: herd timing"),
-        "share[pick=first]": Tol(abs=0.35, why="compared by rank (busiest DC first): how "
-                                               "many TTL periods a herd holds varies"),
-        "share_stddev_over_time": Tol(abs=0.1),
-        "share_stddev_over_time[pick=first]": Tol(
-            abs=0.35, why="a quick run holds few TTL periods: one herd switch more or less "
-                          "moves it by ~0.3 (0.31 seen between two same-seed runs)"),
-    },
-    "dns-geo": {
-        "dc_chosen_pct_nearest": Tol(abs=10),
-        "latency_p50_ms": Tol(abs=5, rel=0.2),
-        "latency_p90_ms": Tol(abs=10, rel=0.3),
-    },
-    "dns-failover": {
-        "detect_s": Tol(abs=1.0),
-        "drain_s": Tol(abs=2.0, rel=0.25),
-        "failed_requests": Tol(abs=10, rel=0.5),
-    },
-}
-
-UNITS = {"_ms": " ms", "_s": " s", "_pct": " pp", "_mbps": " Mbit/s"}
-
-
-def unit_of(metric: str) -> str:
-    for suffix, unit in UNITS.items():
-        if metric.split("[")[0].endswith(suffix):
-            return unit
-    return ""
-
-
-_QUALIFIED = re.compile(r"^(?P<metric>[^\[]+)\[(?P<col>[^=\]]+)=(?P<value>[^\]]*)\]$")
-
-
-def tolerance_for(experiment: str, metric: str, row: dict | None = None) -> Tol | None:
-    table = TOLERANCES.get(experiment, {})
-    for key, tol in table.items():
-        m = _QUALIFIED.match(key)
-        if m and m["metric"] == metric and row is not None and \
-                _text(row.get(m["col"])) == m["value"]:
-            return tol
-    return table.get(metric)
-
-
-def compared_metrics(experiment: str) -> list[str]:
-    out = []
-    for key in TOLERANCES.get(experiment, {}):
-        metric = key.split("[")[0]
-        if metric not in out:
-            out.append(metric)
-    return out
-
-
-def _text(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def tolerances_markdown() -> str:
-    """The tolerances as a markdown table (quoted by the README)."""
-    lines = ["| experiment | metric | rows | two runs agree when they differ by at most | why |",
-             "|---|---|---|---|---|"]
-    for exp, table in TOLERANCES.items():
-        for key, tol in table.items():
-            m = _QUALIFIED.match(key)
-            metric, rows = (m["metric"], f"{m['col']}={m['value']}") if m else (key, "all")
-            lines.append(f"| {exp} | `{metric}` | {rows} | {tol.text(unit_of(metric))} | "
-                         f"{tol.why} |")
-    return "\n".join(lines) + "\n"
+    from experiments.registry import find
+    exp = find(experiment)
+    return exp.expected(suite) if exp is not None else DEFAULT_EXPECTED_S
 
 
 # ---------------------------------------------------------------------------------------
 # Running a suite
 
-def plan_order(registered) -> list[str]:
-    """Registered experiment names in suite order."""
-    names = list(registered)
-    ordered = [n for n in ORDER if n in names]
-    return ordered + sorted(n for n in names if n not in ORDER)
+def plan_order(names) -> list[str]:
+    """Experiment names in suite order (experiments/registry.py: suite_rank)."""
+    from experiments.registry import suite_rank
+    return sorted(names, key=suite_rank)
 
 
 def remaining_estimate(entries: list[dict], suite: str) -> float:

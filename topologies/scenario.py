@@ -7,6 +7,8 @@ editing a scenario must see what to fix, not a traceback.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -103,6 +105,9 @@ class Scenario:
     wan_pool: ipaddress.IPv4Network
     lan_bw_mbps: float | None = None
     extra: dict = field(default_factory=dict, compare=False)
+    # set by load(): the file it came from and its SHA-256 (recorded in each run's metadata)
+    source_path: str = field(default="", compare=False)
+    sha256: str = field(default="", compare=False)
 
     @property
     def sites(self) -> list[str]:
@@ -437,4 +442,5 @@ def load(name_or_file: str) -> Scenario:
         raise ScenarioError(f"{path.name}: {where}: {problem}") from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse(data, path.name)
+    return dataclasses.replace(parse(data, path.name), source_path=str(path),
+                               sha256=hashlib.sha256(path.read_bytes()).hexdigest())

@@ -1,10 +1,11 @@
 """Reports built from run directories alone: `lblab report RUN_DIR...` (report.md,
-report.html, figures/*.png) and `lblab compare RUN_A RUN_B` (tolerances in
-experiments/suites.py).
+report.html, figures/*.png) and `lblab compare RUN_A RUN_B` (the tolerances each experiment
+declares, experiments/tolerance.py).
 
-Layout: core (loading, repetitions and confidence intervals, tables, figure files), doc
+Layout: core (repetitions and confidence intervals, tables, figure files), doc
 (markdown/HTML), build (header and chapters), compare, and one module per experiment family
-(rtt, vip, gre, dns) with pure functions DataFrame -> Figure / readings.
+(rtt, vip, gre, dns) with pure functions DataFrame -> Figure / readings; each experiment
+names its renderer (Experiment.renderer). Run directories are read by experiments/rundirs.py.
 """
 from __future__ import annotations
 
@@ -15,6 +16,6 @@ def build_report(paths, out_dir=None):
 
 
 def load_run(path):
-    """A run directory -> RunData: .metadata (dict), .summary and .records() (DataFrames)."""
-    from experiments.report.core import load_run as _load
+    """A run directory -> RunData: .metadata (dict), .summary and .records (DataFrames)."""
+    from experiments.rundirs import load_run as _load
     return _load(path)

@@ -8,30 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments import rundirs
+from experiments.registry import find, suite_rank
 from experiments.report import core
 from experiments.report.core import Group, Section, fmt
 from experiments.report.doc import to_html, to_markdown
+from lab import fidelity
 from topologies.state import write_atomic as write_atomic_text
-
-
-def renderers() -> dict:
-    from experiments.report import dns, gre, rtt, vip
-    return {"rtt-matrix": rtt.render, "vip-modes": vip.render_modes,
-            "vip-hashing": vip.render_hashing, "gre-mtu": gre.render,
-            "dns-rr": dns.render_rr, "dns-geo": dns.render_geo,
-            "dns-failover": dns.render_failover}
 
 
 def claim_of(experiment: str, runs) -> str:
     for run in runs:
         if run.metadata.get("claim"):
             return run.metadata["claim"]
-    try:  # runs made before metadata carried the claim
-        from experiments.registry import experiments
-        exp = experiments().get(experiment)
-        return exp.claim if exp else ""
-    except Exception:
-        return ""
+    exp = find(experiment)  # runs made before metadata carried the claim
+    return exp.claim if exp else ""
 
 
 def _distinct(values) -> list:
@@ -49,28 +40,30 @@ def mechanisms_line(m: dict) -> str:
 
 
 def fidelity_warnings(run) -> list[str]:
-    """One line per fidelity problem of a run (from its metadata)."""
-    m = run.metadata
+    """One line per fidelity problem of a run, from the flags its runner recorded."""
+    m, flags = run.metadata, run.fidelity
+    limits = {**fidelity.thresholds(), **(flags.get("thresholds") or {})}
     name = f"{run.experiment} `{run.run_id}`"
     out = []
-    if (m.get("mechanisms") or {}).get("link_delay") == "none":
+    if flags.get("link_delay_none"):
         out.append(f"WARNING {name}: link delay mechanism `none`: configured WAN delays and "
                    f"loss were NOT applied; latencies are LAN latencies.")
-    idle = m.get("min_cpu_idle_pct")
-    if m.get("cpu_starved"):
+    if flags.get("cpu_starved"):
         share = m.get("cpu_starved_share_pct")
         during = f" for {fmt(share)}% of the run" if share is not None else ""
         out.append(f"WARNING {name}: CPU-starved (CPU idle below "
-                   f"{core.CPU_STARVED_BELOW_PCT:g}%{during}, lowest {fmt(idle)}%; mean idle "
+                   f"{limits['cpu_starved_below_pct']:g}%{during}, lowest "
+                   f"{fmt(m.get('min_cpu_idle_pct'))}%; mean idle "
                    f"{fmt(m.get('mean_cpu_idle_pct'))}%): latencies include CPU queueing.")
-    paths = [p for net in (m.get("calibration") or []) for p in (net or [])
-             if isinstance(p, dict)]
-    bad = [p for p in paths if p.get("error_ms") is not None
-           and abs(float(p["error_ms"])) > core.CALIBRATION_MAX_ERROR_MS]
+    bad = flags.get("calibration_off") or []
     if bad:
-        worst = max(bad, key=lambda p: abs(float(p["error_ms"])))
-        out.append(f"WARNING {name}: calibration: {len(bad)} of {len(paths)} WAN paths off "
-                   f"by more than {core.CALIBRATION_MAX_ERROR_MS:g} ms (worst "
+        measured = [p for p in bad if p.get("error_ms") is not None]
+        worst = max(measured, key=lambda p: abs(float(p["error_ms"]))) if measured else bad[0]
+        unmeasured = len(bad) - len(measured)
+        what = f" ({unmeasured} not measured at all)" if unmeasured else ""
+        out.append(f"WARNING {name}: calibration: {len(bad)} of "
+                   f"{flags.get('calibration_paths', len(bad))} WAN paths off by more than "
+                   f"{limits['rtt_tolerance_ms']:g} ms{what} (worst "
                    f"{worst.get('kind', 'link')} {worst.get('link')}: "
                    f"configured {fmt(worst.get('configured_rtt_ms'))} ms, measured "
                    f"{fmt(worst.get('measured_rtt_ms'))} ms).")
@@ -126,7 +119,7 @@ def header(inputs, groups: list[Group]) -> list:
     blocks.append(("ul", warnings) if warnings else
                   ("p", "None: no run was CPU-starved, every WAN link had a delay mechanism, "
                         "no calibration was off by more than "
-                        f"{core.CALIBRATION_MAX_ERROR_MS:g} ms."))
+                        f"{fidelity.RTT_TOLERANCE_MS:g} ms."))
     if inputs.notes:
         blocks.append(("ul", inputs.notes))
     return blocks
@@ -144,7 +137,8 @@ def chapter(group: Group, fw: core.FigureWriter) -> list:
     runs_text = ", ".join(f"`{r.run_id}`" for r in group.runs)
     blocks.append(("p", f"Runs: {runs_text} ({size} parameters, scenario `{scen}`; "
                         + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) + ")."))
-    render = renderers().get(exp)
+    facts = find(exp)
+    render = facts.render if facts is not None and facts.renderer else None
     section = Section()
     if render is None:
         section.notes.append(f"No renderer for `{exp}`: claim and summary table only.")
@@ -165,7 +159,7 @@ def chapter(group: Group, fw: core.FigureWriter) -> list:
                             f"{', '.join(str(r.metadata.get('seed')) for r in group.runs)}); "
                             f"tables give mean ± half-width of the 95% confidence interval "
                             f"(Student t, n−1 degrees of freedom)."))
-    starved = [r for r in group.runs if r.metadata.get("cpu_starved")]
+    starved = [r for r in group.runs if r.fidelity.get("cpu_starved")]
     if starved and section.readings:
         lowest = min(r.metadata.get("min_cpu_idle_pct") or 0 for r in starved)
         section.readings.insert(0, f"WARNING: {len(starved)} of {group.n_runs} run(s) here "
@@ -183,8 +177,8 @@ def chapter(group: Group, fw: core.FigureWriter) -> list:
     else:
         blocks.append(("p", "summary.csv has no rows."))
     notes = list(section.notes) + [n for r in group.runs for n in r.notes]
-    other = [f"{r.run_id}: {w}" for r in group.runs for w in r.metadata.get("warnings", [])
-             if not w.startswith(("CPU idle", "calibration:", "link_delay is"))]
+    # the experiment's own warnings (fidelity flags are in the header, from `fidelity`)
+    other = [f"{r.run_id}: {w}" for r in group.runs for w in r.metadata.get("warnings", [])]
     if notes or other:
         blocks.append(("h", 3, "Notes"))
         blocks.append(("ul", notes + other))
@@ -214,15 +208,13 @@ def missing_chapters(inputs, groups) -> list[tuple[str, list]]:
 
 def build_report(paths, out_dir: Path | None = None) -> Path:
     """Build report.md, report.html and figures/; returns the path of report.md."""
-    from experiments.suites import ORDER
-    inputs = core.load_inputs([Path(p) for p in paths], out_dir)
-    groups = core.group_runs(inputs.runs, ORDER)
+    inputs = rundirs.load_inputs([Path(p) for p in paths], out_dir)
+    groups = core.group_runs(inputs.runs)
     fw = core.FigureWriter(inputs.out_dir)
     blocks = header(inputs, groups)
     chapters = [(g.experiment, chapter(g, fw)) for g in groups]
     chapters += missing_chapters(inputs, groups)
-    rank = {name: i for i, name in enumerate(ORDER)}
-    chapters.sort(key=lambda c: (rank.get(c[0], len(rank)), c[0]))  # stable within one
+    chapters.sort(key=lambda c: suite_rank(c[0]))  # stable within one experiment
     for _, part in chapters:
         blocks += part
     md_path = inputs.out_dir / "report.md"

@@ -1,5 +1,6 @@
 """`lblab compare RUN_A RUN_B`: do two runs of one experiment (or two suites) agree within the
-tolerances of experiments/suites.py? Rows are matched by the experiment's key columns,
+tolerances each experiment declares (experiments/tolerance.py)? Rows are matched by the
+experiment's key columns (after its `comparable` view of the summary, where it has one),
 suites' runs by (experiment, repetition)."""
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.report import core
-from experiments.report.core import RunData, fmt
+from experiments import rundirs
+from experiments.report.core import fmt
+from experiments.rundirs import RunData
+from experiments.tolerance import compared_metrics, tolerance_for, unit_of
 from topologies.system import InputError
 
 
@@ -38,7 +41,7 @@ def _row_key(row: dict, keys) -> str:
 def compare_runs(a: RunData, b: RunData) -> tuple[list[Check], list[str]]:
     """Checks of every toleranced metric on every summary row, and notes on what makes the
     two runs not like for like (parameters, seeds, mechanisms)."""
-    from experiments.suites import compared_metrics, key_columns, tolerance_for
+    from experiments.registry import key_columns, tolerances
     exp = a.experiment
     notes = []
     if b.experiment != exp:
@@ -57,7 +60,8 @@ def compare_runs(a: RunData, b: RunData) -> tuple[list[Check], list[str]]:
         if run.metadata.get("cpu_starved"):
             notes.append(f"{exp}: run {run.run_id} was CPU-starved (min idle "
                          f"{run.metadata.get('min_cpu_idle_pct')}%)")
-    metrics = compared_metrics(exp)
+    table = tolerances(exp)
+    metrics = compared_metrics(table)
     if not metrics:
         notes.append(f"{exp}: no tolerances defined: nothing compared")
         return [], notes
@@ -73,28 +77,22 @@ def compare_runs(a: RunData, b: RunData) -> tuple[list[Check], list[str]]:
                                 "present" if rb else "missing", "row in both", False))
             continue
         for metric in metrics:
-            tol = tolerance_for(exp, metric, ra)
+            tol = tolerance_for(table, metric, ra)
             if tol is None or (tol.abs is None and tol.rel is None):
                 continue
             va, vb = ra.get(metric), rb.get(metric)
             if metric not in sa.columns and metric not in sb.columns:
                 continue
-            from experiments.suites import unit_of
             checks.append(Check(exp, key, metric, va, vb, tol.text(unit_of(metric)),
                                 tol.agrees(va, vb)))
     return checks, notes
 
 
 def _comparable(exp: str, df):
-    """dns-rr: rows are compared by rank of share within a variant (busiest DC first), not
-    by DC name: which DC a resolver's herd lands on depends on which answer it cached first
-    (timing), while how unevenly the load falls is what the experiment shows."""
-    if exp != "dns-rr" or "share" not in df.columns or "variant" not in df.columns:
-        return df
-    df = df.copy()
-    df["share_rank"] = df.groupby("variant")["share"].rank(method="first", ascending=False)
-    df["share_rank"] = df["share_rank"].astype(int)
-    return df
+    """The experiment's own view of its summary for matching rows (dns-rr: by share rank)."""
+    from experiments.registry import find
+    facts = find(exp)
+    return facts.comparable(df) if facts is not None and facts.comparable else df
 
 
 def _rows(df, keys) -> dict[str, dict]:
@@ -106,12 +104,12 @@ def _rows(df, keys) -> dict[str, dict]:
 
 
 def compare_paths(path_a: Path, path_b: Path) -> tuple[list[Check], list[str]]:
-    a_suite, b_suite = core.is_suite_dir(path_a), core.is_suite_dir(path_b)
+    a_suite, b_suite = rundirs.is_suite_dir(path_a), rundirs.is_suite_dir(path_b)
     if a_suite != b_suite:
         raise InputError("compare two run directories or two suite directories, not one of "
                          "each")
     if not a_suite:
-        return compare_runs(core.load_run(path_a), core.load_run(path_b))
+        return compare_runs(rundirs.load_run(path_a), rundirs.load_run(path_b))
     runs_a = _suite_runs(path_a)
     runs_b = _suite_runs(path_b)
     checks, notes = [], []
@@ -133,7 +131,7 @@ def compare_paths(path_a: Path, path_b: Path) -> tuple[list[Check], list[str]]:
 
 
 def _suite_runs(path: Path) -> dict[tuple[str, int], RunData]:
-    inputs = core.load_inputs([path])
+    inputs = rundirs.load_inputs([path])
     return {(r.experiment, r.repetition): r for r in inputs.runs}
 
 

@@ -1,5 +1,6 @@
-"""Loading run directories, grouping repetitions, confidence intervals, figures on disk, and
-the parts of a report every experiment shares (header, summary table, notes).
+"""Grouping repetitions, confidence intervals, figures on disk, and the parts of a report
+every experiment shares (summary table, sections). Run directories are read by
+experiments/rundirs.py.
 
 Everything here is a function of the files in the run directories (CSV and metadata.json)
 and nothing else: no clock, no network, no randomness, so the same runs give the same
@@ -8,7 +9,6 @@ report byte for byte.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from pandas.api.types import is_bool_dtype, is_numeric_dtype  # noqa: E402
 
-from topologies.system import InputError  # noqa: E402
-
-# Fidelity thresholds (header warnings).
-CALIBRATION_MAX_ERROR_MS = 1.0   # issue 3: a WAN path more than 1 ms off its configuration
-CPU_STARVED_BELOW_PCT = 20.0     # same threshold as the runner's CpuIdleSampler
+from experiments.rundirs import RunData  # noqa: E402
 
 CI_LEVEL = 0.95
 # Two-sided 95% Student t quantiles by degrees of freedom (no scipy in the venv); for a df
@@ -89,132 +85,6 @@ def truthy(series: pd.Series) -> pd.Series:
 
 
 # ---------------------------------------------------------------------------------------
-# loading
-
-@dataclass
-class RunData:
-    path: Path
-    metadata: dict
-    summary: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
-    _records: pd.DataFrame | None = None
-
-    @property
-    def experiment(self) -> str:
-        return self.metadata.get("experiment") or self.path.parent.name
-
-    @property
-    def run_id(self) -> str:
-        return self.metadata.get("run_id") or self.path.name
-
-    @property
-    def repetition(self) -> int:
-        return int(self.metadata.get("repetition") or 0)
-
-    def records(self) -> pd.DataFrame:
-        if self._records is None:
-            path = self.path / "records.csv"
-            self._records = read_csv(path) if path.exists() else pd.DataFrame()
-        return self._records
-
-    def group_key(self) -> str:
-        """Runs with the same experiment, size and parameters are repetitions of each other."""
-        mech = self.metadata.get("mechanisms") or {}
-        return json.dumps([self.experiment, bool(self.metadata.get("quick")),
-                           self.metadata.get("parameters", {}),
-                           (self.metadata.get("scenario") or {}).get("name"),
-                           mech.get("ovs_datapath"), mech.get("link_delay"),
-                           mech.get("gre_decap")], sort_keys=True, default=str)
-
-
-def read_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "metadata.json").is_file()
-
-
-def is_suite_dir(path: Path) -> bool:
-    return (path / "manifest.json").is_file()
-
-
-def load_run(path: Path) -> RunData:
-    """A run directory -> RunData (DataFrames from its CSVs, metadata as a dict)."""
-    path = Path(path)
-    if not is_run_dir(path):
-        raise InputError(f"{path}: not a run directory (no metadata.json)")
-    try:
-        metadata = json.loads((path / "metadata.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}/metadata.json: not valid JSON ({exc})") from None
-    notes = []
-    summary_path = path / "summary.csv"
-    if summary_path.exists():
-        summary = read_csv(summary_path)
-    else:
-        summary = pd.DataFrame()
-        notes.append(f"run {path.name} has no summary.csv")
-    return RunData(path=path, metadata=metadata, summary=summary, notes=notes)
-
-
-@dataclass
-class Inputs:
-    runs: list[RunData]
-    manifest: dict | None
-    suite_dir: Path | None
-    out_dir: Path
-    notes: list[str]
-
-
-def load_inputs(paths, out_dir: Path | None = None) -> Inputs:
-    """Suite directories and/or run directories -> their runs. Reports are written to the
-    suite directory (first one given), else to the parent of the first run directory."""
-    runs: list[RunData] = []
-    notes: list[str] = []
-    manifest = suite_dir = None
-    seen: set[Path] = set()
-    if not paths:
-        raise InputError("lblab report: give at least one suite or run directory")
-    for raw in paths:
-        path = Path(raw)
-        if is_suite_dir(path):
-            m = json.loads((path / "manifest.json").read_text())
-            if manifest is None:
-                manifest, suite_dir = m, path
-            for entry in m.get("runs", []):
-                if not entry.get("run_dir"):
-                    continue
-                run_path = (path / entry["run_dir"]).resolve()
-                if not is_run_dir(run_path):
-                    notes.append(f"{entry['experiment']} run {entry['run_dir']} listed in "
-                                 f"the manifest is missing")
-                    continue
-                if run_path not in seen:
-                    seen.add(run_path)
-                    runs.append(load_run(run_path))
-        elif is_run_dir(path):
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                runs.append(load_run(path))
-        elif path.is_dir():
-            raise InputError(f"{path}: neither a suite directory (manifest.json) nor a run "
-                             f"directory (metadata.json)")
-        else:
-            raise InputError(f"{path}: no such directory")
-    if out_dir is None:
-        if suite_dir is not None:
-            out_dir = suite_dir
-        else:
-            out_dir = Path(paths[0]).parent
-    return Inputs(runs=runs, manifest=manifest, suite_dir=suite_dir, out_dir=Path(out_dir),
-                  notes=notes)
-
-
-# ---------------------------------------------------------------------------------------
 # groups of repetitions
 
 @dataclass
@@ -244,7 +114,7 @@ class Group:
         if self._records is None:
             frames = []
             for i, run in enumerate(self.runs):
-                rec = run.records()
+                rec = run.records
                 if not rec.empty:
                     frames.append(rec.assign(_run=i))
             self._records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -255,8 +125,12 @@ class Group:
         return math.nan if value is None else float(value)
 
 
-def group_runs(runs: list[RunData], order: tuple[str, ...] = ()) -> list[Group]:
-    from experiments.suites import key_columns
+def group_runs(runs: list[RunData]) -> list[Group]:
+    """Runs -> groups of repetitions (same experiment, size, parameters, mechanisms), in
+    suite order. Repetitions' summary rows are matched by the experiment's key columns,
+    after its `comparable` view of the summary where it has one (as `lblab compare`
+    matches two runs)."""
+    from experiments.registry import find, key_columns, suite_rank
     buckets: dict[str, list[RunData]] = {}
     for run in runs:
         buckets.setdefault(run.group_key(), []).append(run)
@@ -264,7 +138,10 @@ def group_runs(runs: list[RunData], order: tuple[str, ...] = ()) -> list[Group]:
     for members in buckets.values():
         members.sort(key=lambda r: (r.repetition, r.run_id))
         exp = members[0].experiment
-        frames = [r.summary.assign(run_id=r.run_id, repetition=r.repetition, _run=i)
+        facts = find(exp)
+        view = facts.comparable if facts is not None and facts.comparable and \
+            len(members) > 1 else (lambda df: df)
+        frames = [view(r.summary).assign(run_id=r.run_id, repetition=r.repetition, _run=i)
                   for i, r in enumerate(members) if not r.summary.empty]
         summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         keys = key_columns(exp, list(summary.columns))
@@ -274,9 +151,7 @@ def group_runs(runs: list[RunData], order: tuple[str, ...] = ()) -> list[Group]:
         agg, numeric = aggregate(summary, keys, len(members))
         groups.append(Group(experiment=exp, runs=members, keys=keys, summary=summary,
                             agg=agg, numeric=numeric))
-    rank = {name: i for i, name in enumerate(order)}
-    groups.sort(key=lambda g: (rank.get(g.experiment, len(rank)), g.experiment,
-                               g.runs[0].run_id))
+    groups.sort(key=lambda g: (suite_rank(g.experiment), g.runs[0].run_id))
     by_exp: dict[str, list[Group]] = {}
     for g in groups:
         by_exp.setdefault(g.experiment, []).append(g)

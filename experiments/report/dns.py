@@ -9,6 +9,7 @@ import pandas as pd
 
 from experiments.report.core import (Group, Section, color, fmt, new_figure, require,
                                      truthy, verdict)
+from gslb.globalview import DETECT_TARGET_S
 
 # dns-rr
 RR_EVEN_MAX_DEV = 0.10       # random picks: every DC's share within 0.10 of 1/N
@@ -17,7 +18,6 @@ RR_HERD_MIN_STDDEV = 0.20    # first picks behind one resolver: share swings (st
 GEO_NEAREST_MIN_PCT = 90.0   # "gets its nearest DC": at least 90% of requests
 # dns-failover
 FAILOVER_SLACK_S = 1.0       # drain within detect + TTL + this much (request spacing, timers)
-DETECT_TARGET_S = 2.0        # issue 6: a failed DC is out of answers within 2 s
 
 
 def _num(value) -> float:

@@ -10,13 +10,13 @@ import pandas as pd
 from experiments.report.core import (Group, Section, color, fmt, new_figure, require,
                                      truthy, verdict)
 
-# vip-modes (issue 4 acceptance)
+# vip-modes: what the chapter says of NAT and direct return, as bounds
 DIRECT_RETURN_MAX_LB_SHARE = 0.05   # DSR (and GRE): almost no reply bytes cross the LB
 NAT_MIN_LB_SHARE = 0.90             # NAT: (nearly) all of them do
 MIN_OK_PCT = 99.0                   # below this a mode's request success is reported
 DIRECT_RETURN_MODES = ("dsr", "gre")
 
-# vip-hashing (issue 4 acceptance)
+# vip-hashing: Maglev moves about 1/N (maglev.py: the cascade), mod-N most keys
 MAGLEV_MAX_REMAP_FACTOR = 1.15      # maglev remaps at most 1.15/N of the keys
 MODN_MIN_REMAP = 0.5                # mod-N remaps at least half
 MAGLEV_MAX_MEAN_SHARE = 1.10        # maglev's busiest backend vs the mean

@@ -16,6 +16,7 @@ import pytest
 
 from experiments import dnsnet
 from experiments.workloads.control import start_http_backends
+from gslb.globalview import DETECT_TARGET_S
 from lab import dns, mechanisms, unbound
 from lab.dns_config import gslb_config, resolver_of
 from lab.net import LiveNet
@@ -78,7 +79,7 @@ def test_failed_dc_leaves_answers_and_resolvers_follow_within_ttl(lblab_clean, t
         stop_processes(svc.backends[dc])
         detected = dns.wait_answer(svc.authority, str(region.subnet),
                                       lambda a: a == [other_vip], timeout_s=10)
-        assert detected - failed_at < 3.0  # the issue asks for 2 s; slack for a busy CI
+        assert detected - failed_at < DETECT_TARGET_S + 1.0  # slack for a busy CI
         # after detection no answer from the authority names the failed DC ...
         for _ in range(5):
             assert vip not in svc.authority.answer(subnet=str(region.subnet))

@@ -5,6 +5,7 @@ import pytest
 
 from experiments.analysis import load_run, load_runs
 from experiments.results import RECORD_COLUMNS, RunDir, write_csv, write_json
+from topologies.system import InputError
 
 
 def make_run(root, run_id):
@@ -30,5 +31,5 @@ def test_load_run_and_runs(tmp_path):
 
 
 def test_not_a_run_dir(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not an lblab run directory"):
+    with pytest.raises(InputError, match="not an lblab run directory"):
         load_run(tmp_path)

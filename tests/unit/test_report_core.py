@@ -6,8 +6,8 @@ import math
 import pytest
 
 from experiments.report import build_report
-from experiments.report.core import (aggregate, fmt, fmt_ci, group_runs, load_inputs,
-                                     load_run, mean_ci, t95)
+from experiments.report.core import aggregate, fmt, fmt_ci, group_runs, mean_ci, t95
+from experiments.rundirs import load_inputs, load_run
 from report_helpers import make_run, make_suite, rtt_rows
 from topologies.system import InputError
 

@@ -1,11 +1,12 @@
 """Suites: order, time estimate, manifest, failures and Ctrl-C (with a fake runner)."""
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 
-from experiments import suites
+from experiments import registry, suites, tolerance
 from experiments.base import Experiment
 from experiments.results import RunDir, write_csv, write_json
 from report_helpers import rtt_rows
@@ -27,21 +28,36 @@ def test_remaining_estimate_scales_with_progress():
 
 
 def test_quick_suite_fits_the_budget():
-    assert sum(suites.EXPECTED_S["quick"].values()) < 15 * 60
+    # the quick suite must stay under 20 minutes on 2 cores; the estimates leave room
+    assert sum(e.expected("quick") for e in registry.experiments().values()) < 15 * 60
+
+
+def test_every_experiment_declares_its_facts():
+    exps = registry.experiments()
+    assert list(exps) == ["rtt-matrix", "vip-modes", "vip-hashing", "gre-mtu", "dns-rr",
+                          "dns-geo", "dns-failover"]
+    for exp in exps.values():
+        assert exp.order is not None and set(exp.expected_s) == {"quick", "full"}
+        assert exp.key_columns and exp.tolerances and exp.claim
+        module, _, function = exp.renderer.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), exp.renderer
+        assert set(tolerance.compared_metrics(exp.tolerances)) <= set(exp.summary_columns)
 
 
 def test_tolerances():
-    tol = suites.tolerance_for("rtt-matrix", "measured_rtt_ms")
+    def tol_for(exp, metric, row=None):
+        return tolerance.tolerance_for(registry.tolerances(exp), metric, row)
+    tol = tol_for("rtt-matrix", "measured_rtt_ms")
     assert tol.agrees(80.0, 80.9) and not tol.agrees(6.0, 7.5)
     assert tol.agrees(150.0, 152.5)  # 2 % of a long path
-    assert suites.Tol(abs=0).agrees(None, float("nan"))
-    assert not suites.Tol(abs=1).agrees(None, 1.0)
-    lease = suites.tolerance_for("vip-hashing", "remap_fraction", {"algorithm": "leastload"})
-    plain = suites.tolerance_for("vip-hashing", "remap_fraction", {"algorithm": "maglev"})
+    assert tolerance.Tol(abs=0).agrees(None, float("nan"))
+    assert not tolerance.Tol(abs=1).agrees(None, 1.0)
+    lease = tol_for("vip-hashing", "remap_fraction", {"algorithm": "leastload"})
+    plain = tol_for("vip-hashing", "remap_fraction", {"algorithm": "maglev"})
     assert lease.abs == 0.35 and plain.abs == 0.02
-    assert suites.tolerance_for("dns-rr", "share", {"pick": "first"}).abs == 0.35
-    assert suites.tolerance_for("nope", "x") is None
-    table = suites.tolerances_markdown()
+    assert tol_for("dns-rr", "share", {"pick": "first"}).abs == 0.35
+    assert tol_for("nope", "x") is None
+    table = registry.tolerances_markdown()
     assert "| rtt-matrix | `measured_rtt_ms` | all | ±1 ms or ±2 % |" in table
     assert "| vip-hashing | `remap_fraction` | algorithm=leastload | ±0.35 |" in table
 
@@ -49,7 +65,9 @@ def test_tolerances():
 def fake_experiment(name, behaviour):
     def run(ctx):
         raise AssertionError("not called: the runner is faked")
-    return Experiment(name=name, summary=name, claim=f"{name} claim", run=run)
+    real = registry.find(name)
+    return Experiment(name=name, summary=name, claim=f"{name} claim", run=run,
+                      order=real.order if real else None)
 
 
 @pytest.fixture
