@@ -184,7 +184,7 @@ class GreUnderlay:
         LAN ports are already off (LiveNet). Recorded in LiveNet.tx_offload_off."""
         for host in self.plan.by_role("client"):
             node = self.live.node(host.name)
-            self.live.tx_offload_off(node, node.defaultIntf().name)
+            self.live.turn_tx_offload_off(node, node.defaultIntf().name)
 
     def _wait_ovs_sees_teps(self, timeout_s: float = 10) -> None:
         want = {str(tep_lb_ip(dc_index(self.plan, d.name))) for d in self.plan.scenario.dcs}

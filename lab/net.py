@@ -152,12 +152,12 @@ class LiveNet:
                          "sysctl -qw net.ipv4.conf.all.arp_ignore=1 "
                          "net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.all.rp_filter=0")
                 if fix_offload:
-                    self.tx_offload_off(node, node.defaultIntf().name)
+                    self.turn_tx_offload_off(node, node.defaultIntf().name)
             if fix_offload:
                 router = self.net[self.plan.router(dc.name).name]
-                self.tx_offload_off(router, router.defaultIntf().name)
+                self.turn_tx_offload_off(router, router.defaultIntf().name)
 
-    def tx_offload_off(self, node, ifname: str) -> None:
+    def turn_tx_offload_off(self, node, ifname: str) -> None:
         """Checksum offload off on one interface of a node, once; recorded for metadata."""
         if ifname not in self.tx_offload_off:
             nodes.tx_offload_off(node, ifname)
