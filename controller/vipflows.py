@@ -46,8 +46,10 @@ Backends in state down or drain get no buckets (maglev is rebuilt without them, 
 over the up backends only) but keep their backend-table flow, so connections already learned
 for them keep flowing: that is what drain means, and for a backend marked down by a health
 check its learned entries simply idle out (a false alarm does not cut live connections).
-Removing a backend from the pool removes its backend flow; its learned entries then lead
-nowhere (the glue should also delete them by `conn_cookie`, so a reused 5-tuple re-hashes).
+Removing a backend from the pool removes its backend flow; its learned entries would then
+lead nowhere, so the VIP switch (controller/vipswitch.py) deletes them by `conn_cookie`
+whenever a diff deletes a backend flow (`backend_flow_target`), and a reused 5-tuple
+re-hashes.
 
 Other flows in table 0: an ARP responder for the VIP (prio 400, reply built in the switch,
 no controller round trip); a drop of any other IPv4 traffic to the VIP (prio 290: nothing
@@ -65,9 +67,11 @@ same exact entry a learn would make) before re-injecting the packet through tabl
 Cookies: COOKIE_VIP | index << 36 | 36-bit digest of the flow for computed flows;
 COOKIE_CONN | index << 36 | backend ipv4 for learned/reactive connection entries. The digest
 lets a restarted controller compare the switch's flows with the desired ones from
-(table, priority, match, cookie) alone, without decoding Nicira actions (`diff`). On
-reconnect the glue must resync with `diff`, not delete-all-and-reinstall: learned entries
-(COOKIE_CONN) are never touched, so established connections keep their backend.
+(table, priority, match, cookie) alone, without decoding Nicira actions (`vip_diff`). On
+reconnect the VIP switch resyncs with `vip_diff`, not delete-all-and-reinstall: learned
+entries (COOKIE_CONN) are never touched, so established connections keep their backend.
+Only this module composes or decodes cookies (`cookie_vip_index`, `is_computed`,
+`is_conn`, `backend_flow_target`).
 
 Choices, and why
 ----------------
@@ -157,13 +161,6 @@ def cookie_vip_index(cookie: int) -> int | None:
     return (cookie >> DIGEST_BITS) & 0xFF
 
 
-def cookie_backend_ip(cookie: int) -> str | None:
-    """The backend a connection entry's cookie names (None for other cookies)."""
-    if not is_conn(cookie):
-        return None
-    return str(ipaddress.IPv4Address(cookie & 0xFFFFFFFF))
-
-
 def backend_flow_target(flow: Any, tables: TableLayout) -> tuple[int, str] | None:
     """(VIP index, backend address) of a computed backend-table flow, from its cookie and
     match (a FlowSpec or a flow read back from the switch); None for any other flow."""
@@ -225,7 +222,7 @@ def _mode_actions(vip: Vip, switch: LbSwitch, b: Backend) -> list[Action]:
     if vip.mode == "dsr":
         return [SetField("eth_dst", b.mac), Output(b.switch_port)]
     # gre: OVS pushes GRE + outer IPv4 to tun_dst and routes the outer packet itself, with
-    # its route table entries for pkt_mark (topologies/gre.py: one underlay per LB switch).
+    # its route table entries for pkt_mark (lab/gre.py: one underlay per LB switch).
     mark = [SetField("pkt_mark", switch.gre_mark)] if switch.gre_mark else []
     return [*mark, SetField("tun_ipv4_dst", b.ip), Output(switch.gre_port)]
 
@@ -319,7 +316,7 @@ def desired_flows(switch: LbSwitch, vips: Sequence[Vip],
 def reactive_flows(vip: Vip, key: hashing.FlowKey, backend: Backend,
                    tables: TableLayout = TableLayout()) -> list[FlowSpec]:
     """Exact-match entry for one connection, installed by the controller in reactive mode:
-    the same entry a learn action would make. The glue then sends the packet back through
+    the same entry a learn action would make. The app then sends the packet back through
     the pipeline (packet-out to OFPP_TABLE) so it takes the new entry."""
     match = {"eth_type": ETH_IP, "ip_proto": key.proto, "ipv4_src": key.src,
              "ipv4_dst": key.dst, "tcp_src": key.sport, "tcp_dst": key.dport}

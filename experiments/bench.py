@@ -182,7 +182,7 @@ def bench_vip() -> list[Row]:
 def bench_vip_gre() -> list[Row]:
     """GRE goodput through the VIP vs direct to the same backend, in one network of the
     bench-vip scenario (the hosts of bench_vip). A separate network from bench_vip's because
-    GRE turns checksum offload off on the client (topologies/gre.py), which would change
+    GRE turns checksum offload off on the client (lab/gre.py), which would change
     the nat/dsr numbers. Both paths with the MSS clamped at the client edge (the 1500-byte
     underlay cannot carry full-size packets plus 24 bytes: gre-mtu). The note names the
     decapsulation mechanism and the decapsulator's CPU."""

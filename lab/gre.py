@@ -37,19 +37,20 @@ tables, and its route lookup carries the packet's skb->mark, which is OVS's pkt_
 same marks select the same per-LB routes through kernel policy routing instead of OVS user
 routes: one rule per DC, `ip rule add pref TABLE_BASE+i fwmark MARK_BASE+i lookup
 TABLE_BASE+i`, and in that table one route per DC subnet via the DC's TEP router address out
-of the LB bridge's internal port (topologies/gre.py: `policy_routing_commands`). The kernel then resolves the
-router's MAC itself and sends the outer packet into the bridge from LOCAL, as in userspace.
+of the LB bridge's internal port (topologies/gre.py: `policy_routing_commands`). The kernel
+then resolves the router's MAC itself and sends the outer packet into the bridge from LOCAL,
+as in userspace.
 Kernel routes vanish with the bridges; the rules do not, so teardown deletes them and
 `lblab clean` removes any left (topologies/grestate.py). The kernel datapath has no
 offload-flag restriction, so the clients' checksum offload stays on there.
 
 Decapsulation on the backend (`Mechanisms.gre_decap`): `kernel` = an ip_gre device
 `lbg-gre` (topologies/gre.py: kernel_decap_commands(), also what tests/kernel exercises);
-`userspace` = one topologies.gredecap process per backend (raw socket for protocol 47 -> TUN `lbg-tun`). Either
-way every backend holds every DC's VIP on `lo` (so it can serve a VIP of another DC),
-arp_ignore=1/arp_announce=2 (never answers ARP for it), rp_filter off, and the reply leaves
-by the default route straight to the client: direct return; the GRE port's rx counters stay
-at zero.
+`userspace` = one topologies.gredecap process per backend (raw socket for protocol 47 ->
+TUN `lbg-tun`). Either way every backend holds every DC's VIP on `lo` (so it can serve a VIP
+of another DC), arp_ignore=1/arp_announce=2 (never answers ARP for it), rp_filter off, and
+the reply leaves by the default route straight to the client: direct return; the GRE port's
+rx counters stay at zero.
 
 Offloads and MTU. OVS drops packets carrying checksum-offload flags at tunnel push: every
 interface that hands the LB switch traffic that gets tunnelled must have `tx off`; here that

@@ -24,17 +24,21 @@ class Resolver:
 
 def unbound_config(*, ip: str, name: str, work_dir: Path, authority_ip: str,
                    allow: list[str], ecs: bool, cache_min_ttl_s: int = 0,
-                   cache_max_ttl_s: int = 86400, roundrobin: bool = True) -> str:
-    """unbound.conf of one resolver host: caching, forwarding lblab.test to the authority,
-    ECS (subnetcache) towards it only when `ecs`."""
+                   cache_max_ttl_s: int = 86400, roundrobin: bool = True,
+                   port: int = DNS_PORT, authority_port: int = DNS_PORT,
+                   zone: str = "lblab.test") -> str:
+    """unbound.conf of one resolver: caching, forwarding `zone` to the authority, ECS
+    (subnetcache) towards it only when `ecs`. An authority on loopback (a test's) needs
+    unbound's do-not-query-localhost off."""
     acl = "\n".join(f"  access-control: {net} allow" for net in ["127.0.0.0/8", *allow])
     modules = "subnetcache iterator" if ecs else "iterator"
     ecs_lines = (f"  send-client-subnet: {authority_ip}\n"
                  "  max-client-subnet-ipv4: 24\n") if ecs else ""
-    return f"""# written by lblab for {name}: a caching resolver of the emulated network
+    local = "  do-not-query-localhost: no\n" if authority_ip.startswith("127.") else ""
+    return f"""# written by lblab for {name}: a caching resolver
 server:
   interface: {ip}
-  port: {DNS_PORT}
+  port: {port}
   username: ""
   chroot: ""
   directory: "{work_dir}"
@@ -50,7 +54,7 @@ server:
 {acl}
   # unbound answers the special-use TLD test. (RFC 6761) itself unless told not to
   local-zone: "test." nodefault
-  domain-insecure: "lblab.test"
+  domain-insecure: "{zone}"
   qname-minimisation: no
   prefetch: no
   serve-expired: no
@@ -62,11 +66,11 @@ server:
   cache-max-ttl: {cache_max_ttl_s}
   rrset-roundrobin: {"yes" if roundrobin else "no"}
   module-config: "{modules}"
-{ecs_lines}remote-control:
+{ecs_lines}{local}remote-control:
   control-enable: no
 stub-zone:
-  name: "lblab.test"
-  stub-addr: {authority_ip}@{DNS_PORT}
+  name: "{zone}"
+  stub-addr: {authority_ip}@{authority_port}
 """
 
 

@@ -1,7 +1,7 @@
 """Userspace GRE decapsulator for a backend host whose kernel has no ip_gre (`gre_decap:
 userspace`).
 
-Runs inside one backend's network namespace (started by topologies/gre.py, one process per
+Runs inside one backend's network namespace (started by lab/gre.py, one process per
 backend): a raw IPv4 socket for IP protocol 47 receives every GRE packet addressed to the
 host (no kernel module needed), `parse()` strips the outer IPv4 header and the GRE header
 (RFC 2784/2890: optional checksum, key and sequence number fields), and the inner IPv4 packet

@@ -52,7 +52,7 @@ class DataCenter:
     algorithm: str
     conntrack: bool
     # DCs whose backends also serve this DC's VIP (mode gre only: reached through GRE
-    # across the WAN, topologies/gre.py)
+    # across the WAN, lab/gre.py)
     remote_backends: tuple[str, ...] = ()
 
 

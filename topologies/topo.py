@@ -27,7 +27,7 @@ def wan_link_params(wan: WanPlan, link_delay: str) -> dict:
 
 
 class ScenarioTopo(Topo):
-    """Mininet topology of a NetworkPlan. Node classes are supplied by the live-net glue."""
+    """Mininet topology of a NetworkPlan. Node classes are supplied by lab/nodes.py."""
 
     def build(self, plan: NetworkPlan, link_delay: str = "none", lan_bw: float | None = None):
         if link_delay not in LINK_DELAY_MECHANISMS:

@@ -74,7 +74,8 @@ def test_failed_dc_leaves_answers_and_resolvers_follow_within_ttl(lblab_clean, t
     with LiveNet(plan, mechanisms.detect(), new_run_id("test-dns"), tmp_path) as live:
         svc = dnsnet.start_dns_service(live, plan, config, tmp_path)
         res_ip = svc.resolvers[resolver_of(plan, client).name].ip
-        assert unbound.resolve(live, client, res_ip, config.service_fqdn) == [vip]  # cached now, for `ttl` s
+        # cached now, for `ttl` s
+        assert unbound.resolve(live, client, res_ip, config.service_fqdn) == [vip]
         failed_at = time.time()
         stop_processes(svc.backends[dc])
         detected = dns.wait_answer(svc.authority, str(region.subnet),

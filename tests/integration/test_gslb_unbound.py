@@ -19,6 +19,7 @@ import pytest
 from gslb.bench import _free_port
 from gslb.config import example_config
 from gslb.lifecycle import running_server
+from lab.unbound import unbound_config
 from topologies.system import stop_process
 
 pytestmark = [pytest.mark.integration,
@@ -30,37 +31,10 @@ EAST, CENTRAL, WEST = "10.100.1.1", "10.100.2.1", "10.100.3.1"
 @contextlib.contextmanager
 def running_unbound(tmp: Path, authority_port: int, ecs: bool) -> Iterator[int]:
     port = _free_port()
-    modules = "subnetcache iterator" if ecs else "iterator"
     conf = tmp / f"unbound-{port}.conf"
-    conf.write_text(f"""server:
-  interface: {HOST}
-  port: {port}
-  username: ""
-  chroot: ""
-  directory: "{tmp}"
-  pidfile: "{tmp}/unbound-{port}.pid"
-  do-daemonize: no
-  use-syslog: no
-  logfile: "{tmp}/unbound-{port}.log"
-  verbosity: 1
-  num-threads: 1
-  do-ip6: no
-  so-reuseport: no
-  access-control: 127.0.0.0/8 allow
-  do-not-query-localhost: no
-  domain-insecure: "lblab.test"
-  # unbound answers the special-use TLD test. (RFC 6761) itself with NXDOMAIN unless told not to
-  local-zone: "test." nodefault
-  qname-minimisation: no
-  module-config: "{modules}"
-{'  send-client-subnet: 127.0.0.1' if ecs else ''}
-  max-client-subnet-ipv4: 24
-remote-control:
-  control-enable: no
-stub-zone:
-  name: "lblab.test"
-  stub-addr: {HOST}@{authority_port}
-""")
+    conf.write_text(unbound_config(ip=HOST, name=f"test-{port}", work_dir=tmp,
+                                   authority_ip=HOST, allow=[], ecs=ecs, port=port,
+                                   authority_port=authority_port))
     proc = subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -337,3 +337,17 @@ def test_table_layout_starting_elsewhere():
     assert send(t, KEYS[0]).port in BY_PORT
     with pytest.raises(VipError):
         vipmodel.TableLayout.starting_at(0)
+
+
+def test_cookies_name_their_vip_and_are_told_apart():
+    for index in (1, 7, 255):
+        computed = vf.desired_flows(SWITCH, [vip(index=index)])[-1].cookie
+        conn = vf.conn_cookie(index, "10.101.0.13")
+        assert vf.cookie_vip_index(computed) == vf.cookie_vip_index(conn) == index
+        assert vf.is_computed(computed) and not vf.is_conn(computed)
+        assert vf.is_conn(conn) and not vf.is_computed(conn)
+    from controller.l2logic import BASE_COOKIE
+    assert vf.cookie_vip_index(BASE_COOKIE) is None
+    targets = {vf.backend_flow_target(f, SWITCH.tables)
+               for f in vf.desired_flows(SWITCH, [vip(index=3)])}
+    assert targets - {None} == {(3, b.ip) for b in backends()}   # one per backend flow

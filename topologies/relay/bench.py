@@ -1,8 +1,8 @@
 """Relay benchmarks for `make bench`: each function builds lblrt-* namespaces, measures, returns a float.
 
 Why standalone namespaces: the numbers describe the relay itself (not Mininet or OVS), and the
-bench must not collide with a Mininet run. Targets (README, "The userspace link relay"): relay_rtt_error_ms 0.5,
-relay_rtt_error_loaded_ms 2, relay_goodput_vs_cap 0.9, relay_loss_error_pct 0.3,
+bench must not collide with a Mininet run. Targets (README, "The userspace link relay"):
+relay_rtt_error_ms 0.5, relay_rtt_error_loaded_ms 2, relay_goodput_vs_cap 0.9, relay_loss_error_pct 0.3,
 relay_max_mbps 500, relay_crosstalk_ms 1.
 
 Run all: `python -m topologies.relay.bench` (root; prints one JSON object).
