@@ -94,8 +94,9 @@ class LblabVip(app_manager.RyuApp):
         if sw is None:
             return
         if ev.state == DEAD_DISPATCHER:
-            self.datapaths.pop(dp.id, None)
-            sw.disconnected()
+            if self.datapaths.get(dp.id) is dp:  # not a late event of an older connection
+                self.datapaths.pop(dp.id)
+                sw.disconnected()
             return
         self.datapaths[dp.id] = dp
         self._handle(dp.id, sw.connected)

@@ -87,7 +87,6 @@ Choices, and why
   bucket table is exactly the Maglev lookup table, updated bucket by bucket on pool changes.
 """
 from __future__ import annotations
-from __future__ import annotations
 
 import hashlib
 import ipaddress

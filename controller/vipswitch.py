@@ -11,9 +11,9 @@ Life of a switch, and what each event returns (a list of operations, sent in ord
   nothing is computed against it (`installed` is None): a switch that reconnects may still
   hold every flow of the previous controller.
 - `reply(request, result)`: the answer to one of the requests below. For ReadVipFlows, the
-  diff that turns the flows found into the desired ones (vipflows.vip_diff: learned
-  connection entries and the L2 app's flows are never touched, so established connections
-  survive a controller restart).
+  diff that turns the flows found into the desired ones (vipflows.vip_diff: the L2 app's
+  flows and learned connection entries are not in it, so established connections survive a
+  controller restart; only the entries of backends that left their pool go, see `_sync`).
 - `health_report(report)`, `poll()`, `update(vip, change)`, `packet_in(cookie, key)`.
 `installed` is updated before an event returns, so the next event diffs against the
 previous one's intent; the app must therefore send one event's operations completely before
@@ -126,11 +126,17 @@ class VipSwitch:
 
     def _sync(self) -> list[Op]:
         """The diff from what is installed to what is desired; `installed` becomes the
-        desired flows at once (see the module docstring). A backend whose backend-table
-        flow goes has left its VIP's pool: its learned connection entries are deleted
-        first, so a reused 5-tuple re-hashes instead of following an entry that leads
-        nowhere. Derived from the diff, this holds for a change made over REST and for one
-        found at resync (a pool changed while the switch was away)."""
+        desired flows at once (see the module docstring).
+
+        A backend whose backend-table flow goes has left its VIP's pool: its learned
+        connection entries would lead nowhere for a whole idle timeout, so they are deleted
+        and a reused 5-tuple re-hashes. Derived from the diff, this holds for a change made
+        over REST and for one found at resync (a pool changed while the switch was away).
+        The deletes follow the diff (which ends with a barrier): sent first, they would let
+        a new connection hashing to a bucket that still names the backend learn a fresh
+        entry in the meantime. A backend flow that goes because its VIP was renumbered
+        (a new config across a controller restart) while the backend still serves some
+        VIP keeps its entries: they match the 5-tuple only and still lead to it."""
         if self.installed is None:
             return []
         desired = self.desired()
@@ -139,10 +145,13 @@ class VipSwitch:
         if change.empty:
             return []
         tables = self.config.lb.tables
-        gone = sorted({t for t in (vipflows.backend_flow_target(f, tables)
-                                   for f in change.delete) if t is not None})
-        return [DeleteCookie(vipflows.conn_cookie(index, ip), vipflows.COOKIE_ALL)
-                for index, ip in gone] + [change]
+        indexes = {v.index for v in self.vips.values()}
+        serving = {b.ip for v in self.vips.values() for b in v.backends}
+        gone = sorted({(index, ip) for index, ip in (
+            t for t in (vipflows.backend_flow_target(f, tables) for f in change.delete)
+            if t is not None) if index in indexes or ip not in serving})
+        return [change] + [DeleteCookie(vipflows.conn_cookie(index, ip), vipflows.COOKIE_ALL)
+                           for index, ip in gone]
 
     # -- switch lifecycle -------------------------------------------------------------------
     def connected(self) -> list[Op]:

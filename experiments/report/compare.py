@@ -57,9 +57,15 @@ def compare_runs(a: RunData, b: RunData) -> tuple[list[Check], list[str]]:
                 vb = {k: vb.get(k) for k in keys}
             notes.append(f"{exp}: the runs differ in {what}: {va} vs {vb}")
     for run in (a, b):
-        if run.metadata.get("cpu_starved"):
+        flags = run.fidelity
+        if flags.get("cpu_starved"):
             notes.append(f"{exp}: run {run.run_id} was CPU-starved (min idle "
                          f"{run.metadata.get('min_cpu_idle_pct')}%)")
+        if flags.get("link_delay_none"):
+            notes.append(f"{exp}: run {run.run_id} had no link delay mechanism")
+        if flags.get("calibration_off"):
+            notes.append(f"{exp}: run {run.run_id}: {len(flags['calibration_off'])} WAN "
+                         f"path(s) off their configured RTT at calibration")
     table = tolerances(exp)
     metrics = compared_metrics(table)
     if not metrics:

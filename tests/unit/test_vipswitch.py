@@ -184,3 +184,23 @@ def test_a_bad_change_is_refused_and_changes_nothing():
     with pytest.raises(viprest.BadRequest, match="unknown mode"):
         fake.sw.update("web", lambda c, v: viprest.change_vip(c, v, {"mode": "tunnel"}))
     assert fake.sw.vips["web"] == vip() and computed(fake.table) == before
+
+
+def test_entries_of_a_removed_backend_go_after_its_buckets():
+    fake = FakeSwitch(VipSwitch(config()))
+    fake.event(fake.sw.connected)
+    ops = fake.sw.update("web", lambda c, v: viprest.remove_backend(v, ip_of("b5")))
+    kinds = [type(op) for op in ops]
+    # deleted first, they could be learnt again from a bucket still naming b5
+    assert kinds == [FlowDiff, DeleteCookie]
+
+
+def test_a_vip_renumbered_across_a_restart_keeps_its_connections():
+    before = FakeSwitch(VipSwitch(config(index=1)))
+    before.event(before.sw.connected)
+    conns = {k: backend_of(send(before.table, k)) for k in KEYS[:100]}
+    after = FakeSwitch(VipSwitch(config(index=2)), table=before.table)
+    after.event(after.sw.connected)
+    assert not any(isinstance(op, DeleteCookie) for op in after.sent)
+    assert_in_sync(after)
+    assert {k: backend_of(send(after.table, k)) for k in conns} == conns
