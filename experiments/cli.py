@@ -398,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         print("lblab: interrupted; everything started by this run was torn down, "
               "no partial results were published", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lblab list | head`: the reader has had enough, as with SIGPIPE
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # a bug: one line for the user, the traceback in a file
         import tempfile
         import traceback
