@@ -148,6 +148,9 @@ TOLERANCES = {
     "latency_p99_ms": Tol(why="p99 of a quick run's ~150 requests is its 2nd-largest "
                               "value; under CPU contention it varied 4x between runs"),
     "upload_goodput_mbps": Tol(rel=0.3),
+    "upload_goodput_mbps[variant=gre]": Tol(
+        rel=0.5, why="a quick run's one upload through the userspace decapsulator is "
+                     "bimodal: 53-58 or 92-93 Mbit/s in nine runs (old and new code alike)"),
     "upload_ok_pct": Tol(abs=0, why="an upload either completes or not"),
     "lb_reply_bytes_share": Tol(abs=0.05, why="the DSR acceptance bound"),
 }
