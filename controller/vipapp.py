@@ -15,7 +15,6 @@ from pathlib import Path
 from controller import ofmsg, vipconfig, vipflows, viprest, vipswitch
 from controller.compat import (DEAD_DISPATCHER, FRAMEWORK, MAIN_DISPATCHER, app_manager,
                                hub, ofp_event, ofproto_v1_3, packet, set_ev_cls)
-from controller.flows import FlowDiff
 from controller.hashing import TCP, FlowKey
 
 if FRAMEWORK == "ryu":
@@ -57,34 +56,17 @@ class LblabVip(app_manager.RyuApp):
             if dp is not None:
                 for op in ops:
                     self._send(dp, op, msg)
-        return ops
 
     def _send(self, dp, op, msg=None) -> None:
-        if isinstance(op, FlowDiff):
-            for m in ofmsg.diff_messages(dp, op):
-                dp.send_msg(m)
-        elif isinstance(op, vipswitch.DeleteCookie):
-            dp.send_msg(ofmsg.delete_by_cookie(dp, op.cookie, op.mask))
-        elif isinstance(op, vipswitch.AddFlows):
-            for spec in op.flows:
-                dp.send_msg(ofmsg.flow_mod(dp, spec))
-            dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
-        elif isinstance(op, vipswitch.Resend):
-            dp.send_msg(ofmsg.packet_out_to_table(dp, msg.match["in_port"],
-                                                  _complete_checksums(msg.data)))
-        elif isinstance(op, vipswitch.ReadVipFlows):
-            self._request(dp, op, ofmsg.flow_stats_request(dp, op.cookie, op.mask))
-        elif isinstance(op, vipswitch.ReadBytes):
-            self._request(dp, op, ofmsg.flow_stats_request(dp, op.cookie, op.mask, op.table))
-        elif isinstance(op, vipswitch.CountConns):
-            self._request(dp, op, ofmsg.count_request(dp, op.table, op.cookie))
-        else:
-            raise TypeError(f"unknown operation {op!r}")
-
-    def _request(self, dp, request, msg) -> None:
-        dp.set_xid(msg)
-        self.pending[msg.xid] = (dp.id, request, [])
-        dp.send_msg(msg)
+        packet_back = {}
+        if isinstance(op, vipswitch.Resend):
+            packet_back = {"in_port": msg.match["in_port"],
+                           "data": _complete_checksums(msg.data)}
+        for m in vipswitch.messages(dp, op, **packet_back):
+            if isinstance(op, vipswitch.REQUESTS):   # its reply comes back by xid
+                dp.set_xid(m)
+                self.pending[m.xid] = (dp.id, op, [])
+            dp.send_msg(m)
 
     # -- switch lifecycle -------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Union
 
-from controller import vipflows, viprest
+from controller import ofmsg, vipflows, viprest
 from controller.flows import FlowDiff, FlowSpec
 from controller.hashing import FlowKey
 from controller.vipconfig import SwitchConfig
@@ -72,20 +72,32 @@ class DeleteCookie:
 
 
 @dataclass(frozen=True)
-class AddFlows:
-    """Flows to add now, then a barrier (reactive connection entries)."""
-
-    flows: tuple[FlowSpec, ...]
-
-
-@dataclass(frozen=True)
 class Resend:
-    """Send the packet-in's packet back through the pipeline (after AddFlows)."""
+    """Send the packet-in's packet back through the pipeline (after the flows it needs)."""
 
 
 Request = Union[ReadVipFlows, ReadBytes, CountConns]
-Op = Union[FlowDiff, DeleteCookie, AddFlows, Resend, ReadVipFlows, ReadBytes, CountConns]
+Op = Union[FlowDiff, DeleteCookie, Resend, ReadVipFlows, ReadBytes, CountConns]
 REQUESTS = (ReadVipFlows, ReadBytes, CountConns)
+
+
+def messages(dp: Any, op: Op, in_port: int | None = None, data: bytes = b"") -> list:
+    """The OpenFlow messages of one operation (controller/ofmsg.py), for the app and the
+    tests alike; a request's xid is the sender's to set. `in_port` and `data`: the packet
+    a Resend sends back."""
+    if isinstance(op, FlowDiff):
+        return ofmsg.diff_messages(dp, op)
+    if isinstance(op, DeleteCookie):
+        return [ofmsg.delete_by_cookie(dp, op.cookie, op.mask)]
+    if isinstance(op, Resend):
+        return [ofmsg.packet_out_to_table(dp, in_port, data)]
+    if isinstance(op, ReadVipFlows):
+        return [ofmsg.flow_stats_request(dp, op.cookie, op.mask)]
+    if isinstance(op, ReadBytes):
+        return [ofmsg.flow_stats_request(dp, op.cookie, op.mask, op.table)]
+    if isinstance(op, CountConns):
+        return [ofmsg.count_request(dp, op.table, op.cookie)]
+    raise TypeError(f"unknown operation {op!r}")
 
 
 class VipSwitch:
@@ -243,8 +255,8 @@ class VipSwitch:
         backend = choose_backend(vip, key, self.loads().get(vip.name))
         if backend is None:
             return []  # no backend up: the client's SYN times out, as on a real LB
-        return [AddFlows(tuple(vipflows.reactive_flows(vip, key, backend,
-                                                       self.config.lb.tables))), Resend()]
+        entry = vipflows.reactive_flows(vip, key, backend, self.config.lb.tables)
+        return [FlowDiff(add=tuple(entry)), Resend()]
 
     # -- REST views -------------------------------------------------------------------------
     def describe(self, vip_name: str) -> dict:

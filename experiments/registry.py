@@ -51,6 +51,13 @@ def key_columns(name: str, columns) -> tuple[str, ...]:
     return tuple(k for k in keys if k in columns)
 
 
+def comparable(name: str, summary):
+    """The summary as its rows are matched across runs: the experiment's own `comparable`
+    view (dns-rr ranks DCs by share), else the summary itself."""
+    exp = find(name)
+    return exp.comparable(summary) if exp is not None and exp.comparable else summary
+
+
 def tolerances(name: str) -> dict:
     exp = find(name)
     return dict(exp.tolerances) if exp is not None else {}

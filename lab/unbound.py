@@ -114,7 +114,6 @@ def start_resolvers(live, plan: NetworkPlan, authority_ip: str, work_dir: Path, 
     return out
 
 
-
 def stop_resolvers(resolvers: dict[str, Resolver]) -> None:
     stop_processes(r.proc for r in resolvers.values())
 

@@ -41,7 +41,7 @@ def _row_key(row: dict, keys) -> str:
 def compare_runs(a: RunData, b: RunData) -> tuple[list[Check], list[str]]:
     """Checks of every toleranced metric on every summary row, and notes on what makes the
     two runs not like for like (parameters, seeds, mechanisms)."""
-    from experiments.registry import key_columns, tolerances
+    from experiments.registry import comparable, key_columns, tolerances
     exp = a.experiment
     notes = []
     if b.experiment != exp:
@@ -71,7 +71,7 @@ def compare_runs(a: RunData, b: RunData) -> tuple[list[Check], list[str]]:
     if not metrics:
         notes.append(f"{exp}: no tolerances defined: nothing compared")
         return [], notes
-    sa, sb = _comparable(exp, a.summary), _comparable(exp, b.summary)
+    sa, sb = comparable(exp, a.summary), comparable(exp, b.summary)
     keys = key_columns(exp, list(sa.columns) or list(sb.columns))
     rows_a = _rows(sa, keys)
     rows_b = _rows(sb, keys)
@@ -92,13 +92,6 @@ def compare_runs(a: RunData, b: RunData) -> tuple[list[Check], list[str]]:
             checks.append(Check(exp, key, metric, va, vb, tol.text(unit_of(metric)),
                                 tol.agrees(va, vb)))
     return checks, notes
-
-
-def _comparable(exp: str, df):
-    """The experiment's own view of its summary for matching rows (dns-rr: by share rank)."""
-    from experiments.registry import find
-    facts = find(exp)
-    return facts.comparable(df) if facts is not None and facts.comparable else df
 
 
 def _rows(df, keys) -> dict[str, dict]:

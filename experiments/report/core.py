@@ -130,7 +130,7 @@ def group_runs(runs: list[RunData]) -> list[Group]:
     suite order. Repetitions' summary rows are matched by the experiment's key columns,
     after its `comparable` view of the summary where it has one (as `lblab compare`
     matches two runs)."""
-    from experiments.registry import find, key_columns, suite_rank
+    from experiments.registry import comparable, key_columns, suite_rank
     buckets: dict[str, list[RunData]] = {}
     for run in runs:
         buckets.setdefault(run.group_key(), []).append(run)
@@ -138,10 +138,8 @@ def group_runs(runs: list[RunData]) -> list[Group]:
     for members in buckets.values():
         members.sort(key=lambda r: (r.repetition, r.run_id))
         exp = members[0].experiment
-        facts = find(exp)
-        view = facts.comparable if facts is not None and facts.comparable and \
-            len(members) > 1 else (lambda df: df)
-        frames = [view(r.summary).assign(run_id=r.run_id, repetition=r.repetition, _run=i)
+        frames = [(comparable(exp, r.summary) if len(members) > 1 else r.summary)
+                  .assign(run_id=r.run_id, repetition=r.repetition, _run=i)
                   for i, r in enumerate(members) if not r.summary.empty]
         summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         keys = key_columns(exp, list(summary.columns))

@@ -8,23 +8,10 @@ parser first, so the messages the app would send are checked too.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from controller import l2logic, ofmsg, vipswitch
 from controller.flows import FlowDiff, ReadBack
+from support.datapath import ryu_datapath
 from support.fakeoftable import FakeOFTable
-
-
-def ryu_datapath():
-    """A datapath stand-in with Ryu's OpenFlow 1.3 modules (None without Ryu)."""
-    try:
-        from controller.shim import apply_eventlet_shim
-        apply_eventlet_shim()
-        from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
-    except ImportError:
-        return None
-    return SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser, id=1,
-                           set_xid=lambda msg: setattr(msg, "xid", 1))
 
 
 class FakeSwitch:
@@ -46,8 +33,6 @@ class FakeSwitch:
                 self.table.apply_diff(op, self.now)
             elif isinstance(op, vipswitch.DeleteCookie):
                 self.table.delete_cookie(op.cookie, op.mask)
-            elif isinstance(op, vipswitch.AddFlows):
-                self.table.apply(op.flows, self.now)
             elif isinstance(op, vipswitch.REQUESTS):
                 self.apply(self.sw.reply(op, self._answer(op)))
 
@@ -74,22 +59,8 @@ class FakeSwitch:
         return ofmsg.read_back(parsed)
 
     def _encode(self, op) -> None:
-        dp = self.dp
-        if dp is None:
-            return
-        if isinstance(op, FlowDiff):
-            msgs = ofmsg.diff_messages(dp, op)
-        elif isinstance(op, vipswitch.DeleteCookie):
-            msgs = [ofmsg.delete_by_cookie(dp, op.cookie, op.mask)]
-        elif isinstance(op, vipswitch.AddFlows):
-            msgs = [ofmsg.flow_mod(dp, f) for f in op.flows]
-        elif isinstance(op, vipswitch.ReadVipFlows):
-            msgs = [ofmsg.flow_stats_request(dp, op.cookie, op.mask)]
-        elif isinstance(op, vipswitch.ReadBytes):
-            msgs = [ofmsg.flow_stats_request(dp, op.cookie, op.mask, op.table)]
-        elif isinstance(op, vipswitch.CountConns):
-            msgs = [ofmsg.count_request(dp, op.table, op.cookie)]
-        else:
-            msgs = []
-        for m in msgs:
+        """The app's messages for `op` (vipswitch.messages), serialised as Ryu would."""
+        if self.dp is None or isinstance(op, vipswitch.Resend):
+            return   # a Resend sends the packet-in's own bytes: there is none here
+        for m in vipswitch.messages(self.dp, op):
             m.serialize()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +14,7 @@ from controller import vipflows as vf
 from controller.flows import normalize_match
 from controller.ofctl import to_ofctl
 from controller.vipmodel import Backend
+from support.datapath import ryu_datapath
 from support.vipcase import KEYS, SWITCH, backends, vip
 
 
@@ -62,10 +62,7 @@ def test_to_ofctl_parses_with_ovs_ofctl():
 # --- Ryu messages (ofmsg) ------------------------------------------------------------------
 def _ryu_dp():
     pytest.importorskip("ryu")
-    from controller.shim import apply_eventlet_shim
-    apply_eventlet_shim()
-    from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
-    return SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser, id=1)
+    return ryu_datapath()
 
 
 def test_ofmsg_serialises_and_parses_back():

@@ -4,7 +4,6 @@ scenario's remote_backends, and the REST rules for backends outside the DC."""
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -16,6 +15,7 @@ from controller.hashing import synthetic_keys
 from controller.ofctl import to_ofctl
 from controller.vipmodel import Backend, LbSwitch, Vip
 from lab import vip_config
+from support.datapath import ryu_datapath
 from support.fakeoftable import FakeOFTable
 from topologies import gre, scenario
 from topologies.plan import build_plan
@@ -44,12 +44,8 @@ def test_gre_flows_mark_the_packet_for_the_lbs_own_underlay():
 
 def test_pkt_mark_is_encoded_as_a_nicira_load():
     pytest.importorskip("ryu")
-    from controller.shim import apply_eventlet_shim
-    apply_eventlet_shim()
-    from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
-
     from controller import ofmsg
-    dp = SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser, id=1)
+    dp = ryu_datapath()
     act = ofmsg.ryu_action(dp, SetField("pkt_mark", gre.mark_for(2)))
     assert type(act).__name__ == "NXActionRegLoad2"
     for f in vf.desired_flows(SWITCH, [VIP]):

@@ -13,8 +13,8 @@ from controller.flows import FlowDiff
 from controller.hashing import synthetic_keys
 from controller.l2logic import BASE_COOKIE
 from controller.vipconfig import SwitchConfig
-from controller.vipswitch import (AddFlows, CountConns, DeleteCookie, ReadBytes,
-                                  ReadVipFlows, Resend, VipSwitch)
+from controller.vipswitch import (CountConns, DeleteCookie, ReadBytes, ReadVipFlows, Resend,
+                                  VipSwitch)
 from support.fakeoftable import CONTROLLER
 from support.vipcase import (BY_PORT, KEYS, SWITCH, VIP_IP, backend_of, backends,
                              client_packet, send, vip)
@@ -168,7 +168,7 @@ def test_reactive_packet_in_installs_the_connection_and_resends():
     select = next(h for h in fake.table.trace(client_packet(KEYS[0])).hits
                   if h.table == SWITCH.tables.select)
     ops = fake.sw.packet_in(select.cookie, KEYS[0])
-    assert isinstance(ops[0], AddFlows) and isinstance(ops[1], Resend)
+    assert isinstance(ops[0], FlowDiff) and ops[0].add and isinstance(ops[1], Resend)
     fake.apply(ops)
     assert send(fake.table, KEYS[0]).port in BY_PORT
     assert fake.sw.packet_in(BASE_COOKIE, KEYS[0]) == []       # the L2 app's packet-in
