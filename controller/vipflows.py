@@ -178,7 +178,6 @@ def _flow(index: int, table: int, priority: int, match: Mapping[str, Any],
                                                                                m, a, 0, 0))
 
 
-
 # --- flow computation ----------------------------------------------------------------------
 def outside_prefixes(subnet: str) -> list[str]:
     """Prefixes that together cover exactly the IPv4 space outside `subnet` (one per prefix

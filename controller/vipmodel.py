@@ -26,7 +26,6 @@ class VipError(ValueError):
     """The desired VIP state cannot be turned into flows; the message says why."""
 
 
-
 # --- desired state -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Backend:
@@ -64,7 +63,6 @@ class Vip:
     hash_basis: int = 0
 
 
-
 @dataclass(frozen=True)
 class TableLayout:
     """`l2`: the base app's first table, where the VIP classifier flows go; the others are
@@ -92,7 +90,6 @@ class LbSwitch:
     gre_port: int | None = None       # OVS gre port (remote_ip=flow) for mode gre
     gre_mark: int = 0                 # pkt_mark selecting this LB's underlay routes (0: none)
     tables: TableLayout = TableLayout()
-
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -189,8 +186,6 @@ def _mac(text: str, what: str) -> None:
     if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p)
                                   for p in parts):
         raise VipError(f"{what}: not a MAC address: {text!r}")
-
-
 
 
 # --- backend choice ------------------------------------------------------------------------

@@ -146,5 +146,6 @@ def record_rows(ctx, rows: list[dict], t0: float, plan: NetworkPlan, variant: st
 def dc_of_address(config: GslbConfig) -> dict[str, str]:
     return {str(d.vip): d.name for d in config.dcs}
 
+
 def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

@@ -79,13 +79,13 @@ from topologies.system import LblabError, run
 
 DECAP_STATS_TIMEOUT_S = 5.0
 
+
 def setup_kernel_decap(node, backend_ip: str, vips: list[str]) -> None:
     """Kernel GRE decapsulation on one backend (a Mininet node); raises on failure."""
     for c in kernel_decap_commands(backend_ip, vips):
         out = node.cmd(f"{c} 2>&1; echo rc=$?").strip()
         if not out.endswith("rc=0"):
             raise LblabError(f"{node.name}: {c}: {out}")
-
 
 
 class GreUnderlay:

@@ -67,7 +67,6 @@ def kernel_decap_commands(backend_ip: str, vips: list[str]) -> list[str]:
     return cmds
 
 
-
 def table_for(index: int) -> int:
     return TABLE_BASE + index
 
