@@ -18,8 +18,8 @@ from typing import Callable
 from experiments.cpu import CpuIdleSampler
 from experiments.results import write_csv, write_json
 from topologies.state import new_run_id
+from topologies.system import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_COLUMNS = ("metric", "value", "unit", "baseline", "ratio", "target", "note")
 
 

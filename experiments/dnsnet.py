@@ -22,7 +22,7 @@ from lab.dns import Authority, start_authority
 from lab.dns_config import resolver_of
 from lab.unbound import Resolver, start_resolvers
 from topologies.plan import NetworkPlan
-from topologies.system import LblabError
+from topologies.system import LblabError, REPO_ROOT
 
 
 @dataclass
@@ -78,7 +78,7 @@ def start_clients(live, jobs: list[ClientJob], duration_s: float, work_dir: Path
             "--resolver", job.resolver_ip, "--rate", str(job.rate),
             "--duration", str(duration_s), "--pick", job.pick, "--seed", str(job.seed),
             "--start-at", f"{start_at:.3f}", "--timeout", str(timeout_s), "--out", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(_repo_root()))
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(REPO_ROOT))
         running.append((job, proc, out))
     return start_at, running
 
@@ -145,7 +145,3 @@ def record_rows(ctx, rows: list[dict], t0: float, plan: NetworkPlan, variant: st
 
 def dc_of_address(config: GslbConfig) -> dict[str, str]:
     return {str(d.vip): d.name for d in config.dcs}
-
-
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent

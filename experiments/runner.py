@@ -27,9 +27,8 @@ from topologies import scenario as scenario_mod
 from topologies.plan import build_plan
 from topologies.scenario import Scenario
 from topologies.state import new_run_id
-from topologies.system import run as run_cmd
+from topologies.system import REPO_ROOT, run as run_cmd
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNNER_KEYS = ("link_emulation",)
 
 

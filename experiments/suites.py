@@ -95,7 +95,8 @@ def run_suite(name: str, *, seed: int = 1, out_root: Path | None = None,
     0 all ok, 1 some failed, 130 interrupted). The report is built in every case."""
     from experiments.registry import experiments
     from experiments.results import write_json
-    from experiments.runner import REPO_ROOT, git_info, run_experiment, sigterm_as_interrupt
+    from experiments.runner import git_info, run_experiment, sigterm_as_interrupt
+    from topologies.system import REPO_ROOT
     from topologies.state import new_run_id
 
     suite = SUITES[name]

@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 from topologies import ovs
-from topologies.system import LblabError, run
+from topologies.system import LblabError, REPO_ROOT, run
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_APPS = ("controller.l2app",)
 
 

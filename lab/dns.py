@@ -23,7 +23,7 @@ from gslb.config import GslbConfig
 from gslb.control import DEFAULT_CONTROL_PORT
 from lab.dns_config import authority_host, probe_targets
 from topologies.plan import NetworkPlan
-from topologies.system import LblabError
+from topologies.system import LblabError, REPO_ROOT
 
 DNS_PORT = 53
 READY_TIMEOUT_S = 20
@@ -105,7 +105,7 @@ def start_load_feeds(live, plan: NetworkPlan, work_dir: Path) -> list:
         for host in plan.hosts_in(dc.name, "backend"):
             argv += ["--backend", str(host.ip)]
         procs.append(live.spawn(plan.router(dc.name).name, argv, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, cwd=str(_repo_root())))
+                                stderr=subprocess.DEVNULL, cwd=str(REPO_ROOT)))
     return procs
 
 
@@ -126,7 +126,7 @@ def start_authority(live, plan: NetworkPlan, config: GslbConfig, work_dir: Path,
     log = open(work_dir / "authority.log", "ab")
     proc = live.spawn(auth.name, [sys.executable, "-m", "lab.dnsproc", "authority",
                                   "--launch", str(launch)],
-                      stdout=log, stderr=subprocess.STDOUT, cwd=str(_repo_root()))
+                      stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT))
     log.close()
     live.wait_until(auth.name, f"dig +time=1 +tries=1 @{auth.ip} {config.zone} SOA "
                     f"| grep -q 'status: NOERROR'", f"GSLB authority on {auth.name}",
@@ -148,7 +148,3 @@ def wait_answer(authority: Authority, subnet: str, want, timeout_s: float = 15,
         if time.monotonic() > deadline:
             raise LblabError(f"{what}: not reached in {timeout_s:g}s (answer {addrs})")
         time.sleep(0.05)
-
-
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent

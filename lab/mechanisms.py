@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from topologies import ovs
-from topologies.system import have, ok, run
+from topologies.system import REPO_ROOT, have, ok, run
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,13 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Sequence
+
+
+# The checkout: where `python -m <module>` runs for processes started in hosts, and where the
+# built relay and the scenarios live.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class LblabError(RuntimeError):

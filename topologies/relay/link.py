@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from topologies.system import REPO_ROOT
+
 OFFLOAD_ARGS = ("tso", "off", "gso", "off", "gro", "off", "tx", "off", "rx", "off")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BINARY = REPO_ROOT / "build" / "lblab-relay"
 BUILD_COMMAND = "gcc -O2 -Wall -o build/lblab-relay topologies/relay/lblab_relay.c"
 
