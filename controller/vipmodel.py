@@ -16,6 +16,8 @@ from controller import hashing, maglev
 from topologies.scenario import ALGORITHMS, MODES
 
 STATES = ("up", "down", "drain")
+# What may be set for a whole VIP: over REST, and for every VIP of a run (LiveNet overrides).
+SETTINGS = ("mode", "algorithm", "conntrack", "reactive", "table_size")
 BUCKET_BITS = 16                  # reg0[0..15]: multipath can address n_links <= 65536
 MAX_BUCKETS = 1 << BUCKET_BITS
 LEASTLOAD_BUCKETS = 64

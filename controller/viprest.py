@@ -62,7 +62,7 @@ def _backend(vip: Vip, key: str) -> Backend:
 
 
 def change_vip(sw, vip: Vip, body: dict) -> Vip:
-    allowed = {"mode", "algorithm", "conntrack", "reactive", "table_size"}
+    allowed = set(vipmodel.SETTINGS)
     unknown = set(body) - allowed
     if unknown:
         raise BadRequest(f"unknown field {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(allowed))})")

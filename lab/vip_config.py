@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from controller.vipmodel import SETTINGS
 from topologies import gre as gre_plan
 from topologies.plan import SERVICE_PORT, NetworkPlan, mac_for
 from topologies.state import write_atomic
 
-VIP_SETTINGS = ("mode", "algorithm", "conntrack", "reactive", "table_size")
 
 
 def vip_mac(vip_ip) -> str:
@@ -47,7 +47,7 @@ def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
         vip = {"name": dc.name, "index": index, "address": str(dc.vip),
                "mac": vip_mac(dc.vip), "mode": dc.mode, "algorithm": dc.algorithm,
                "conntrack": dc.conntrack, "ports": [SERVICE_PORT], "backends": backends}
-        vip.update({k: v for k, v in overrides.items() if k in VIP_SETTINGS})
+        vip.update({k: v for k, v in overrides.items() if k in SETTINGS})
         switches[str(sw.dpid)] = {
             "dc": dc.name, "uplink_port": plan.router(dc.name).switch_port,
             "subnet": str(dc.subnet), "hosts": hosts, "vips": [vip], **gre_extra}
