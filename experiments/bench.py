@@ -8,6 +8,7 @@ Metrics come from small functions registered in METRICS; other issues add theirs
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import statistics
 import time
@@ -87,6 +88,58 @@ def bench_ovs_goodput() -> list[Row]:
     return [Row("ovs_goodput_vs_veth", statistics.median(through_switch), "Mbit/s",
                 baseline=statistics.median(direct),
                 note=f"iperf3 TCP 3 s, median of 2; OVS datapath {mech.ovs_datapath}")]
+
+
+RPS_SECONDS, RPS_CONNECTIONS = 5, 32
+
+
+def _nginx_in(node, work: Path, name: str):
+    """nginx (lblab's backend configuration) in a Mininet node, ready when /health answers."""
+    from lab import nginx
+    work.mkdir(parents=True, exist_ok=True)
+    conf = work / "nginx.conf"
+    conf.write_text(nginx.render_conf(name, "bench", 80, work))
+    proc = node.popen(nginx.command(conf))
+    deadline = time.monotonic() + 10
+    while node.cmd("curl -sf -m 1 http://127.0.0.1/health").strip() != "ok":
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"nginx did not start in {node.name}")
+        time.sleep(0.05)
+    return proc
+
+
+def bench_lab_rps() -> list[Row]:
+    """HTTP requests per second with a new connection each (wrk, Connection: close), one
+    client host to one nginx backend through one lblab switch; baseline the same load
+    generator and server over a Linux bridge (the machine's own limit)."""
+    from lab import wrk
+    from lab.minimal import two_host_net
+    from lab.mechanisms import nginx_available
+    mech = _mech()
+    if not nginx_available():
+        return [Row("lab_rps_direct", None, "req/s", target=6000,
+                    note="not measured: nginx with Lua missing (make setup)")]
+    got: dict[str, list] = {"ovs": [], "bridge": []}
+    errors = 0
+    for _ in range(2):  # interleaved, so drift in machine load hits both alike
+        for kind in ("ovs", "bridge"):
+            with two_host_net(mech, with_switch=kind == "ovs",
+                              linux_bridge=kind == "bridge") as (h1, h2):
+                srv = _nginx_in(h2, Path("/tmp") / f"lblab-bench-nginx-{os.getpid()}", "be1")
+                try:
+                    res = wrk.run(h1, f"http://{h2.IP()}/search?size=64",
+                                  seconds=RPS_SECONDS, connections=RPS_CONNECTIONS)
+                finally:
+                    srv.terminate()
+                    srv.wait(timeout=5)
+                got[kind].append(res.rps)
+                errors += res.errors
+    return [Row("lab_rps_direct", statistics.median(got["ovs"]), "req/s",
+                baseline=statistics.median(got["bridge"]), target=6000,
+                note=f"wrk -t2 -c{RPS_CONNECTIONS} {RPS_SECONDS} s, a new connection per "
+                     f"request, nginx (1 worker); median of 2; baseline a Linux bridge; "
+                     f"OVS datapath {mech.ovs_datapath}; wrk errors {errors}")]
 
 
 def _relay_metric(name: str, unit: str, note: str) -> Callable[[], list[Row]]:
@@ -245,6 +298,7 @@ def bench_dns_qps() -> list[Row]:
 
 
 METRICS: dict[str, Callable[[], list[Row]]] = {
+    "lab_rps_direct": bench_lab_rps,
     "vip": bench_vip,
     "vip_gre": bench_vip_gre,
     "maglev_table_build_ms": bench_maglev,

@@ -33,6 +33,8 @@ def cmd_doctor(args) -> int:
           f"relay built: {mech.relay_available})")
     print(f"gre_decap:    {mech.gre_decap}   (ip_gre available: {mech.ip_gre_available})")
     print(f"controller:   {mech.controller}")
+    print(f"backends:     {mech.backend_server}   (nginx with Lua: "
+          f"{mechanisms.nginx_available()}; --set backend_server=python for the Python one)")
     for key, value in info["versions"].items():
         print(f"  {key}: {value}")
     for note in mech.notes:
@@ -87,8 +89,8 @@ def _run_suite(args) -> int:
                          "--scenario and --quick do not apply (--suite quick is the quick one)")
     runner_keys, params = split_overrides(args.set or [])
     if params:
-        raise InputError(f"--set with --suite takes runner keys only (link_emulation), "
-                         f"not {', '.join(params)}")
+        raise InputError(f"--set with --suite takes runner keys only "
+                         f"(link_emulation, backend_server), not {', '.join(params)}")
     _need_root("lblab run --suite")
     _, code = run_suite(args.suite, seed=args.seed, out_root=args.out,
                         overrides=args.set or [],
@@ -301,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="results root (default: results/)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a parameter; repeatable (e.g. --set pings=50, "
-                        "--set link_emulation=relay)")
+                        "--set link_emulation=relay, --set backend_server=python)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("topo", help="scenario networks")

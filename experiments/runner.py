@@ -29,7 +29,7 @@ from topologies.scenario import Scenario
 from topologies.state import new_run_id
 from topologies.system import REPO_ROOT, run as run_cmd
 
-RUNNER_KEYS = ("link_emulation",)
+RUNNER_KEYS = ("link_emulation", "backend_server")
 
 
 def git_info() -> dict:
@@ -83,14 +83,15 @@ def run_experiment(exp: Experiment, *, scenario: str | Scenario | None = None,
     scen = scenario if isinstance(scenario, Scenario) else \
         scenario_mod.load(scenario or exp.scenario)
     plan = build_plan(scen)
-    mech = mechanisms.detect(runner_keys.get("link_emulation"))
+    mech = mechanisms.detect(runner_keys.get("link_emulation"), runner_keys.get("backend_server"))
     run_id = new_run_id(exp.name)
     out_root = Path(out_root or REPO_ROOT / "results")
     run_dir = RunDir(out_root, exp.name, run_id)
     log(f"lblab run {exp.name} ({'quick' if quick else 'full'}), scenario {scen.name}, "
         f"seed {seed}, run {run_id}")
     log(f"mechanisms: OVS datapath {mech.ovs_datapath}, link delay {mech.link_delay}, "
-        f"GRE decap {mech.gre_decap}, controller {mech.controller}")
+        f"GRE decap {mech.gre_decap}, controller {mech.controller}, "
+        f"backends {mech.backend_server}")
     # Fidelity warnings are printed like the experiment's own but kept apart in metadata
     # (`fidelity`), where the report reads them as flags.
     fidelity_warnings: list[str] = []

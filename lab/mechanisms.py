@@ -27,6 +27,7 @@ class Mechanisms:
     relay_available: bool
     ip_gre_available: bool
     notes: tuple[str, ...] = ()
+    backend_server: str = "python"   # nginx | python (experiments/workloads/control.py)
 
     @property
     def ovs_datapath_mininet(self) -> str:
@@ -90,10 +91,18 @@ def controller_name() -> str:
         return f"none ({type(exc).__name__})"
 
 
-def detect(link_emulation: str | None = None) -> Mechanisms:
+def nginx_available() -> bool:
+    """nginx with the Lua module that the backend handlers need (Debian: nginx-light and
+    libnginx-mod-http-lua, installed by `make setup`)."""
+    from lab import nginx
+    return os.access(nginx.NGINX, os.X_OK) and all(os.path.isfile(m) for m in nginx.MODULES)
+
+
+def detect(link_emulation: str | None = None, backend_server: str | None = None
+           ) -> Mechanisms:
     """Probe the kernel and pick a mechanism for each job. `link_emulation` forces
-    netem|relay (from `--set link_emulation=...`); a forced mechanism that is not available
-    is an error rather than a silent substitute."""
+    netem|relay (from `--set link_emulation=...`), `backend_server` nginx|python; a forced
+    mechanism that is not available is an error rather than a silent substitute."""
     from topologies.system import InputError
 
     notes = []
@@ -120,8 +129,19 @@ def detect(link_emulation: str | None = None) -> Mechanisms:
         gre_decap = "none"
         notes.append("no ip_gre and no userspace GRE decapsulator (needs /dev/net/tun and "
                      "topologies/gredecap.py): GRE mode unavailable")
+    have_nginx = nginx_available()
+    if backend_server in (None, "", "auto"):
+        backend_server = "nginx" if have_nginx else "python"
+        if not have_nginx:
+            notes.append("no nginx with the Lua module: backends are the Python server "
+                         "(about 820 new connections/s; `sudo make setup` installs nginx)")
+    elif backend_server == "nginx" and not have_nginx:
+        raise InputError("backend_server=nginx: nginx or its Lua module is not installed "
+                         "(run `sudo make setup`)")
+    elif backend_server not in ("nginx", "python"):
+        raise InputError(f"backend_server={backend_server}: use nginx or python")
     dp = ovs.datapath()
-    return Mechanisms(ovs_datapath="kernel" if dp == "kernel" else "userspace",
+    return Mechanisms(backend_server=backend_server, ovs_datapath="kernel" if dp == "kernel" else "userspace",
                       link_delay=link_delay, gre_decap=gre_decap, controller=controller_name(),
                       netem_available=netem, relay_available=relay, ip_gre_available=gre,
                       notes=tuple(notes))

@@ -17,22 +17,26 @@ from topologies.state import RUN_ENV, RunState, new_run_id
 
 
 @contextmanager
-def two_host_net(mech, with_switch: bool):
+def two_host_net(mech, with_switch: bool, linux_bridge: bool = False):
+    """h1 and h2 across lblab's OVS switch (`with_switch`), across a Linux bridge
+    (`linux_bridge`: the machine's own limit, no OpenFlow), or over a bare veth pair."""
     from mininet.log import setLogLevel
 
     setLogLevel("error")
     with network_lock():
-        yield from _two_host_net(mech, with_switch)
+        yield from _two_host_net(mech, with_switch, linux_bridge)
 
 
-def _two_host_net(mech, with_switch: bool):
+def _two_host_net(mech, with_switch: bool, linux_bridge: bool = False):
     from mininet.link import Link
     from mininet.net import Mininet
     from mininet.node import OVSSwitch, RemoteController
+    from mininet.nodelib import LinuxBridge
 
     run_id = new_run_id("bench2")
     state = RunState(run_id)
     state.data["bridges"] = ["lbs-bench"] if with_switch else []
+    state.data["interfaces"] = ["lbs-bench"] if linux_bridge else []
     state.save()
     os.environ[RUN_ENV] = run_id
     ctl = net = None
@@ -52,6 +56,10 @@ def _two_host_net(mech, with_switch: bool):
                                failMode="secure")
             net.addLink(h1, sw)
             net.addLink(h2, sw)
+        elif linux_bridge:
+            br = net.addSwitch("lbs-bench", cls=LinuxBridge, dpid="1")
+            net.addLink(h1, br)
+            net.addLink(h2, br)
         else:
             net.addLink(h1, h2)
         net.build()

@@ -16,7 +16,7 @@ fi
 
 PACKAGES=(mininet openvswitch-switch iperf3 iputils-ping ethtool bridge-utils iproute2 procps
           unbound dnsperf dnsutils nsd curl nftables tcpdump gcc libc6-dev make git
-          python3 python3-venv python3-dev)
+          python3 python3-venv python3-dev nginx-light libnginx-mod-http-lua wrk)
 
 retry() {  # retry a network step: registries hiccup, CI must not
   local n=1

@@ -10,20 +10,39 @@ from pathlib import Path
 from topologies.plan import SERVICE_PORT
 
 
-def start_http_backends(net, plan, port: int = SERVICE_PORT, dcs=None) -> dict[str, list]:
+BACKEND_SERVERS = ("nginx", "python")
+
+
+def backend_argv(server: str, host, port: int, work_dir: Path) -> list[str]:
+    """The command that runs one backend's HTTP server (nginx: its config is written under
+    `work_dir`, the run's own directory)."""
+    if server == "python":
+        return [sys.executable, "-m", "experiments.workloads.httpserver",
+                "--port", str(port), "--backend", host.name, "--dc", host.site]
+    from lab import nginx
+    conf_dir = Path(work_dir) / "nginx" / f"{host.name}-{port}"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    conf = conf_dir / "nginx.conf"
+    conf.write_text(nginx.render_conf(host.name, host.site, port, conf_dir))
+    return nginx.command(conf)
+
+
+def start_http_backends(net, plan, port: int = SERVICE_PORT, dcs=None,
+                        server: str | None = None) -> dict[str, list]:
     """One backend HTTP server per backend host (of the DCs named in `dcs`, else all), each
     naming itself and its DC; returns DC name -> the servers' processes, once every one
-    answers /health."""
+    answers /health. `server`: nginx or python (default: the run's mechanism,
+    `--set backend_server=...`)."""
+    server = server or getattr(getattr(net, "mech", None), "backend_server", "python")
     backends = [h for h in plan.by_role("backend") if dcs is None or h.site in dcs]
     out: dict[str, list] = {}
     for host in backends:
         out.setdefault(host.site, []).append(net.spawn(
-            host.name, [sys.executable, "-m", "experiments.workloads.httpserver",
-                        "--port", str(port), "--backend", host.name, "--dc", host.site],
+            host.name, backend_argv(server, host, port, net.work_dir),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for host in backends:
         net.wait_until(host.name, f"curl -sf -m 1 http://127.0.0.1:{port}/health",
-                       f"HTTP server on {host.name}")
+                       f"{server} HTTP server on {host.name}")
     return out
 
 

@@ -116,3 +116,24 @@ def test_cpu_starvation_is_sustained_low_idle_not_one_dip():
     sampler.samples = [80.0] * 17 + [0.0, 5.0, 10.0]    # 15%
     assert sampler.starved and sampler.starved_share_pct == 15.0
     assert CpuIdleSampler().starved is False            # no samples: no verdict
+
+
+def test_wrk_summary_parsed_with_errors_and_non_2xx():
+    from lab import wrk
+    text = """Running 4s test @ http://10.0.0.2/search?size=64
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.21ms  312.10us   9.00ms   80.00%
+  95857 requests in 4.00s, 24.50MB read
+  Socket errors: connect 3, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 4
+Requests/sec:  23964.37
+Transfer/sec:      6.12MB
+"""
+    got = wrk.parse(text)
+    assert (got.requests, got.seconds, got.rps, got.errors) == (95857, 4.0, 23964.37, 10)
+    assert wrk.parse(text.replace("4.00s", "900.00ms")).seconds == 0.9
+    with pytest.raises(ValueError, match="unable to connect"):
+        wrk.parse("unable to connect to 10.0.0.2:80 Connection refused")
+    assert "Connection: close" in wrk.command("http://x/") and \
+        "Connection" not in wrk.command("http://x/", new_connections=False)

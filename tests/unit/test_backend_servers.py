@@ -1,0 +1,120 @@
+"""Both backend servers (nginx with Lua, the default; the Python one) keep the same endpoint
+semantics, on loopback: the experiments read backend and DC from replies, byte counts from
+/upload, ticks from /stream and counters from /stats, whichever server runs."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from lab import mechanisms, nginx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(params=["nginx", "python"])
+def server(request, tmp_path):
+    port = _free_port()
+    if request.param == "nginx":
+        if not mechanisms.nginx_available():
+            pytest.skip("nginx with the Lua module is not installed (make setup installs it)")
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(nginx.render_conf("be7", "eu1", port, tmp_path, bind="127.0.0.1"))
+        argv = nginx.command(conf)
+    else:
+        argv = [sys.executable, "-m", "experiments.workloads.httpserver", "--bind",
+                "127.0.0.1", "--port", str(port), "--backend", "be7", "--dc", "eu1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"{request.param} server did not start: "
+                            f"{proc.stderr.read().decode()[-300:]}")
+            time.sleep(0.02)
+    yield port
+    proc.terminate()
+    assert proc.wait(timeout=5) is not None
+
+
+def _get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def _raw(port, request: bytes, shutdown=False) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        if shutdown:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def test_search_names_backend_and_dc_and_has_the_size_asked(server):
+    status, headers, body = _get(server, "/search?size=5000")
+    assert status == 200 and len(body) == 5000
+    assert headers["X-Backend"] == "be7" and headers["X-DC"] == "eu1"
+    assert body.startswith(b"backend=be7 dc=eu1\n")
+    assert _get(server, "/search?size=3")[2] == b"backend=be7 dc=eu1\n"  # never below it
+    assert _get(server, "/search?size=abc")[0] == 400
+    assert _get(server, "/nothing")[0] == 404
+
+
+def test_upload_acknowledges_only_a_body_received_in_full(server):
+    size = 3_000_000
+    reply = _raw(server, b"POST /upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                 b"Content-Length: %d\r\n\r\n" % size + b"u" * size)
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert reply.endswith(b"backend=be7 dc=eu1\nreceived=3000000\n")
+    # the client stops after 5,000 of 100,000 bytes: no acknowledgement, no 200
+    cut = _raw(server, b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+               + b"u" * 5000, shutdown=True)
+    assert b"200" not in cut and b"received=" not in cut
+    stats = json.loads(_get(server, "/stats")[2])
+    assert stats["bytes_in"] == size + 5000
+
+
+def test_stream_trickles_lines_then_closes(server):
+    t0 = time.monotonic()
+    reply = _raw(server, b"GET /stream?seconds=0.3&interval=0.1 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert time.monotonic() - t0 >= 0.3
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = body.decode().splitlines()
+    assert lines[0] == "backend=be7 dc=eu1"
+    assert [line for line in lines[1:]] == [f"tick {i}" for i in range(1, len(lines))]
+    assert len(lines) - 1 >= 3
+
+
+def test_stats_counts_requests_and_connections(server):
+    before = json.loads(_get(server, "/stats")[2])
+    for _ in range(5):
+        _get(server, "/search?size=10")
+    after = json.loads(_get(server, "/stats")[2])
+    assert after["requests"] - before["requests"] == 6   # 5 searches and this /stats
+    assert after["connections"] - before["connections"] == 6
+    assert set(after) == {"connections", "active", "requests", "bytes_in"}
+
+
+def test_nginx_config_refuses_names_that_would_break_it(tmp_path):
+    with pytest.raises(ValueError, match="backend"):
+        nginx.render_conf('be"1', "eu1", 80, tmp_path)
