@@ -13,6 +13,7 @@ terms) may only come last.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
@@ -86,7 +87,44 @@ class Learn:
     load: tuple[tuple[int, str], ...] = ()
 
 
-Action = Union[Output, Controller, SetField, Move, Multipath, Resubmit, Goto, Learn]
+@dataclass(frozen=True)
+class Ct:
+    """ct(): the packet through the datapath's connection tracker in `zone`, then (with
+    `table`) a recirculation into that table with ct_state and ct_mark set; `table` makes it
+    the flow's last action. `nat`: apply a tracked connection's translation (either
+    direction). `commit`: store the connection, with `mark` into ct_mark and, with
+    `nat_dst`, a destination NAT to that IPv4 address."""
+
+    zone: int
+    table: int | None = None
+    commit: bool = False
+    nat: bool = False
+    nat_dst: str | None = None
+    mark: int | None = None
+
+
+# ct_state bits (OVS_CS_F_*), matched as "+trk+new" / "+trk-new" strings in the IR
+CT_STATE_BITS = {"new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08, "inv": 0x10,
+                 "trk": 0x20}
+
+
+def ct_state_bits(text: str) -> tuple[int, int]:
+    """"+trk-new" -> (value, mask)."""
+    value = mask = 0
+    for sign, name in re.findall(r"([+-])([a-z]+)", text):
+        bit = CT_STATE_BITS[name]
+        mask |= bit
+        value |= bit if sign == "+" else 0
+    return value, mask
+
+
+def ct_state_text(value: int, mask: int) -> str:
+    return "".join(("+" if value & bit else "-") + name
+                   for name, bit in sorted(CT_STATE_BITS.items(), key=lambda kv: kv[1])
+                   if mask & bit)
+
+
+Action = Union[Output, Controller, SetField, Move, Multipath, Resubmit, Goto, Learn, Ct]
 Match = tuple[tuple[str, Any], ...]
 
 
@@ -131,8 +169,9 @@ class ReadBack:
 def make_flow(table: int, priority: int, match: Mapping[str, Any], actions: Iterable[Action],
               cookie: int = 0, idle_timeout: int = 0, hard_timeout: int = 0) -> FlowSpec:
     acts = tuple(actions)
-    if any(isinstance(a, Goto) for a in acts[:-1]):
-        raise ValueError(f"Goto must be the last action: {acts}")
+    if any(isinstance(a, Goto) or (isinstance(a, Ct) and a.table is not None)
+           for a in acts[:-1]):
+        raise ValueError(f"Goto and ct(table=...) must be the last action: {acts}")
     return FlowSpec(table, priority, normalize_match(match), acts, cookie, idle_timeout,
                     hard_timeout)
 
@@ -143,7 +182,10 @@ def normalize_match(match: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Mat
     items = match.items() if isinstance(match, Mapping) else match
     out = []
     for k, v in items:
-        if isinstance(v, tuple) and len(v) == 2 and k.startswith(("ipv4_", "arp_spa", "arp_tpa")):
+        if k == "ct_state":
+            v = ct_state_text(*v) if isinstance(v, tuple) else ct_state_text(
+                *ct_state_bits(v)) if isinstance(v, str) else ct_state_text(v, 0xFF)
+        elif isinstance(v, tuple) and len(v) == 2 and k.startswith(("ipv4_", "arp_spa", "arp_tpa")):
             net = ipaddress.IPv4Network(f"{v[0]}/{v[1]}", strict=False)
             v = str(net) if net.prefixlen < 32 else str(net.network_address)
         elif isinstance(v, str) and ":" in v:

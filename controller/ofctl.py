@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.flows import (FLOOD, IN_PORT, Action, Controller, FlowSpec, Goto, Learn,
+from controller.flows import (FLOOD, IN_PORT, Action, Controller, Ct, FlowSpec, Goto, Learn,
                               Move, Multipath, Output, Resubmit, SetField)
 
 _OFCTL_MATCH = {"eth_type": "dl_type", "eth_src": "dl_src", "eth_dst": "dl_dst",
@@ -28,7 +28,7 @@ _NXM = {"eth_src": "NXM_OF_ETH_SRC", "eth_dst": "NXM_OF_ETH_DST",
 def _val(field_name: str, v: Any) -> str:
     if field_name == "eth_type":
         return f"0x{v:04x}"
-    if field_name.startswith("reg") or field_name == "metadata":
+    if field_name.startswith("reg") or field_name in ("metadata", "ct_mark"):
         return hex(v)
     return str(v)
 
@@ -63,6 +63,18 @@ def action(a: Action) -> str:
         parts += [f"{_NXM[f]}[]" for f in a.copy]
         parts += [f"load:{v:#x}->{_NXM[f]}[]" for v, f in a.load]
         return "learn(" + ",".join(parts) + ")"
+    if isinstance(a, Ct):
+        parts = ["commit"] if a.commit else []
+        parts.append(f"zone={a.zone}")
+        if a.table is not None:
+            parts.append(f"table={a.table}")
+        if a.nat_dst:
+            parts.append(f"nat(dst={a.nat_dst})")
+        elif a.nat:
+            parts.append("nat")
+        if a.mark is not None:
+            parts.append(f"exec(set_field:{a.mark:#x}->ct_mark)")
+        return "ct(" + ",".join(parts) + ")"
     raise TypeError(f"unknown action {a!r}")
 
 

@@ -11,6 +11,8 @@ Encoding choices:
 - move -> NXActionRegMove; resubmit -> NXActionResubmitTable; learn -> NXActionLearn with
   NXM field names (what OVS's learn parser expects).
 - goto -> OFPInstructionGotoTable after the apply-actions instruction (the L2 app's tables).
+- ct -> NXActionCT (zone immediate, NXActionNAT and a ct_mark set_field inside), ct_state
+  matches as (value, mask).
 - multipath: Ryu 4.34 lacks constants for symmetric_l3l4(+udp); the values below are OVS's
   (include/openflow/nicira-ext.h).
 """
@@ -19,12 +21,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from controller.flows import (FLOOD, IN_PORT, Action, Controller, FlowDiff, FlowSpec, Goto,
-                              Learn, Move, Multipath, Output, ReadBack, Resubmit, SetField,
-                              normalize_match)
+from controller.flows import (FLOOD, IN_PORT, Action, Controller, Ct, FlowDiff, FlowSpec,
+                              Goto, Learn, Move, Multipath, Output, ReadBack, Resubmit,
+                              SetField, ct_state_bits, normalize_match)
 
 NX_HASH_FIELDS = {"eth_src": 0, "symmetric_l4": 1, "symmetric_l3l4": 2,
                   "symmetric_l3l4+udp": 3, "nw_src": 4, "nw_dst": 5}
+NX_CT_F_COMMIT = 1                # nicira-ext.h
+NX_CT_RECIRC_NONE = 0xFF
+NX_NAT_F_DST = 1 << 1
 NX_MP_ALG = {"modulo_n": 0, "hash_threshold": 1, "hrw": 2, "iter_hash": 3}
 # Fields without an OpenFlow 1.3 OXM code: loaded with NXActionRegLoad2.
 _NX_ONLY = {f"reg{n}" for n in range(16)} | {"tun_ipv4_dst", "tun_ipv4_src", "tunnel_id",
@@ -42,7 +47,9 @@ def ryu_match(dp: Any, match: Any) -> Any:
     """OFPMatch from a FlowSpec match; "a.b.c.d/len" becomes Ryu's (addr, mask) form."""
     kw = {}
     for k, v in match:
-        if isinstance(v, str) and "/" in v:
+        if k == "ct_state":
+            v = ct_state_bits(v)
+        elif isinstance(v, str) and "/" in v:
             net = ipaddress.IPv4Network(v)
             v = (str(net.network_address), str(net.netmask))
         kw[k] = v
@@ -88,6 +95,19 @@ def ryu_action(dp: Any, a: Action) -> Any:
         return p.NXActionLearn(table_id=a.table, specs=specs, idle_timeout=a.idle_timeout,
                                hard_timeout=a.hard_timeout, priority=a.priority,
                                cookie=a.cookie, fin_idle_timeout=a.fin_idle_timeout)
+    if isinstance(a, Ct):
+        inner = []
+        if a.nat_dst:
+            inner.append(p.NXActionNAT(flags=NX_NAT_F_DST, range_ipv4_min=a.nat_dst,
+                                       range_ipv4_max=a.nat_dst))
+        elif a.nat:
+            inner.append(p.NXActionNAT(flags=0))
+        if a.mark is not None:
+            inner.append(p.OFPActionSetField(ct_mark=a.mark))
+        return p.NXActionCT(flags=NX_CT_F_COMMIT if a.commit else 0, zone_src="",
+                            zone_ofs_nbits=a.zone,
+                            recirc_table=NX_CT_RECIRC_NONE if a.table is None else a.table,
+                            alg=0, actions=inner)
     raise TypeError(f"no Ryu encoding for {a!r}")
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
-from controller import ofmsg, vipconfig, vipflows, viprest, vipswitch
+from controller import ctcount, ofmsg, vipconfig, vipflows, viprest, vipswitch
 from controller.compat import (DEAD_DISPATCHER, FRAMEWORK, MAIN_DISPATCHER, app_manager,
                                hub, ofp_event, ofproto_v1_3, packet, set_ev_cls)
 from controller.hashing import TCP, FlowKey
@@ -43,6 +44,7 @@ class LblabVip(app_manager.RyuApp):
         self.datapaths: dict[int, object] = {}
         self.pending: dict[int, tuple] = {}     # xid -> (dpid, request, replies so far)
         self._apply_lock = hub.BoundedSemaphore(1)
+        self._ct_counting: set[int] = set()     # zones whose conntrack dump is running
         kwargs["wsgi"].register(VipRestController, {APP_NAME: self})
         hub.spawn(self._health_loop)
         hub.spawn(self._stats_loop)
@@ -58,6 +60,11 @@ class LblabVip(app_manager.RyuApp):
                     self._send(dp, op, msg)
 
     def _send(self, dp, op, msg=None) -> None:
+        if isinstance(op, vipswitch.CountCt):   # a command, not a message: off the lock
+            if op.zone not in self._ct_counting:
+                self._ct_counting.add(op.zone)
+                hub.spawn(self._count_ct, dp.id, op)
+            return
         packet_back = {}
         if isinstance(op, vipswitch.Resend):
             packet_back = {"in_port": msg.match["in_port"],
@@ -67,6 +74,18 @@ class LblabVip(app_manager.RyuApp):
                 dp.set_xid(m)
                 self.pending[m.xid] = (dp.id, op, [])
             dp.send_msg(m)
+
+    def _count_ct(self, dpid: int, op) -> None:
+        try:
+            out = subprocess.run(ctcount.command(op.zone), capture_output=True, text=True,
+                                 timeout=5)
+            entries = ctcount.parse(out.stdout) if out.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired):
+            entries = None
+        finally:
+            self._ct_counting.discard(op.zone)
+        if entries is not None and dpid in self.switches:
+            self._handle(dpid, self.switches[dpid].reply, op, entries)
 
     # -- switch lifecycle -------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])

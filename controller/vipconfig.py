@@ -6,8 +6,9 @@ of controller/vipmodel.py. Every backend's MAC and switch port is known in advan
 the plan fixes them. Shape:
     {"switches": {"<dpid>": {"dc", "uplink_port", "subnet", "hosts": {ip: {name, mac, port}},
                              "vips": [{name, index, address, mac, mode, algorithm,
-                                       conntrack, ports, backends: [...]}],
-                             "gre_port"?, "gre_mark"?}},
+                                       conntrack, conntrack_impl?, ports,
+                                       backends: [...]}],
+                             "ct_zone"?, "gre_port"?, "gre_mark"?}},
      "health_dir": "<folder of the health checkers' files>" | null}
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ def vip_from_dict(d: dict) -> Vip:
     return Vip(name=d["name"], address=d["address"], mac=d["mac"],
                ports=tuple(d.get("ports", (80,))), mode=d["mode"], algorithm=d["algorithm"],
                conntrack=bool(d["conntrack"]), table_size=d.get("table_size"),
-               backends=backends, index=int(d["index"]), reactive=bool(d.get("reactive")))
+               backends=backends, index=int(d["index"]), reactive=bool(d.get("reactive")),
+               conntrack_impl=d.get("conntrack_impl", "ct"))
 
 
 def load(config: dict) -> dict[int, SwitchConfig]:
@@ -41,7 +43,8 @@ def load(config: dict) -> dict[int, SwitchConfig]:
     for dpid_text, sw in config["switches"].items():
         dpid = int(dpid_text)
         lb = LbSwitch(uplink_port=int(sw["uplink_port"]), dc_subnet=sw["subnet"],
-                      gre_port=sw.get("gre_port"), gre_mark=int(sw.get("gre_mark") or 0))
+                      gre_port=sw.get("gre_port"), gre_mark=int(sw.get("gre_mark") or 0),
+                      ct_zone=int(sw.get("ct_zone") or 1))
         vips = {v["name"]: vip_from_dict(v) for v in sw["vips"]}
         out[dpid] = SwitchConfig(dpid, sw["dc"], lb, vips, sw.get("hosts", {}))
     return out

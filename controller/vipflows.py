@@ -94,11 +94,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from controller import hashing
-from controller.flows import (IN_PORT, Action, Controller, FlowDiff, FlowSpec, Learn, Match,
-                              Move, Multipath, Output, Resubmit, SetField, diff, make_flow,
-                              normalize_match)
+from controller.flows import (IN_PORT, Action, Controller, Ct, FlowDiff, FlowSpec, Learn,
+                              Match, Move, Multipath, Output, Resubmit, SetField, diff,
+                              make_flow, normalize_match)
 from controller.vipmodel import (BUCKET_BITS, Backend, LbSwitch, TableLayout, Vip,
-                                 assignment, validate)
+                                 assignment, uses_ct, validate)
 
 # --- cookies -------------------------------------------------------------------------------
 COOKIE_VIP = 0x1B1AC << 44        # computed VIP flows (base app: 0x1B1AB00000000000)
@@ -112,10 +112,13 @@ DIGEST_BITS = 36
 PRIO_ARP = 400
 PRIO_VIP = 300
 PRIO_VIP_OTHER = 290
-PRIO_REVERSE = 250
+PRIO_REVERSE = 250                # learn, nat: the stateless reverse rewrite
+PRIO_CT_REVERSE = 260             # ct: a backend's packets from a VIP port -> the tracker
 PRIO_CONN = 100
 PRIO_SELECT_NEW = 20
 PRIO_SELECT_KNOWN = 10
+PRIO_CT_KNOWN = 30                # ct: select / backend flows of a committed connection
+PRIO_CT_REPLY = 20
 PRIO_ENTRY = 10                   # bucket and backend tables: one exact entry per value
 PRIO_MISS = 0
 
@@ -169,6 +172,15 @@ def backend_flow_target(flow: Any, tables: TableLayout) -> tuple[int, str] | Non
     if reg is None:
         return None
     return cookie_vip_index(flow.cookie), str(ipaddress.IPv4Address(int(reg)))
+
+
+def rewrites_replies(flow: Any, tables: TableLayout = TableLayout()) -> bool:
+    """Is this (computed) flow one that rewrites a NAT reply on its way out: learn's
+    stateless reverse flows, or ct's reply flow after the tracker's reverse translation?
+    From table, priority and cookie alone (what a flow dump gives)."""
+    return is_computed(flow.cookie) and (
+        (flow.table == tables.l2 and flow.priority == PRIO_REVERSE) or
+        (flow.table == tables.reverse and flow.priority == PRIO_CT_REPLY))
 
 
 def _flow(index: int, table: int, priority: int, match: Mapping[str, Any],
@@ -227,23 +239,120 @@ def _mode_actions(vip: Vip, switch: LbSwitch, b: Backend) -> list[Action]:
 
 def pipeline_flows(switch: LbSwitch) -> list[FlowSpec]:
     """Explicit no-op misses in the VIP tables (shared by all VIPs, VIP index 0), so a miss
-    inside a resubmit means "nothing" on every switch, whatever its table-miss default."""
+    inside a resubmit means "nothing" on every switch, whatever its table-miss default;
+    the reverse table's miss hands the packet to the L2 lookup (not a VIP reply: ordinary
+    traffic of a backend, switched as if no VIP existed)."""
     t = switch.tables
-    return [_flow(0, tid, PRIO_MISS, {}, []) for tid in (t.conn, t.select, t.bucket, t.backend)]
+    return [*(_flow(0, tid, PRIO_MISS, {}, [])
+              for tid in (t.conn, t.select, t.bucket, t.backend, t.out)),
+            _flow(0, t.reverse, PRIO_MISS, {}, [Resubmit(t.l2_dst)])]
+
+
+def _new_connection(vip: Vip, t: TableLayout, table: list[Backend]) -> list[Action]:
+    """select's actions for a connection no table knows: hash, or ask the controller."""
+    if vip.reactive:
+        return [Controller()]
+    if table:
+        return [Multipath(len(table), dst=REG_BUCKET, n_bits=BUCKET_BITS,
+                          basis=vip.hash_basis), Resubmit(t.bucket), Resubmit(t.backend)]
+    return []  # no backend up: new connections are dropped, known ones still flow
+
+
+def _bucket_flows(vip: Vip, t: TableLayout, table: list[Backend], learn: bool,
+                  tcp: dict) -> list[FlowSpec]:
+    per_backend: dict[str, tuple[Action, ...]] = {}   # M buckets share N action lists
+    for b in {b.name: b for b in table}.values():
+        acts: list[Action] = [SetField(REG_BACKEND, ipv4_int(b.ip))]
+        if learn:
+            acts.append(_learn(vip, t, b))
+        per_backend[b.name] = tuple(acts)
+    return [_flow(vip.index, t.bucket, PRIO_ENTRY, {**tcp, REG_BUCKET: bucket},
+                  per_backend[b.name]) for bucket, b in enumerate(table)]
+
+
+def ct_vip_flows(switch: LbSwitch, vip: Vip, loads: Mapping[str, int] | None = None
+                 ) -> list[FlowSpec]:
+    """The flows of a VIP whose connection table is conntrack (vipmodel.uses_ct): modes nat
+    and dsr. Both directions of a connection pass this switch (the LB is the DC's LAN
+    switch, and a DSR reply crosses it on its way to the router), so the tracker sees whole
+    TCP connections. The backend lives in ct_mark (its IPv4 address, never 0), set when the
+    connection is committed; a new connection costs no flow-table change.
+
+    table 0 (VIP:port): reg2 := index; ct(zone, [nat], table=select)
+    select: ct_mark == b (committed, b still in the pool) -> reg1 := b; resubmit(,backend)
+            else (new) -> multipath -> bucket -> reg1 := b; resubmit(,backend)
+    backend: reg1 == b and ct_mark == b -> resubmit(,out)
+             reg1 == b (not committed yet) -> ct(commit, zone, [nat(dst=b)], ct_mark := b,
+                                                table=out)
+    out: reg1 == b -> eth_dst := b; output b's port (nat: the tracker rewrote ipv4_dst)
+    table 0 (from b's port, source port of the VIP; nat: from b's address, dsr: from the
+    VIP's): ct(zone, [nat], table=reverse)
+    reverse: nat: a reply of a tracked connection (+trk+rpl, source now the VIP) ->
+             eth_src := VIP MAC; then, as everything else there, the L2 lookup (table 1).
+    So replies go wherever L2 sends them: the router, or a host of the DC that connected to
+    its own VIP (hairpin); and a backend's own traffic on port 80 (a client connecting to
+    it directly, from anywhere) is switched untouched. In dsr the LB rewrites no reply: the
+    tracker only sees them cross the DC switch (Linux conntrack needs both directions:
+    after a SYN it marks a connection's next packet from the same side invalid unless the
+    answer was seen), and the bytes the LB rewrites are those of PRIO_CT_REPLY."""
+    t, i = switch.tables, vip.index
+    zone, nat = switch.ct_zone, vip.mode == "nat"
+    flows: list[FlowSpec] = [_arp_flow(switch, vip)]
+    for p in vip.ports:
+        flows.append(_flow(i, t.l2, PRIO_VIP, {"eth_type": ETH_IP, "ip_proto": hashing.TCP,
+                                               "ipv4_dst": vip.address, "tcp_dst": p},
+                           [SetField(REG_VIP, i), Ct(zone, table=t.select, nat=nat)]))
+    flows.append(_flow(i, t.l2, PRIO_VIP_OTHER, {"eth_type": ETH_IP, "ipv4_dst": vip.address},
+                       []))
+    tcp = {"eth_type": ETH_IP, "ip_proto": hashing.TCP, REG_VIP: i}
+    table = assignment(vip, loads)
+    for b in vip.backends:
+        flows.append(_flow(i, t.select, PRIO_CT_KNOWN,
+                           {**tcp, "ct_state": "+trk", "ct_mark": ipv4_int(b.ip)},
+                           [SetField(REG_BACKEND, ipv4_int(b.ip)), Resubmit(t.backend)]))
+    flows.append(_flow(i, t.select, PRIO_SELECT_NEW, {**tcp, "ct_state": "+trk"},
+                       _new_connection(vip, t, table)))
+    flows += _bucket_flows(vip, t, table, vip.algorithm == "leastload", tcp)
+    for b in vip.backends:
+        bid = ipv4_int(b.ip)
+        flows.append(_flow(i, t.backend, PRIO_CT_KNOWN,
+                           {**tcp, REG_BACKEND: bid, "ct_mark": bid}, [Resubmit(t.out)]))
+        flows.append(_flow(i, t.backend, PRIO_ENTRY, {**tcp, REG_BACKEND: bid},
+                           [Ct(zone, table=t.out, commit=True, mark=bid,
+                               nat_dst=b.ip if nat else None)]))
+        flows.append(_flow(i, t.out, PRIO_ENTRY, {**tcp, REG_BACKEND: bid},
+                           [SetField("eth_dst", b.mac), Output(b.switch_port)]))
+        for p in vip.ports:
+            flows.append(_flow(i, t.l2, PRIO_CT_REVERSE,
+                               {"in_port": b.switch_port, "eth_type": ETH_IP,
+                                "ip_proto": hashing.TCP,
+                                "ipv4_src": b.ip if nat else vip.address, "tcp_src": p},
+                               [Ct(zone, table=t.reverse, nat=nat)]))
+    if nat:
+        flows.append(_flow(i, t.reverse, PRIO_CT_REPLY,
+                           {"eth_type": ETH_IP, "ip_proto": hashing.TCP,
+                            "ct_state": "+trk+rpl", "ipv4_src": vip.address},
+                           [SetField("eth_src", vip.mac), Resubmit(t.l2_dst)]))
+    return flows
+
+
+def _arp_flow(switch: LbSwitch, vip: Vip) -> FlowSpec:
+    """ARP reply built in the switch: swap addresses, answer with the VIP MAC, out IN_PORT."""
+    return _flow(vip.index, switch.tables.l2, PRIO_ARP,
+                 {"eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": vip.address},
+                 [Move("eth_src", "eth_dst"), SetField("eth_src", vip.mac),
+                  SetField("arp_op", 2), Move("arp_sha", "arp_tha"),
+                  SetField("arp_sha", vip.mac), Move("arp_spa", "arp_tpa"),
+                  SetField("arp_spa", vip.address), Output(IN_PORT)])
 
 
 def vip_flows(switch: LbSwitch, vip: Vip, loads: Mapping[str, int] | None = None
               ) -> list[FlowSpec]:
     """All computed flows of one VIP (validate first; desired_flows does)."""
+    if uses_ct(vip):
+        return ct_vip_flows(switch, vip, loads)
     t, i = switch.tables, vip.index
-    flows: list[FlowSpec] = []
-    # ARP reply built in the switch: swap addresses, answer with the VIP MAC, out IN_PORT.
-    flows.append(_flow(i, t.l2, PRIO_ARP,
-                       {"eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": vip.address},
-                       [Move("eth_src", "eth_dst"), SetField("eth_src", vip.mac),
-                        SetField("arp_op", 2), Move("arp_sha", "arp_tha"),
-                        SetField("arp_sha", vip.mac), Move("arp_spa", "arp_tpa"),
-                        SetField("arp_spa", vip.address), Output(IN_PORT)]))
+    flows: list[FlowSpec] = [_arp_flow(switch, vip)]
     classify: list[Action] = [SetField(REG_VIP, i)]
     if _consults_conn(vip):
         classify.append(Resubmit(t.conn))
@@ -256,14 +365,7 @@ def vip_flows(switch: LbSwitch, vip: Vip, loads: Mapping[str, int] | None = None
                        []))
     # select: new connection -> hash (or controller); known connection -> backend.
     table = [] if vip.reactive else assignment(vip, loads)
-    if vip.reactive:
-        new: list[Action] = [Controller()]
-    elif table:
-        new = [Multipath(len(table), dst=REG_BUCKET, n_bits=BUCKET_BITS,
-                         basis=vip.hash_basis), Resubmit(t.bucket),
-               Resubmit(t.backend)]
-    else:
-        new = []  # no backend up: new connections are dropped, known ones still flow
+    new = _new_connection(vip, t, table)
     # The IPv4/TCP prerequisites in these matches are required: OVS rejects a learn that
     # copies ip_src, or a set_field to ip_dst, in a flow whose match does not imply IPv4/TCP.
     tcp = {"eth_type": ETH_IP, "ip_proto": hashing.TCP, REG_VIP: i}
@@ -272,16 +374,7 @@ def vip_flows(switch: LbSwitch, vip: Vip, loads: Mapping[str, int] | None = None
         flows.append(_flow(i, t.select, PRIO_SELECT_KNOWN, tcp, [Resubmit(t.backend)]))
     else:
         flows.append(_flow(i, t.select, PRIO_SELECT_KNOWN, tcp, new))
-    learn = _uses_learn(vip)
-    per_backend: dict[str, tuple[Action, ...]] = {}   # M buckets share N action lists
-    for b in {b.name: b for b in table}.values():
-        acts: list[Action] = [SetField(REG_BACKEND, ipv4_int(b.ip))]
-        if learn:
-            acts.append(_learn(vip, t, b))
-        per_backend[b.name] = tuple(acts)
-    for bucket, b in enumerate(table):
-        flows.append(_flow(i, t.bucket, PRIO_ENTRY, {**tcp, REG_BUCKET: bucket},
-                           per_backend[b.name]))
+    flows += _bucket_flows(vip, t, table, _uses_learn(vip), tcp)
     for b in vip.backends:
         flows.append(_flow(i, t.backend, PRIO_ENTRY, {**tcp, REG_BACKEND: ipv4_int(b.ip)},
                            _mode_actions(vip, switch, b)))

@@ -13,11 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from controller import hashing, maglev
-from topologies.scenario import ALGORITHMS, MODES
+from topologies.scenario import ALGORITHMS, CONNTRACK_IMPLS, MODES
 
 STATES = ("up", "down", "drain")
 # What may be set for a whole VIP: over REST, and for every VIP of a run (LiveNet overrides).
-SETTINGS = ("mode", "algorithm", "conntrack", "reactive", "table_size")
+SETTINGS = ("mode", "algorithm", "conntrack", "conntrack_impl", "reactive", "table_size")
+
 BUCKET_BITS = 16                  # reg0[0..15]: multipath can address n_links <= 65536
 MAX_BUCKETS = 1 << BUCKET_BITS
 LEASTLOAD_BUCKETS = 64
@@ -56,6 +57,10 @@ class Vip:
     mode: str = "nat"
     algorithm: str = "maglev"
     conntrack: bool = True
+    # ct: the datapath's connection tracker (ct_mark = backend, ct(nat) for mode nat);
+    # learn: learned exact flows (controller/vipflows.py). The model's default is learn;
+    # scenarios default to ct. `uses_ct` says where ct applies.
+    conntrack_impl: str = "learn"
     table_size: int | None = None     # maglev: M (prime >= 100 N); leastload: bucket count
     backends: tuple[Backend, ...] = ()
     index: int = 1                    # 1..255, unique per switch: reg2 value, cookie bits
@@ -75,12 +80,20 @@ class TableLayout:
     select: int = DEFAULT_FIRST_TABLE + 1
     bucket: int = DEFAULT_FIRST_TABLE + 2
     backend: int = DEFAULT_FIRST_TABLE + 3
+    out: int = DEFAULT_FIRST_TABLE + 4       # ct: after the commit's recirculation
+    reverse: int = DEFAULT_FIRST_TABLE + 5   # ct: backend -> client, after ct(nat)
+
+    @property
+    def l2_dst(self) -> int:
+        """The base app's destination lookup table (its second)."""
+        return self.l2 + 1
 
     @classmethod
     def starting_at(cls, first_table: int, l2: int = 0) -> TableLayout:
-        if first_table <= l2:
-            raise VipError(f"VIP tables must come after the L2 table {l2}, got {first_table}")
-        return cls(l2, first_table, first_table + 1, first_table + 2, first_table + 3)
+        if first_table <= l2 + 1:
+            raise VipError(f"VIP tables must come after the L2 tables {l2}-{l2 + 1}, "
+                           f"got {first_table}")
+        return cls(l2, *range(first_table, first_table + 6))
 
 
 @dataclass(frozen=True)
@@ -91,13 +104,26 @@ class LbSwitch:
     dc_subnet: str                    # the L2 segment of the backends, e.g. 10.101.0.0/24
     gre_port: int | None = None       # OVS gre port (remote_ip=flow) for mode gre
     gre_mark: int = 0                 # pkt_mark selecting this LB's underlay routes (0: none)
+    ct_zone: int = 1                  # this LB's conntrack zone: its entries are its own
     tables: TableLayout = TableLayout()
 
 
 # --- validation ----------------------------------------------------------------------------
+def uses_ct(vip: Vip) -> bool:
+    """Whether the VIP's connection table is the datapath's conntrack. With conntrack_impl
+    ct it is, except: without connection tracking (conntrack false) there is none; reactive
+    VIPs keep the controller's exact flows; gre keeps learn, because a remote backend's
+    replies never pass this switch and a tracker that sees one direction of a TCP connection
+    marks its packets invalid after the SYN (Linux conntrack), so ct_mark would be lost."""
+    return (vip.conntrack and vip.conntrack_impl == "ct" and not vip.reactive
+            and vip.mode in ("nat", "dsr"))
+
+
 def validate(switch: LbSwitch, vips: Sequence[Vip]) -> None:
     """Raise VipError naming the VIP and the problem; nothing is computed from bad state."""
     subnet = _net(switch.dc_subnet, "dc_subnet")
+    if not 1 <= switch.ct_zone <= 65535:
+        raise VipError(f"ct_zone must be 1..65535, got {switch.ct_zone}")
     seen_idx: dict[int, str] = {}
     seen_addr: dict[str, str] = {}
     reverse_keys: dict[tuple[str, int], str] = {}
@@ -119,6 +145,9 @@ def validate(switch: LbSwitch, vips: Sequence[Vip]) -> None:
         if v.algorithm not in ALGORITHMS:
             raise VipError(f"{where}: unknown algorithm {v.algorithm!r} "
                            f"(one of {', '.join(ALGORITHMS)})")
+        if v.conntrack_impl not in CONNTRACK_IMPLS:
+            raise VipError(f"{where}: unknown conntrack_impl {v.conntrack_impl!r} "
+                           f"(one of {', '.join(CONNTRACK_IMPLS)})")
         if not v.ports or any(not 1 <= p <= 65535 for p in v.ports):
             raise VipError(f"{where}: ports must be 1..65535, got {v.ports}")
         if v.mode == "gre" and switch.gre_port is None:

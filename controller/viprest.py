@@ -76,6 +76,11 @@ def change_vip(sw, vip: Vip, body: dict) -> Vip:
             raise BadRequest(f"unknown algorithm {body['algorithm']!r} "
                              f"(one of {', '.join(ALGORITHMS)})")
         changes["algorithm"] = body["algorithm"]
+    if "conntrack_impl" in body:
+        if body["conntrack_impl"] not in vipmodel.CONNTRACK_IMPLS:
+            raise BadRequest(f"unknown conntrack_impl {body['conntrack_impl']!r} "
+                             f"(one of {', '.join(vipmodel.CONNTRACK_IMPLS)})")
+        changes["conntrack_impl"] = body["conntrack_impl"]
     for flag in ("conntrack", "reactive"):
         if flag in body:
             if not isinstance(body[flag], bool):
@@ -139,6 +144,9 @@ def describe(vip: Vip, health: dict[str, str], stats: dict, loads: dict[str, int
     return {
         "name": vip.name, "address": vip.address, "mac": vip.mac, "mode": vip.mode,
         "algorithm": vip.algorithm, "conntrack": vip.conntrack, "reactive": vip.reactive,
+        "conntrack_impl": vip.conntrack_impl,
+        "connection_table": ("conntrack" if vipmodel.uses_ct(vip) else
+                             "learned flows" if vip.conntrack or vip.reactive else "none"),
         "table_size": len(table),
         "backends": [{"name": b.name, "ip": b.ip, "weight": b.weight, "admin": b.state,
                       "health": health.get(b.ip, "up"),

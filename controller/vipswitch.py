@@ -29,7 +29,7 @@ from controller import ofmsg, vipflows, viprest
 from controller.flows import FlowDiff, FlowSpec
 from controller.hashing import FlowKey
 from controller.vipconfig import SwitchConfig
-from controller.vipmodel import Vip, choose_backend
+from controller.vipmodel import Vip, choose_backend, uses_ct
 
 
 # --- what to send --------------------------------------------------------------------------
@@ -64,6 +64,14 @@ class CountConns:
 
 
 @dataclass(frozen=True)
+class CountCt:
+    """Not an OpenFlow message: the app dumps the datapath's conntrack entries of `zone`
+    (controller/ctcount.py) and answers with reply(this, [CtEntry, ...])."""
+
+    zone: int
+
+
+@dataclass(frozen=True)
 class DeleteCookie:
     """OFPFC_DELETE in every table of the flows whose cookie matches under mask."""
 
@@ -77,7 +85,7 @@ class Resend:
 
 
 Request = Union[ReadVipFlows, ReadBytes, CountConns]
-Op = Union[FlowDiff, DeleteCookie, Resend, ReadVipFlows, ReadBytes, CountConns]
+Op = Union[FlowDiff, DeleteCookie, Resend, ReadVipFlows, ReadBytes, CountConns, CountCt]
 REQUESTS = (ReadVipFlows, ReadBytes, CountConns)
 
 
@@ -98,6 +106,12 @@ def messages(dp: Any, op: Op, in_port: int | None = None, data: bytes = b"") -> 
     if isinstance(op, CountConns):
         return [ofmsg.count_request(dp, op.table, op.cookie)]
     raise TypeError(f"unknown operation {op!r}")
+
+
+def _counted_by_ct(vip: Vip) -> bool:
+    """Connections counted from conntrack: a ct VIP, except leastload, whose learned
+    counting entries (vipflows) stay its counters, read like the learn implementation's."""
+    return uses_ct(vip) and vip.algorithm != "leastload"
 
 
 class VipSwitch:
@@ -184,7 +198,22 @@ class VipSwitch:
         elif isinstance(request, CountConns):
             self.stats.setdefault(request.vip, {}).setdefault(
                 request.backend, {})["connections"] = int(result)
+        elif isinstance(request, CountCt):
+            self._ct_counted(result)
         return []
+
+    def _ct_counted(self, entries) -> None:
+        """Open conntrack connections per backend of each ct VIP (by VIP address and mark)."""
+        counts: dict[tuple[str, int], int] = {}
+        for e in entries:
+            if e.open:
+                counts[(e.orig_dst, e.mark)] = counts.get((e.orig_dst, e.mark), 0) + 1
+        for vip in self.vips.values():
+            if not _counted_by_ct(vip):
+                continue
+            for b in vip.backends:
+                self.stats.setdefault(vip.name, {}).setdefault(b.name, {})["connections"] = \
+                    counts.get((vip.address, vipflows.ipv4_int(b.ip)), 0)
 
     def flows_read(self, flows: Iterable[Any]) -> list[Op]:
         """The switch's actual computed VIP flows (after connected()) -> what to send."""
@@ -224,9 +253,13 @@ class VipSwitch:
             return []
         tables = self.config.lb.tables
         ops: list[Op] = []
+        if any(_counted_by_ct(v) for v in self.vips.values()):
+            ops.append(CountCt(self.config.lb.ct_zone))
         for vip in self.vips.values():
-            ops += [CountConns(vip.name, b.name, tables.conn,
-                               vipflows.conn_cookie(vip.index, b.ip)) for b in vip.backends]
+            if not _counted_by_ct(vip):
+                ops += [CountConns(vip.name, b.name, tables.conn,
+                                   vipflows.conn_cookie(vip.index, b.ip))
+                        for b in vip.backends]
             ops.append(ReadBytes(vip.name, tables.backend, vipflows.vip_cookie_prefix(vip.index),
                                  vipflows.COOKIE_VIP_MASK))
         if any(v.algorithm == "leastload" for v in self.vips.values()):

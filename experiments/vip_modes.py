@@ -25,7 +25,7 @@ SUMMARY_COLUMNS = ("variant", "requests", "ok_pct", "latency_p50_ms", "latency_p
 
 
 def reply_counters(plan, dc: str, vip_index: int) -> tuple[int, int]:
-    """(bytes sent by the DC's backends, bytes of those the VIP's reverse flows handled),
+    """(bytes sent by the DC's backends, bytes of those the VIP's flows rewrote as replies),
     read once the flow counters have caught up with the traffic (ovsstats.settled)."""
     return ovsstats.settled(lambda: _reply_counters(plan, dc, vip_index))
 
@@ -34,9 +34,7 @@ def _reply_counters(plan, dc: str, vip_index: int) -> tuple[int, int]:
     bridge = plan.switch(dc).name
     total = sum(ovsstats.port_rx_bytes(bridge, h.switch_port)
                 for h in plan.hosts_in(dc, "backend"))
-    lb = ovsstats.bytes_where(bridge, lambda f: f.table == 0 and
-                              f.priority == vipflows.PRIO_REVERSE and
-                              vipflows.is_computed(f.cookie) and
+    lb = ovsstats.bytes_where(bridge, lambda f: vipflows.rewrites_replies(f) and
                               vipflows.cookie_vip_index(f.cookie) == vip_index)
     return total, lb
 

@@ -46,11 +46,13 @@ def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
                               "weight": 1.0} for h in plan.hosts_in(other, "backend")]
         vip = {"name": dc.name, "index": index, "address": str(dc.vip),
                "mac": vip_mac(dc.vip), "mode": dc.mode, "algorithm": dc.algorithm,
-               "conntrack": dc.conntrack, "ports": [SERVICE_PORT], "backends": backends}
+               "conntrack": dc.conntrack, "conntrack_impl": dc.conntrack_impl,
+               "ports": [SERVICE_PORT], "backends": backends}
         vip.update({k: v for k, v in overrides.items() if k in SETTINGS})
         switches[str(sw.dpid)] = {
             "dc": dc.name, "uplink_port": plan.router(dc.name).switch_port,
-            "subnet": str(dc.subnet), "hosts": hosts, "vips": [vip], **gre_extra}
+            "subnet": str(dc.subnet), "hosts": hosts, "vips": [vip], "ct_zone": index,
+            **gre_extra}
     return {"switches": switches, "health_dir": str(health_dir) if health_dir else None}
 
 

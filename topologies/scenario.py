@@ -24,6 +24,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 SITE_NAME = re.compile(r"^[a-z][a-z0-9]{0,3}$")
 MODES = ("nat", "dsr", "gre")
 ALGORITHMS = ("modn", "maglev", "leastload")
+CONNTRACK_IMPLS = ("ct", "learn")
 DNS_POLICIES = ("all", "geo", "capacity")
 DNS_ANSWERS = ("first_backend", "vip")
 
@@ -54,6 +55,8 @@ class DataCenter:
     # DCs whose backends also serve this DC's VIP (mode gre only: reached through GRE
     # across the WAN, lab/gre.py)
     remote_backends: tuple[str, ...] = ()
+    # the VIP's connection table: ct (the datapath's conntrack) or learn (learned flows)
+    conntrack_impl: str = "ct"
 
 
 @dataclass(frozen=True)
@@ -326,7 +329,7 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
         _site_name(holder, name)
         f = _Fields(source, f"dcs.{name}", spec, {"subnet", "vip", "backends", "capacity_rps",
                                                   "mode", "algorithm", "conntrack",
-                                                  "remote_backends"})
+                                                  "conntrack_impl", "remote_backends"})
         subnet = f.get("subnet", _subnet)
         vip = f.get("vip", _address)
         if vip not in subnet:
@@ -343,6 +346,7 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
             mode=f.choice("mode", MODES, "nat"),
             algorithm=f.choice("algorithm", ALGORITHMS, "maglev"),
             conntrack=f.get("conntrack", _boolean, True),
+            conntrack_impl=f.choice("conntrack_impl", CONNTRACK_IMPLS, "ct"),
             remote_backends=tuple(f.get("remote_backends", _dc_name_list, []))))
         if out[-1].remote_backends and out[-1].mode != "gre":
             f.fail("remote backends are reached through GRE only: set mode: gre",

@@ -27,6 +27,16 @@ def backend_argv(server: str, host, port: int, work_dir: Path) -> list[str]:
     return nginx.command(conf)
 
 
+def backend_server_process(net, backend: str):
+    """The server process lblab started for one backend host (either server kind)."""
+    for proc in net.procs:
+        args = proc.args if isinstance(proc.args, list) else [proc.args]
+        if ("--backend" in args and args[args.index("--backend") + 1] == backend) or \
+                any(f"/nginx/{backend}-" in str(a) for a in args):
+            return proc
+    raise LookupError(f"no HTTP server was started for {backend}")
+
+
 def start_http_backends(net, plan, port: int = SERVICE_PORT, dcs=None,
                         server: str | None = None) -> dict[str, list]:
     """One backend HTTP server per backend host (of the DCs named in `dcs`, else all), each

@@ -6,8 +6,12 @@ ask "where does this packet go, with which headers?" without a switch. It execut
 lblab's flows use: matches with IPv4 prefixes, output (IN_PORT and FLOOD included),
 controller, set_field, move, multipath (with the model hash of controller.hashing, not
 OVS's), resubmit with the Nicira semantics (register changes persist, a miss is a no-op),
-goto_table, and learn (adds an exact flow to the target table; fin_idle_timeout is not
-modelled, idle and hard timeouts are, through `expire(now)`). `read_back()` answers a flow
+goto_table, learn (adds an exact flow to the target table; fin_idle_timeout is not
+modelled, idle and hard timeouts are, through `expire(now)`), and ct with a small model of
+the datapath's connection tracker: per zone, committed connections by original and reply
+5-tuple; +new until the first reply, then +est (+rpl for replies); ct_mark; a commit's
+destination NAT and its reverse on replies when the lookup asks for nat (TCP states and
+timeouts are not modelled). `read_back()` answers a flow
 stats request the way a switch does: table, priority, match and cookie, no actions.
 
 Like FAUCET's, it refuses ambiguous tables: two different flows with the same priority that
@@ -21,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller import hashing
-from controller.flows import (FLOOD, IN_PORT, Controller, FlowDiff, FlowSpec, Goto, Learn,
-                              Move, Multipath, Output, ReadBack, Resubmit, SetField,
-                              make_flow, normalize_match)
+from controller.flows import (CT_STATE_BITS, FLOOD, IN_PORT, Controller, Ct, FlowDiff,
+                              FlowSpec, Goto, Learn, Move, Multipath, Output, ReadBack,
+                              Resubmit, SetField, ct_state_bits, make_flow, normalize_match)
 
 MAX_RESUBMIT_DEPTH = 64  # OVS's limit on nested resubmits
 CONTROLLER = "CONTROLLER"
@@ -72,7 +76,26 @@ class _Group:
 
 
 def _signature(spec: FlowSpec) -> tuple[tuple[str, bool], ...]:
-    return tuple((k, isinstance(v, str) and "/" in v) for k, v in spec.match)
+    """(field, not indexable): prefixes and ct_state flags are checked one by one."""
+    return tuple((k, k == "ct_state" or (isinstance(v, str) and "/" in v))
+                 for k, v in spec.match)
+
+
+@dataclass
+class Conn:
+    """A committed connection of the fake tracker."""
+
+    orig: tuple
+    reply: tuple
+    mark: int = 0
+    nat_dst: str | None = None
+    orig_dst: str | None = None
+    replied: bool = False
+
+
+def _five_tuple(pkt: Mapping[str, Any]) -> tuple:
+    return (pkt.get("ipv4_src"), pkt.get("tcp_src"), pkt.get("ipv4_dst"), pkt.get("tcp_dst"),
+            pkt.get("ip_proto"))
 
 
 @dataclass
@@ -84,6 +107,9 @@ class Trace:
 
 
 def _field_matches(name: str, want: Any, have: Any) -> bool:
+    if name == "ct_state":
+        value, mask = ct_state_bits(want)
+        return (have or 0) & mask == value
     if have is None:
         return False
     if isinstance(want, str) and "/" in want:
@@ -100,10 +126,16 @@ def _values_overlap(a: Any, b: Any) -> bool:
     return str(a).lower() == str(b).lower() if isinstance(a, str) else a == b
 
 
+def _ct_states_overlap(a: str, b: str) -> bool:
+    (va, ma), (vb, mb) = ct_state_bits(a), ct_state_bits(b)
+    return (va ^ vb) & ma & mb == 0
+
+
 def overlaps(x: FlowSpec, y: FlowSpec) -> bool:
     """Could one packet match both (fields absent from a match are wildcards)?"""
     mx, my = x.match_dict, y.match_dict
-    return all(_values_overlap(mx[k], my[k]) for k in mx.keys() & my.keys())
+    return all(_ct_states_overlap(mx[k], my[k]) if k == "ct_state" else
+               _values_overlap(mx[k], my[k]) for k in mx.keys() & my.keys())
 
 
 class FakeOFTable:
@@ -112,6 +144,15 @@ class FakeOFTable:
     def __init__(self) -> None:
         self._groups: dict[int, list[_Group]] = {}            # table -> by priority desc
         self._by_id: dict[tuple, tuple[_Group, Entry]] = {}
+        self._conns: dict[tuple, tuple[Conn, bool]] = {}      # (zone, 5-tuple) -> (conn, reply?)
+
+    def conntrack(self, zone: int | None = None) -> list[Conn]:
+        """Committed connections (of one zone), like `ovs-appctl dpctl/dump-conntrack`."""
+        return [c for (z, _), (c, rpl) in self._conns.items()
+                if not rpl and (zone is None or z == zone)]
+
+    def flush_conntrack(self) -> None:
+        self._conns.clear()
 
     # --- table maintenance -----------------------------------------------------------------
     def add(self, spec: FlowSpec, now: float = 0.0) -> None:
@@ -215,6 +256,8 @@ class FakeOFTable:
         pkt = {k: (v.lower() if isinstance(v, str) else v) for k, v in packet.items()}
         for r in range(8):
             pkt.setdefault(f"reg{r}", 0)   # OVS zeroes registers for every packet
+        pkt.setdefault("ct_state", 0)      # and a packet starts untracked
+        pkt.setdefault("ct_mark", 0)
         tr = Trace()
         self._run_table(0, pkt, tr, now, depth=0)
         return tr
@@ -273,9 +316,46 @@ class FakeOFTable:
                              idle_timeout=a.idle_timeout, hard_timeout=a.hard_timeout)
             self.add(spec, now)
             tr.learned.append(spec)
+        elif isinstance(a, Ct):
+            self._ct(a, pkt)
+            if a.table is not None:   # recirculation: the flow's last action
+                self._run_table(a.table, pkt, tr, now, depth + 1)
         else:
             raise FakeOFTableError(f"cannot execute {a!r}")
 
+    def _ct(self, a: Ct, pkt: dict) -> None:
+        found = self._conns.get((a.zone, _five_tuple(pkt)))
+        conn, reply = found if found else (None, False)
+        bits = CT_STATE_BITS
+        state = bits["trk"]
+        if conn is None:
+            state |= bits["new"]
+        elif reply:
+            conn.replied = True
+            state |= bits["est"] | bits["rpl"]
+        else:
+            state |= bits["est"] if conn.replied else bits["new"]
+        if a.nat and conn is not None and conn.nat_dst:
+            if reply:
+                pkt["ipv4_src"] = conn.orig_dst
+            else:
+                pkt["ipv4_dst"] = conn.nat_dst
+        if a.commit:
+            if conn is None:
+                orig = _five_tuple(pkt)
+                src, sport, dst, dport, proto = orig
+                conn = Conn(orig, (a.nat_dst or dst, dport, src, sport, proto),
+                            nat_dst=a.nat_dst, orig_dst=dst)
+                self._conns[(a.zone, conn.orig)] = (conn, False)
+                self._conns[(a.zone, conn.reply)] = (conn, True)
+                if a.nat_dst:
+                    pkt["ipv4_dst"] = a.nat_dst
+            if a.mark is not None:
+                conn.mark = a.mark
+        pkt["ct_state"] = state
+        pkt["ct_mark"] = conn.mark if conn is not None else 0
+
 
 def _headers(pkt: Mapping[str, Any], keep_regs: bool = False) -> dict[str, Any]:
-    return {k: v for k, v in pkt.items() if keep_regs or not k.startswith("reg")}
+    return {k: v for k, v in pkt.items()
+            if keep_regs or not k.startswith(("reg", "ct_"))}

@@ -28,6 +28,9 @@ class FakeSwitch:
     def apply(self, ops) -> None:
         for op in ops:
             self.sent.append(op)
+            if isinstance(op, vipswitch.CountCt):   # the app runs dump-conntrack for it
+                self.apply(self.sw.reply(op, self.conntrack_dump(op.zone)))
+                continue
             self._encode(op)
             if isinstance(op, FlowDiff):
                 self.table.apply_diff(op, self.now)
@@ -39,6 +42,13 @@ class FakeSwitch:
     def event(self, method, *args) -> None:
         """One VipSwitch event, its operations applied at once (the app's lock)."""
         self.apply(method(*args))
+
+    def conntrack_dump(self, zone: int) -> list:
+        """The fake tracker's entries as controller/ctcount.py parses a real dump."""
+        from controller.ctcount import CtEntry
+        return [CtEntry(zone, c.orig_dst, c.mark,
+                        "ESTABLISHED" if c.replied else "SYN_SENT")
+                for c in self.table.conntrack(zone)]
 
     def _answer(self, op):
         if isinstance(op, vipswitch.CountConns):

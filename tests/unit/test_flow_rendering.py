@@ -33,7 +33,9 @@ def _all_modes_flows():
     key = KEYS[0]
     flows = []
     for v in (vip(mode="nat", conn_fin_timeout=2), vip(mode="dsr", conntrack=False),
-              vip(mode="gre", backends=far), vip(reactive=True)):
+              vip(mode="gre", backends=far), vip(reactive=True),
+              vip(mode="nat", conntrack_impl="ct"), vip(mode="dsr", conntrack_impl="ct"),
+              vip(algorithm="leastload", conntrack_impl="ct")):
         flows += _shapes(vf.desired_flows(SWITCH, [v]))
     flows += vf.reactive_flows(vip(), key, backends()[0])
     delete, add = l2logic.learn_flows(l2logic.Learn("02:1b:0a:65:00:0b", 3, moved_from=2))
@@ -46,7 +48,8 @@ def test_to_ofctl_is_plausible():
     for f in _all_modes_flows():
         line = to_ofctl(f)
         assert pat.match(line), line
-    arp = to_ofctl(vf.desired_flows(SWITCH, [vip()])[4])
+    arp = next(to_ofctl(f) for f in vf.desired_flows(SWITCH, [vip()])
+               if f.priority == vf.PRIO_ARP)
     assert "arp_tpa=10.101.0.100" in arp and arp.endswith(",in_port")
 
 

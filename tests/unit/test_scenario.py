@@ -98,6 +98,17 @@ def test_bad_choice():
     data["dcs"]["us1"]["mode"] = "tunnel"
     msg = _error(data)
     assert "dcs.us1.mode" in msg and "nat, dsr, gre" in msg
+    data = three_dc()
+    data["dcs"]["us1"]["conntrack_impl"] = "nftables"
+    msg = _error(data)
+    assert "dcs.us1.conntrack_impl" in msg and "ct, learn" in msg
+
+
+def test_conntrack_impl_defaults_to_ct_and_learn_is_kept():
+    assert {d.conntrack_impl for d in scenario.load("three-dc").dcs} == {"ct"}
+    data = three_dc()
+    data["dcs"]["us1"]["conntrack_impl"] = "learn"
+    assert scenario.parse(data, "test").dcs[0].conntrack_impl == "learn"
 
 
 def test_long_site_name_explains_why():

@@ -137,3 +137,22 @@ Transfer/sec:      6.12MB
         wrk.parse("unable to connect to 10.0.0.2:80 Connection refused")
     assert "Connection: close" in wrk.command("http://x/") and \
         "Connection" not in wrk.command("http://x/", new_connections=False)
+
+
+def test_conntrack_dump_parsed_by_vip_address_mark_and_state():
+    from controller import ctcount
+    text = (
+        "tcp,orig=(src=10.1.0.10,dst=10.101.0.100,sport=40000,dport=80),reply=(src=10.101.0."
+        "11,dst=10.1.0.10,sport=80,dport=40000),zone=1,mark=174391563,protoinfo=(state="
+        "ESTABLISHED)\n"
+        "tcp,orig=(src=10.1.0.10,dst=10.101.0.100,sport=40002,dport=80),reply=(src=10.101.0."
+        "12,dst=10.1.0.10,sport=80,dport=40002),zone=1,mark=174391564,protoinfo=(state="
+        "TIME_WAIT)\n"
+        "udp,orig=(src=10.1.0.10,dst=10.1.0.53,sport=5353,dport=53),reply=(src=10.1.0.53,"
+        "dst=10.1.0.10,sport=53,dport=5353),zone=1\n"
+        "garbage line\n")
+    a, b = ctcount.parse(text)
+    assert (a.zone, a.orig_dst, a.mark, a.state, a.open) == (1, "10.101.0.100", 174391563,
+                                                             "ESTABLISHED", True)
+    assert b.state == "TIME_WAIT" and not b.open
+    assert ctcount.command(3) == ["ovs-appctl", "dpctl/dump-conntrack", "zone=3"]

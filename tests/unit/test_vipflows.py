@@ -333,10 +333,11 @@ def test_table_layout_starting_elsewhere():
     sw = dataclasses.replace(SWITCH, tables=vipmodel.TableLayout.starting_at(20))
     t = FakeOFTable()
     t.apply(vf.desired_flows(sw, [vip()]))
-    assert {f.table for f in t.flows()} == {0, 20, 21, 22, 23}
+    assert {f.table for f in t.flows()} == {0, *range(20, 26)}
     assert send(t, KEYS[0]).port in BY_PORT
-    with pytest.raises(VipError):
-        vipmodel.TableLayout.starting_at(0)
+    for overlapping_l2 in (0, 1):   # the L2 app's tables 0 and 1
+        with pytest.raises(VipError):
+            vipmodel.TableLayout.starting_at(overlapping_l2)
 
 
 def test_cookies_name_their_vip_and_are_told_apart():

@@ -204,3 +204,18 @@ def test_a_vip_renumbered_across_a_restart_keeps_its_connections():
     assert not any(isinstance(op, DeleteCookie) for op in after.sent)
     assert_in_sync(after)
     assert {k: backend_of(send(after.table, k)) for k in conns} == conns
+
+
+def test_ct_vip_counts_connections_from_conntrack_not_from_learned_flows():
+    from controller.vipswitch import CountCt
+    fake = FakeSwitch(VipSwitch(config(conntrack_impl="ct")))
+    fake.event(fake.sw.connected)
+    keys = synthetic_keys(300, VIP_IP, seed=5)
+    sent = [backend_of(send(fake.table, k)) for k in keys]
+    ops = fake.sw.poll()
+    assert CountCt(SWITCH.ct_zone) in ops and not any(isinstance(op, CountConns) for op in ops)
+    fake.apply(ops)
+    got = {b["name"]: b["active_connections"] for b in fake.sw.describe("web")["backends"]}
+    assert got == {f"b{i}": sent.count(f"b{i}") for i in range(8)}
+    assert fake.table.flows(table=SWITCH.tables.conn, cookie=vf.COOKIE_CONN,
+                            mask=vf.COOKIE_PREFIX_MASK) == []
