@@ -14,7 +14,7 @@ Table layout contract with the base L2 app (controller/l2app.py, l2logic.py)
 - lblab's VIP classifier flows live in table 0 (`TableLayout.l2`) at priorities 250..400,
   above every L2 flow, with cookies of prefix COOKIE_VIP; each app deletes only its own
   flows by cookie. Anything no VIP flow matches falls through to the L2 flows, unchanged.
-- Tables `first_table`..`first_table+3` (default 10..13, leaving room after the L2 tables)
+- Tables `first_table`..`first_table+5` (default 10..15, leaving room after the L2 tables)
   belong to the VIP app alone, shared by all VIPs of the switch (told apart by reg2):
     conn    (10): learned exact 5-tuple flows -> reg1 := backend; miss = no-op
     select  (11): per VIP: connection known? else hash: multipath -> reg0, bucket, backend
@@ -22,8 +22,12 @@ Table layout contract with the base L2 app (controller/l2app.py, l2logic.py)
     backend (13): per VIP and backend reg1 -> the forwarding mode's rewrites and output
   Tables are chained with Nicira `resubmit(,T)` (not goto_table) because a learned flow can
   only load registers: after `resubmit(,conn)` returns, the classifier continues with
-  `resubmit(,select)` and sees reg1 set or not. VIP packets never enter the L2 tables.
+  `resubmit(,select)` and sees reg1 set or not. VIP packets never enter the L2 tables
+  (with ct, a backend's packets that are not VIP replies are handed to table 1).
 
+The tables above are those of the learn implementation; the ct one (`ct_vip_flows`) adds
+    out     (14): after the commit's recirculation: the backend's MAC and port
+    reverse (15): a backend's packets after ct(nat): replies get the VIP MAC; then L2
 Registers: reg0 = bucket (multipath output), reg1 = backend IPv4 as an integer (0 = none),
 reg2 = VIP index. The backend's address (not its position in a list) is the id so that a
 learned connection still names the right backend after the pool changes.
@@ -75,10 +79,16 @@ Only this module composes or decodes cookies (`cookie_vip_index`, `is_computed`,
 
 Choices, and why
 ----------------
-- `learn` rather than `ct` for connection tracking: the entries are ordinary flows, visible in
-  dump-flows, countable per backend by cookie (the learn action sits in the bucket flow, so
-  its cookie names the backend), kept across controller restarts, and executable by the fake
-  table; ct would need recirculation and a ct_mark per backend for the same result.
+- Two connection tables (`conntrack_impl`). `ct` (the default of scenarios; see
+  `ct_vip_flows` and vipmodel.uses_ct): the datapath's connection tracker holds each
+  connection with its backend in ct_mark, so a new connection costs no flow-table change
+  (in the userspace datapath a learn is a flow-table modification in the slow path, per
+  connection), and mode nat gets a per-connection reverse translation (ct(nat)), as OVN's
+  load balancer does; entries are counted with dump-conntrack (controller/ctcount.py).
+  `learn`: learned flows, visible in dump-flows, countable per backend by cookie, and the
+  only choice where this switch sees one direction of a connection (gre; reactive mode
+  keeps its controller-installed entries). Both keep connections across controller
+  restarts: neither lives in the controller.
 - `symmetric_l3l4+udp` rather than `symmetric_l4`: the latter also hashes the Ethernet
   addresses, which carry no information here (always the router's) and are not in FlowKey;
   for TCP both hash the same 5-tuple fields otherwise.
