@@ -126,6 +126,14 @@ def run_experiment(exp: Experiment, *, scenario: str | Scenario | None = None,
         for net in nets:
             for text in net.calibration_warnings():
                 fidelity_warn(f"calibration: {text}")
+        generators = [s for n in nets for s in getattr(n, "client_stats", [])]
+        late = [g for g in generators if g.get("behind_schedule")]
+        if late:
+            worst = max(late, key=lambda g: g.get("start_lag_p99_ms", 0))
+            fidelity_warn(f"{len(late)} of {len(generators)} load generator runs fell behind "
+                          f"their schedule (worst: {worst['host']}, p99 start lag "
+                          f"{worst['start_lag_p99_ms']:g} ms): latencies still count from the "
+                          "scheduled times, but the offered rate was not kept")
         if cpu.starved:
             fidelity_warn(f"CPU idle was below {CPU_STARVED_BELOW_PCT:g}% for "
                           f"{cpu.starved_share_pct:g}% of the run (lowest {cpu.min_idle_pct}%): "
@@ -158,6 +166,7 @@ def run_experiment(exp: Experiment, *, scenario: str | Scenario | None = None,
             # each site's LAN round trip (router <-> a host), taken off WAN relay delays
             "lan_rtt_ms": [n.lan_rtt_ms for n in nets],
             "tx_offload_off": sorted({i for n in nets for i in n.tx_offload_off}),
+            "load_generators": generators,
             "gre": [n.gre.metadata() for n in nets if getattr(n, "gre", None) is not None],
             "fidelity": {**flags, "warnings": fidelity_warnings},
             "warnings": ctx.warnings,

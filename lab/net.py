@@ -63,6 +63,7 @@ class LiveNet:
         self.calibration: list[dict] = []
         self.lan_rtt_ms: dict[str, float | None] = {}
         self.procs: list = []  # processes started in hosts; Mininet's stop() does not reap them
+        self.client_stats: list[dict] = []   # load generators' own summaries (run metadata)
         # GRE port, underlay and decapsulators (lab/gre.py): on request, or when the
         # scenario or the overrides put a VIP in mode gre.
         self.gre_enabled = gre if gre is not None else (

@@ -80,23 +80,27 @@ def run_search(net, client: str, host: str, rate: float, duration: float, seed: 
     with tempfile.NamedTemporaryFile(prefix="lblab-search-", suffix=".csv",
                                      delete=False) as tmp:
         out = Path(tmp.name)
+    stats_path = out.with_suffix(".json")
     try:
         proc = net.spawn(client, [sys.executable, "-m", "experiments.workloads.search",
                                   "--host", host, "--port", str(port), "--rate", str(rate),
                                   "--duration", str(duration), "--seed", str(seed),
                                   "--size", str(size), "--timeout", str(timeout_s),
-                                  "--out", str(out)],
+                                  "--out", str(out), "--stats-out", str(stats_path)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _, err = proc.communicate(timeout=duration + timeout_s + 30)
         if proc.returncode != 0:
             raise RuntimeError(f"search client failed: {err.decode(errors='replace')[-300:]}")
         with open(out) as fh:
             rows = list(csv.DictReader(fh))
+        _keep_client_stats(net, client, json.loads(stats_path.read_text()))
     finally:
         out.unlink(missing_ok=True)
+        stats_path.unlink(missing_ok=True)
     for row in rows:
         row["ok"] = row["ok"] == "True"
         row["latency_ms"] = float(row["latency_ms"])
+        row["start_lag_ms"] = float(row["start_lag_ms"])
         row["t_s"] = float(row["t_s"])
         row["bytes"] = int(row["bytes"] or 0)
     return rows
@@ -131,12 +135,32 @@ def run_json_lines(net, client: str, module: str, args: list[str], timeout_s: fl
 
 def start_json_lines(net, client: str, module: str, args: list[str]):
     """Start a workload in the background; finish with `finish_json_lines`."""
-    return net.spawn(client, [sys.executable, "-m", f"experiments.workloads.{module}", *args],
+    proc = net.spawn(client, [sys.executable, "-m", f"experiments.workloads.{module}", *args],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.lblab_origin = (net, client)
+    return proc
 
 
 def finish_json_lines(proc, timeout_s: float) -> list:
+    """The workload's JSON lines; a load generator's own summary line ({"client_stats"})
+    goes to the network's record of load generators (run metadata), not to the rows."""
     out, err = proc.communicate(timeout=timeout_s)
     if proc.returncode != 0:
         raise RuntimeError(f"workload failed: {err.decode(errors='replace')[-300:]}")
-    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    rows = []
+    for line in out.decode().splitlines():
+        if not line.startswith("{"):
+            continue
+        row = json.loads(line)
+        if "client_stats" in row and len(row) == 1:
+            net, client = getattr(proc, "lblab_origin", (None, ""))
+            _keep_client_stats(net, client, row["client_stats"])
+        else:
+            rows.append(row)
+    return rows
+
+
+def _keep_client_stats(net, client: str, stats: dict) -> None:
+    kept = getattr(net, "client_stats", None)
+    if kept is not None and stats:
+        kept.append({"host": client, **stats})

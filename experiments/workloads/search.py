@@ -2,8 +2,13 @@
 
 Open loop (requests start on schedule whether or not earlier ones finished) because users do
 not wait for each other: a slow or dead backend must show up as latency and errors, not as a
-lower offered rate. Writes one CSV row per request: t_s (scheduled start, from the first
-request), latency_ms, ok, error, status, bytes, backend, dc.
+lower offered rate. The whole schedule is fixed before the first request (seeded), and
+latency counts from each request's scheduled time, not from when the client got round to it,
+so a client that falls behind cannot hide the delay (no coordinated omission); how late each
+request started is kept too (start_lag_ms), and the client's own summary (CPU seconds, lag
+percentiles, `behind_schedule`) goes to --stats-out. Runs on uvloop where installed.
+Writes one CSV row per request: t_s (scheduled start, from the first request), latency_ms,
+start_lag_ms, ok, error, status, bytes, backend, dc.
 
 Run: python -m experiments.workloads.search --host VIP --rate 50 --duration 10 --out F.csv
 """
@@ -12,15 +17,74 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import random
+import resource
 import sys
 import time
 
-FIELDS = ("t_s", "dst", "latency_ms", "ok", "error", "status", "bytes", "backend", "dc")
+FIELDS = ("t_s", "dst", "latency_ms", "start_lag_ms", "ok", "error", "status", "bytes",
+          "backend", "dc")
+# A client whose requests start this late (99th percentile) is no longer the open-loop
+# schedule it claims to be: the run says so.
+BEHIND_SCHEDULE_P99_MS = 10.0
 
 
-async def one_request(host: str, port: int, path: str, timeout_s: float) -> dict:
-    start = time.monotonic()
+def event_loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+        return "uvloop"
+    except ImportError:
+        return "asyncio"
+
+
+def run_loop(coro):
+    """asyncio.run on uvloop where it is installed."""
+    if event_loop_name() == "uvloop":
+        import uvloop
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def schedule(rate: float, duration: float, seed: int, poisson: bool) -> list[float]:
+    """Every request's start offset (s), fixed before the first one is sent."""
+    rng = random.Random(seed)
+    out, at, i = [], 0.0, 0
+    while at < duration - 1e-9:
+        out.append(at)
+        i += 1
+        # fixed rate: computed from the index, so float error cannot add a request
+        at = at + rng.expovariate(rate) if poisson else i / rate
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def client_stats(rows: list[dict], wall_s: float, rate: float) -> dict:
+    """The load generator's own account: what it offered, how late, at what CPU cost."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    lags = [r["start_lag_ms"] for r in rows]
+    p99 = percentile(lags, 99)
+    return {"load_generator": f"lblab search ({event_loop_name()})", "requests": len(rows),
+            "rate": rate, "wall_s": round(wall_s, 3),
+            "cpu_s": round(use.ru_utime + use.ru_stime, 3),
+            "cpu_share": round((use.ru_utime + use.ru_stime) / wall_s, 3) if wall_s else None,
+            "start_lag_p50_ms": round(percentile(lags, 50), 3),
+            "start_lag_p99_ms": round(p99, 3), "start_lag_max_ms": round(max(lags or [0]), 3),
+            "behind_schedule": p99 > BEHIND_SCHEDULE_P99_MS}
+
+
+async def one_request(host: str, port: int, path: str, timeout_s: float,
+                      scheduled: float | None = None) -> dict:
+    """One GET on a new connection. `scheduled` (time.monotonic() of its planned start):
+    latency counts from then, and start_lag_ms says how late it really started."""
+    now = time.monotonic()
+    start = now if scheduled is None else scheduled
     row = {"dst": host, "ok": False, "error": "", "status": "", "bytes": 0, "backend": "",
            "dc": ""}
     writer = None
@@ -52,27 +116,28 @@ async def one_request(host: str, port: int, path: str, timeout_s: float) -> dict
         if writer is not None:
             writer.close()
     row["latency_ms"] = round((time.monotonic() - start) * 1000, 3)
+    row["start_lag_ms"] = round(max(0.0, now - start) * 1000, 3)
     return row
 
 
 async def run(host: str, port: int, rate: float, duration: float, size: int,
-              timeout_s: float, seed: int, poisson: bool) -> list[dict]:
-    rng = random.Random(seed)
-    t0 = time.monotonic()
-    tasks, offsets, at, i = [], [], 0.0, 0
+              timeout_s: float, seed: int, poisson: bool, stats: dict | None = None
+              ) -> list[dict]:
+    """The whole schedule's rows; `stats` (a dict) gets client_stats()."""
+    offsets = schedule(rate, duration, seed, poisson)
     path = f"/search?size={size}"
-    while at < duration - 1e-9:
+    tasks = []
+    t0 = time.monotonic()
+    for at in offsets:
         delay = t0 + at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        offsets.append(at)
-        tasks.append(asyncio.create_task(one_request(host, port, path, timeout_s)))
-        i += 1
-        # fixed rate: computed from the index, so float error cannot add a request
-        at = at + rng.expovariate(rate) if poisson else i / rate
+        tasks.append(asyncio.create_task(one_request(host, port, path, timeout_s, t0 + at)))
     rows = await asyncio.gather(*tasks)
     for row, offset in zip(rows, offsets):
         row["t_s"] = round(offset, 4)
+    if stats is not None:
+        stats.update(client_stats(rows, time.monotonic() - t0, rate))
     return rows
 
 
@@ -87,16 +152,29 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--poisson", action="store_true", help="exponential gaps")
     parser.add_argument("--out", required=True, help="CSV file to write")
+    parser.add_argument("--stats-out", help="JSON file for the client's own summary")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
-    rows = asyncio.run(run(args.host, args.port, args.rate, args.duration, args.size,
-                           args.timeout, args.seed, args.poisson))
+    raise_fd_limit()
+    stats: dict = {}
+    rows = run_loop(run(args.host, args.port, args.rate, args.duration, args.size,
+                        args.timeout, args.seed, args.poisson, stats))
     with open(args.out, "w", newline="") as fh:
         writer = csv.DictWriter(fh, FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+    if args.stats_out:
+        with open(args.stats_out, "w") as fh:
+            json.dump(stats, fh)
     return 0
+
+
+def raise_fd_limit() -> None:
+    """Thousands of requests in flight need thousands of sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

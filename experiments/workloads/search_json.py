@@ -1,14 +1,13 @@
 """The search workload, printing one JSON line per request (for experiments that run it in
 the background beside other workloads). Same options as experiments.workloads.search,
-minus --out."""
+minus --out; the last line is the client's own summary, {"client_stats": {...}}."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
-from experiments.workloads.search import run
+from experiments.workloads.search import raise_fd_limit, run, run_loop
 
 
 def main(argv=None) -> int:
@@ -24,10 +23,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
-    rows = asyncio.run(run(args.host, args.port, args.rate, args.duration, args.size,
-                           args.timeout, args.seed, args.poisson))
+    raise_fd_limit()
+    stats: dict = {}
+    rows = run_loop(run(args.host, args.port, args.rate, args.duration, args.size,
+                        args.timeout, args.seed, args.poisson, stats))
     for row in rows:
         print(json.dumps(row))
+    print(json.dumps({"client_stats": stats}))
     return 0
 
 

@@ -156,3 +156,16 @@ def test_conntrack_dump_parsed_by_vip_address_mark_and_state():
                                                              "ESTABLISHED", True)
     assert b.state == "TIME_WAIT" and not b.open
     assert ctcount.command(3) == ["ovs-appctl", "dpctl/dump-conntrack", "zone=3"]
+
+
+def test_search_schedule_is_fixed_in_advance_and_lateness_is_reported():
+    from experiments.workloads import search
+    fixed = search.schedule(100, 1.0, seed=1, poisson=False)
+    assert len(fixed) == 100 and fixed[:3] == [0.0, 0.01, 0.02]
+    assert search.schedule(100, 1.0, 7, True) == search.schedule(100, 1.0, 7, True)
+    on_time = [{"start_lag_ms": 0.2}] * 99 + [{"start_lag_ms": 3.0}]
+    assert not search.client_stats(on_time, 1.0, 100)["behind_schedule"]
+    late = [{"start_lag_ms": 0.2}] * 90 + [{"start_lag_ms": 40.0}] * 10
+    stats = search.client_stats(late, 1.0, 100)
+    assert stats["behind_schedule"] and stats["start_lag_p99_ms"] == 40.0
+    assert stats["load_generator"].startswith("lblab search (")
