@@ -98,7 +98,8 @@ class Experiment:
             if key not in known:
                 valid = ", ".join(sorted(known)) or "none"
                 raise InputError(f"--set {key}: unknown parameter of {self.name} "
-                                 f"(parameters: {valid}; runner keys: link_emulation, backend_server)")
+                                 f"(parameters: {valid}; runner keys: "
+                                 f"link_emulation, backend_server, region_lan)")
             values[key] = known[key].convert(text)
         return values
 

@@ -90,7 +90,8 @@ def _run_suite(args) -> int:
     runner_keys, params = split_overrides(args.set or [])
     if params:
         raise InputError(f"--set with --suite takes runner keys only "
-                         f"(link_emulation, backend_server), not {', '.join(params)}")
+                         f"(link_emulation, backend_server, region_lan), "
+                         f"not {', '.join(params)}")
     _need_root("lblab run --suite")
     _, code = run_suite(args.suite, seed=args.seed, out_root=args.out,
                         overrides=args.set or [],

@@ -29,7 +29,7 @@ from topologies.scenario import Scenario
 from topologies.state import new_run_id
 from topologies.system import REPO_ROOT, run as run_cmd
 
-RUNNER_KEYS = ("link_emulation", "backend_server")
+RUNNER_KEYS = ("link_emulation", "backend_server", "region_lan")
 
 
 def git_info() -> dict:
@@ -83,7 +83,8 @@ def run_experiment(exp: Experiment, *, scenario: str | Scenario | None = None,
     scen = scenario if isinstance(scenario, Scenario) else \
         scenario_mod.load(scenario or exp.scenario)
     plan = build_plan(scen)
-    mech = mechanisms.detect(runner_keys.get("link_emulation"), runner_keys.get("backend_server"))
+    mech = mechanisms.detect(runner_keys.get("link_emulation"),
+                             runner_keys.get("backend_server"), runner_keys.get("region_lan"))
     run_id = new_run_id(exp.name)
     out_root = Path(out_root or REPO_ROOT / "results")
     run_dir = RunDir(out_root, exp.name, run_id)
@@ -167,6 +168,7 @@ def run_experiment(exp: Experiment, *, scenario: str | Scenario | None = None,
             "lan_rtt_ms": [n.lan_rtt_ms for n in nets],
             "tx_offload_off": sorted({i for n in nets for i in n.tx_offload_off}),
             "load_generators": generators,
+            "lan_carriers": [n.lan_carriers for n in nets],
             "gre": [n.gre.metadata() for n in nets if getattr(n, "gre", None) is not None],
             "fidelity": {**flags, "warnings": fidelity_warnings},
             "warnings": ctx.warnings,

@@ -46,7 +46,8 @@ offload-flag restriction, so the clients' checksum offload stays on there.
 
 Decapsulation on the backend (`Mechanisms.gre_decap`): `kernel` = an ip_gre device
 `lbg-gre` (topologies/gre.py: kernel_decap_commands(), also what tests/kernel exercises);
-`userspace` = one topologies.gredecap process per backend (raw socket for protocol 47 ->
+`userspace` = one decapsulator process per backend (build/lblab-gredecap, compiled from
+topologies/lblab_gredecap.c, else topologies/gredecap.py; raw socket for protocol 47 ->
 TUN `lbg-tun`). Either way every backend holds every DC's VIP on `lo` (so it can serve a VIP
 of another DC), arp_ignore=1/arp_announce=2 (never answers ARP for it), rp_filter off, and
 the reply leaves by the default route straight to the client: direct return; the GRE port's
@@ -65,10 +66,10 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
+from lab import mechanisms
 from lab.mtu import MtuLevers
 from topologies import grestate, ovsstats
 from topologies.gre import (GRE_OFPORT, MARK_BASE, TABLE_BASE, TUN_NAME, check_plan,
@@ -97,6 +98,7 @@ class GreUnderlay:
         self.routes: list[tuple[str, int]] = []    # OVS user routes (userspace datapath)
         self.rules: list[dict] = []                 # policy rules (kernel datapath)
         self.decaps: dict[str, object] = {}    # backend name -> Popen
+        self.decap_impl = "kernel" if live.mech.gre_decap == "kernel" else None
         self.stats_dir = Path(live.work_dir) / "gredecap"
         self.settings: list[str] = []          # what was applied, for metadata
         self.levers = MtuLevers(live, self.stats_dir)
@@ -213,8 +215,9 @@ class GreUnderlay:
             if not out.strip().endswith("rc=0"):
                 raise LblabError(f"{host.name}: VIPs on lo: {out.strip()}")
             if mech == "userspace":
+                self.decap_impl, argv = mechanisms.gredecap_command()
                 self.decaps[host.name] = self.live.spawn(
-                    host.name, [sys.executable, "-m", "topologies.gredecap", "--tun", TUN_NAME,
+                    host.name, [*argv, "--tun", TUN_NAME,
                                 "--stats", str(self.stats_dir / f"{host.name}.json")])
         if mech == "userspace":
             for host in backends:
@@ -222,7 +225,7 @@ class GreUnderlay:
                                      f"GRE decapsulator on {host.name}")
         elif mech not in ("kernel",):
             raise LblabError("GRE mode needs a decapsulator: this kernel has no ip_gre and "
-                             "topologies.gredecap is unavailable")
+                             "no userspace decapsulator is available")
 
     # -- observation ------------------------------------------------------------------------
     def port_counters(self, dc: str) -> dict:
@@ -257,6 +260,7 @@ class GreUnderlay:
 
     def metadata(self) -> dict:
         return {"gre_decap": self.live.mech.gre_decap, "gre_ofport": GRE_OFPORT,
+                "decapsulator": self.decap_impl,
                 "underlay_mtu": self.levers.mtu,
                 "settings": list(self.settings) + list(self.levers.settings),
                 "ovs_routes": [f"{p} pkt_mark={m:#x}" for p, m in self.routes],

@@ -28,6 +28,7 @@ class Mechanisms:
     ip_gre_available: bool
     notes: tuple[str, ...] = ()
     backend_server: str = "python"   # nginx | python (experiments/workloads/control.py)
+    region_lan: str = "ovs"          # bridge | ovs: what carries client regions' LANs
 
     @property
     def ovs_datapath_mininet(self) -> str:
@@ -63,10 +64,25 @@ def probe_ip_gre() -> bool:
                    "gre", "local", "192.0.2.1", "remote", "192.0.2.2"])
 
 
+def gredecap_binary() -> Path:
+    """The compiled decapsulator (topologies/lblab_gredecap.c, built by `make setup`)."""
+    return Path(os.environ.get("LBLAB_GREDECAP_BIN", REPO_ROOT / "build" / "lblab-gredecap"))
+
+
+def gredecap_command() -> tuple[str, list[str]]:
+    """(implementation, argv prefix) of the userspace decapsulator: the compiled one where
+    it is built, else topologies/gredecap.py (the same program, about half as fast)."""
+    import sys
+    binary = gredecap_binary()
+    if binary.is_file() and os.access(binary, os.X_OK):
+        return "c", [str(binary)]
+    return "python", [sys.executable, "-m", "topologies.gredecap"]
+
+
 def userspace_gre_decap_available() -> bool:
-    """topologies/gredecap.py: a raw socket for IP protocol 47 and a TUN device."""
-    return (REPO_ROOT / "topologies" / "gredecap.py").is_file() and \
-        os.path.exists("/dev/net/tun")
+    """A raw socket for IP protocol 47 and a TUN device, with either decapsulator."""
+    return os.path.exists("/dev/net/tun") and (
+        gredecap_binary().is_file() or (REPO_ROOT / "topologies" / "gredecap.py").is_file())
 
 
 def relay_binary() -> Path:
@@ -98,11 +114,12 @@ def nginx_available() -> bool:
     return os.access(nginx.NGINX, os.X_OK) and all(os.path.isfile(m) for m in nginx.MODULES)
 
 
-def detect(link_emulation: str | None = None, backend_server: str | None = None
-           ) -> Mechanisms:
+def detect(link_emulation: str | None = None, backend_server: str | None = None,
+           region_lan: str | None = None) -> Mechanisms:
     """Probe the kernel and pick a mechanism for each job. `link_emulation` forces
-    netem|relay (from `--set link_emulation=...`), `backend_server` nginx|python; a forced
-    mechanism that is not available is an error rather than a silent substitute."""
+    netem|relay (from `--set link_emulation=...`), `backend_server` nginx|python,
+    `region_lan` bridge|ovs; a forced mechanism that is not available is an error rather
+    than a silent substitute."""
     from topologies.system import InputError
 
     notes = []
@@ -140,8 +157,11 @@ def detect(link_emulation: str | None = None, backend_server: str | None = None
                          "(run `sudo make setup`)")
     elif backend_server not in ("nginx", "python"):
         raise InputError(f"backend_server={backend_server}: use nginx or python")
+    region_lan = region_lan or "bridge"
+    if region_lan not in ("bridge", "ovs"):   # topologies/topo.py REGION_LANS
+        raise InputError(f"region_lan={region_lan}: use bridge or ovs")
     dp = ovs.datapath()
-    return Mechanisms(backend_server=backend_server, ovs_datapath="kernel" if dp == "kernel" else "userspace",
+    return Mechanisms(backend_server=backend_server, region_lan=region_lan, ovs_datapath="kernel" if dp == "kernel" else "userspace",
                       link_delay=link_delay, gre_decap=gre_decap, controller=controller_name(),
                       netem_available=netem, relay_available=relay, ip_gre_available=gre,
                       notes=tuple(notes))

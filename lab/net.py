@@ -26,8 +26,8 @@ from topologies.netlock import network_lock
 from topologies.pingparse import PingResult, parse_ping
 from topologies.plan import SERVICE_PORT, NetworkPlan
 from topologies.state import RUN_ENV, RunState
-from topologies.system import LblabError, stop_processes
-from topologies.topo import ScenarioTopo
+from topologies.system import LblabError, run, stop_processes
+from topologies.topo import ScenarioTopo, lan_carriers
 
 
 @dataclass
@@ -70,6 +70,10 @@ class LiveNet:
             self.vip_overrides.get("mode") == "gre" or
             any(d.mode == "gre" or d.remote_backends for d in plan.scenario.dcs))
         self.gre = None
+        # what carries each site's LAN (topologies/topo.py): OVS for DCs, a Linux bridge
+        # for client regions unless `--set region_lan=ovs`
+        self.lan_carriers = lan_carriers(plan, mechanisms.region_lan)
+        self.ovs_switches = [s for s in plan.switches if self.lan_carriers[s.site] == "ovs"]
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "LiveNet":
@@ -97,7 +101,7 @@ class LiveNet:
         setLogLevel(os.environ.get("LBLAB_MININET_LOG", "error"))
         os.environ[RUN_ENV] = self.run_id  # inherited by every host shell and helper
         t0 = time.monotonic()
-        self.state.data["bridges"] = [s.name for s in self.plan.switches]
+        self.state.data["bridges"] = [s.name for s in self.ovs_switches]
         self.state.data["interfaces"] = self._expected_root_interfaces()
         self.state.save()
         ovs.ensure_running(self.log)
@@ -114,14 +118,15 @@ class LiveNet:
         QuietTCLink = nodes.quiet_tclink()
         make_host, make_switch = nodes.node_classes(self.mech.ovs_datapath_mininet)
         topo = ScenarioTopo(plan=self.plan, link_delay=self.mech.link_delay,
-                            lan_bw=self.plan.scenario.lan_bw_mbps)
+                            lan_bw=self.plan.scenario.lan_bw_mbps,
+                            region_lan=self.mech.region_lan)
         self.net = Mininet(topo=topo, host=make_host, switch=make_switch, link=QuietTCLink,
                            controller=None, autoSetMacs=False, build=False, waitConnected=False)
         self.net.addController("c0", controller=RemoteController, ip="127.0.0.1",
                                port=self.controller.of_port)
         self.net.build()
         self.net.start()
-        for sw in self.plan.switches:
+        for sw in self.ovs_switches:
             ovs.tag_bridge(sw.name, self.run_id)
         self._install_routes()
         self._prepare_backends()
@@ -129,7 +134,7 @@ class LiveNet:
             from lab.gre import GreUnderlay
             self.gre = GreUnderlay(self)
             self.gre.setup()
-        self.controller.wait_switches([s.name for s in self.plan.switches], BASE_COOKIE)
+        self.controller.wait_switches([s.name for s in self.ovs_switches], BASE_COOKIE)
         self._warm_up()
         self.timing.up_s = time.monotonic() - t0
         if self.calibrate_links:
@@ -239,6 +244,8 @@ class LiveNet:
             for sw in self.plan.switches:  # a half-built net may have left bridges
                 if sw.name in ovs.bridges():
                     ovs.delete_bridge(sw.name)
+                elif self.lan_carriers.get(sw.site) == "linux-bridge":
+                    run(["ip", "link", "del", sw.name], check=False)
             self.state.remove()
             os.environ.pop(RUN_ENV, None)
             self.timing.down_s = time.monotonic() - t0

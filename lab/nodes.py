@@ -14,6 +14,33 @@ import threading
 from topologies.system import LblabError
 
 
+def lan_bridge_class():
+    """Mininet's LinuxBridge for a client region's LAN, kept out of the root namespace's
+    own traffic: no IPv6 on the bridge device (it would send router solicitations into the
+    LAN) and no netfilter on bridged frames where the bridge allows turning it off."""
+    from mininet.nodelib import LinuxBridge
+
+    class LanBridge(LinuxBridge):
+        def start(self, controllers):   # iproute2 only (Mininet's uses brctl and ifconfig)
+            self.cmd(f"ip link del {self.name} 2>/dev/null; "
+                     f"ip link add name {self.name} type bridge stp_state 0")
+            self.cmd(f"sysctl -qw net.ipv6.conf.{self.name}.disable_ipv6=1")
+            self.cmd(f"ip link set dev {self.name} type bridge nf_call_iptables 0 "
+                     "nf_call_ip6tables 0 nf_call_arptables 0 2>/dev/null")
+            for intf in self.intfList():
+                if intf.name.startswith(f"{self.name}-"):   # its ports, not loopback
+                    self.cmd(f"ip link set dev {intf} master {self.name} up")
+            out = self.cmd(f"ip link set dev {self.name} up && echo ok")
+            if "ok" not in out:
+                raise LblabError(f"Linux bridge {self.name} did not come up: {out.strip()}")
+
+        def stop(self, deleteIntfs=True):
+            self.cmd(f"ip link del {self.name} 2>/dev/null")
+            super(LinuxBridge, self).stop(deleteIntfs)
+
+    return LanBridge
+
+
 def node_classes(datapath: str):
     """Host and switch factories that pick the class from the node's `role` param."""
     from mininet.node import Host, Node, OVSSwitch
@@ -40,6 +67,8 @@ def node_classes(datapath: str):
         if role == "relay":
             from topologies.relay.node import RelaySwitch
             return RelaySwitch(name, **params)
+        if role == "bridge":
+            return lan_bridge_class()(name, **params)
         return OVSSwitch(name, datapath=datapath, protocols="OpenFlow13", failMode="secure",
                          **params)
 

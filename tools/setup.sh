@@ -3,7 +3,8 @@
 #  1. Debian/Ubuntu packages (apt), only those missing; network steps retried.
 #  2. .venv from the distribution's /usr/bin/python3 with --system-site-packages (so Debian's
 #     mininet package imports), pinned requirements.txt; rebuilt only when requirements change.
-#  3. The userspace link relay (build/lblab-relay), compiled like Mininet's mnexec.
+#  3. The userspace link relay (build/lblab-relay) and GRE decapsulator (build/lblab-gredecap),
+#     compiled like Mininet's mnexec.
 #  4. Open vSwitch started if it is not running (userspace datapath + userspace TSO where the
 #     kernel has no openvswitch module).
 set -euo pipefail
@@ -68,6 +69,10 @@ if [ -f topologies/relay/lblab_relay.c ] && \
    { [ ! -x build/lblab-relay ] || [ topologies/relay/lblab_relay.c -nt build/lblab-relay ]; }; then
   echo "compiling build/lblab-relay"
   gcc -O2 -Wall -o build/lblab-relay topologies/relay/lblab_relay.c -lm
+fi
+if [ ! -x build/lblab-gredecap ] || [ topologies/lblab_gredecap.c -nt build/lblab-gredecap ]; then
+  echo "compiling build/lblab-gredecap"
+  gcc -O2 -Wall -o build/lblab-gredecap topologies/lblab_gredecap.c
 fi
 
 "$VENV/bin/python" -c 'from topologies.ovs import ensure_running; print("Open vSwitch:", ensure_running(), "datapath")'
