@@ -227,7 +227,8 @@ def diff(current: Iterable[Any], desired: Iterable[FlowSpec],
     for f in current:
         if not owns(f.cookie):
             continue
-        cur[(f.table, f.priority, normalize_match(f.match))] = f
+        match = f.match if isinstance(f, FlowSpec) else normalize_match(f.match)
+        cur[(f.table, f.priority, match)] = f
     add, modify = [], []
     want: set[tuple] = set()
     for d in desired:

@@ -142,8 +142,11 @@ ETH_ARP = 0x0806
 # --- cookies -------------------------------------------------------------------------------
 def _digest(table: int, priority: int, match: Match, actions: tuple, idle: int,
             hard: int) -> int:
-    data = repr((table, priority, match, actions, idle, hard)).encode()
-    d = hashlib.blake2b(data, digest_size=8, person=b"lblab-flowdigest").digest()
+    return _digest_text(repr((table, priority, match, actions, idle, hard)))
+
+
+def _digest_text(text: str) -> int:
+    d = hashlib.blake2b(text.encode(), digest_size=8, person=b"lblab-flowdigest").digest()
     return int.from_bytes(d, "big") & ((1 << DIGEST_BITS) - 1)
 
 
@@ -276,8 +279,18 @@ def _bucket_flows(vip: Vip, t: TableLayout, table: list[Backend], learn: bool,
         if learn:
             acts.append(_learn(vip, t, b))
         per_backend[b.name] = tuple(acts)
-    return [_flow(vip.index, t.bucket, PRIO_ENTRY, {**tcp, REG_BUCKET: bucket},
-                  per_backend[b.name]) for bucket, b in enumerate(table)]
+    # Thousands of these per VIP (Maglev's M) on every pool change: the match and the
+    # digest's text are put together directly, equal to what _flow computes.
+    base = normalize_match(tcp)
+    prefix = vip_cookie_prefix(vip.index)
+    reprs = {name: repr(acts) for name, acts in per_backend.items()}
+    out = []
+    for bucket, b in enumerate(table):
+        m = tuple(sorted(base + ((REG_BUCKET, bucket),)))
+        text = f"({t.bucket!r}, {PRIO_ENTRY!r}, {m!r}, {reprs[b.name]}, 0, 0)"
+        out.append(FlowSpec(t.bucket, PRIO_ENTRY, m, per_backend[b.name],
+                            prefix | _digest_text(text)))
+    return out
 
 
 def ct_vip_flows(switch: LbSwitch, vip: Vip, loads: Mapping[str, int] | None = None

@@ -138,7 +138,7 @@ http {{
     access_log off;
     server_tokens off;
     keepalive_requests 1000000;
-    keepalive_timeout 60s;
+    keepalive_timeout 300s;   # idle keep-alive connections held (bench: 50,000 of them)
     client_max_body_size 0;
     lua_shared_dict lblab 1m;
     lua_socket_log_errors off;
@@ -162,5 +162,24 @@ http {{
 """
 
 
-def command(conf_path: Path) -> list[str]:
-    return [NGINX, "-c", str(conf_path), "-p", str(conf_path.parent)]
+def command(conf_path: Path, max_files: int = 131072) -> list[str]:
+    """The backend's nginx, its file limit raised first as far as this machine allows
+    (the hard limit, unless root may raise it): with `master_process off` nginx never
+    applies worker_rlimit_nofile itself. prlimit execs nginx: the PID stays nginx's."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = max_files if _may_raise_hard_limit() else min(max_files, hard)
+    limit = max(limit, soft)
+    return ["prlimit", f"--nofile={limit}:{max(limit, hard)}", "--",
+            NGINX, "-c", str(conf_path), "-p", str(conf_path.parent)]
+
+
+def _may_raise_hard_limit() -> bool:
+    """CAP_SYS_RESOURCE in the effective set (containers often drop it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) & (1 << 24))
+    except OSError:
+        pass
+    return False

@@ -15,6 +15,7 @@ class WrkResult:
     seconds: float
     rps: float
     errors: int        # socket errors (connect, read, write, timeout) and non-2xx replies
+    detail: str = ""   # wrk's own error lines
 
     @property
     def error_share(self) -> float:
@@ -36,8 +37,9 @@ def parse(text: str) -> WrkResult:
     scale = {"ms": 1e-3, "s": 1.0, "m": 60.0}[done.group(3)]
     errors = sum(int(x) for x in _SOCKET.search(text).groups()) if _SOCKET.search(text) else 0
     errors += int(_NON2XX.search(text).group(1)) if _NON2XX.search(text) else 0
+    detail = "; ".join(m.group(0) for m in (_SOCKET.search(text), _NON2XX.search(text)) if m)
     return WrkResult(requests=int(done.group(1)), seconds=float(done.group(2)) * scale,
-                     rps=float(rps.group(1)), errors=errors)
+                     rps=float(rps.group(1)), errors=errors, detail=detail)
 
 
 def command(url: str, seconds: float = 5, connections: int = 32, threads: int = 2,

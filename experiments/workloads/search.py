@@ -170,10 +170,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def raise_fd_limit() -> None:
-    """Thousands of requests in flight need thousands of sockets."""
+def raise_fd_limit(need: int = 65536) -> None:
+    """Thousands of requests in flight need thousands of sockets (root may raise the hard
+    limit too)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(need, soft), max(need, hard)))
+    except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
