@@ -452,6 +452,61 @@ def bench_vip_gre() -> list[Row]:
                 baseline=statistics.median(directs), target=0.7, note=note)]
 
 
+def _worst_wan_error(mech) -> tuple[float, float, int, str]:
+    """three-dc at idle: every pair of hosts in two different sites (one of each role per
+    site: a client, a resolver, a backend, the authority), warm-up ping, then 20 probes each,
+    six pairs at a time;
+    (worst |median - configured|, median of those errors, pairs, the worst pair)."""
+    from lab.net import LiveNet
+    from lab.probes import PingJob, ping_many, rtt_many
+    from topologies import scenario
+    from topologies.plan import build_plan
+    plan = build_plan(scenario.load("three-dc"))
+    run_id = new_run_id("bench-rtt")
+    seen, hosts = set(), []
+    for h in plan.hosts:
+        if (h.site, h.role) not in seen:
+            seen.add((h.site, h.role))
+            hosts.append(h)
+    jobs = [PingJob(a.name, str(b.ip), {"a": a, "b": b}) for a in hosts for b in hosts
+            if a.site < b.site]
+    with LiveNet(plan, mech, run_id, Path("/tmp") / f"lblab-{run_id}",
+                 log=lambda *_: 0) as live:
+        ping_many(live, jobs, count=1, interval_s=0.2)
+        # a few probes at a time: dozens of probe processes at once on 2 cores would
+        # measure the CPU queue, not the paths ("at idle")
+        results = []
+        for i in range(0, len(jobs), 6):
+            results += rtt_many(live, jobs[i:i + 6], count=20, interval_s=0.05)
+    errors = []
+    for job, res in results:
+        if not res.rtts_ms:
+            raise RuntimeError(f"no reply from {job.label['b'].name} to {job.label['a'].name}")
+        want = plan.configured_rtt_ms(job.label["a"].site, job.label["b"].site)
+        errors.append((abs(statistics.median(res.rtts_ms) - want),
+                       f"{job.label['a'].name}->{job.label['b'].name}"))
+    errors.sort()
+    return errors[-1][0], statistics.median(e for e, _ in errors), len(errors), errors[-1][1]
+
+
+def bench_rtt_paths() -> list[Row]:
+    """Worst host-to-host WAN path error of three-dc at idle, client regions' LANs on Linux
+    bridges (the default) vs on OVS like the DCs' (the baseline), in one run."""
+    import dataclasses
+    mech = _mech()
+    if mech.link_delay == "none":
+        return [Row("rtt_path_error_ms", None, "ms", target=0.5,
+                    note="not measured: no link delay mechanism")]
+    bridge = _worst_wan_error(dataclasses.replace(mech, region_lan="bridge"))
+    ovs_only = _worst_wan_error(dataclasses.replace(mech, region_lan="ovs"))
+    return [Row("rtt_path_error_ms", bridge[0], "ms", baseline=ovs_only[0], target=0.5,
+                note=f"worst |median RTT - configured| over {bridge[2]} host pairs in "
+                     f"different sites, 20 probes each; regions on Linux bridges, DCs on "
+                     f"OVS ({mech.ovs_datapath}), link {mech.link_delay}; median error "
+                     f"{bridge[1]:.3f} ms, worst {bridge[3]}; baseline every LAN on OVS "
+                     f"(median {ovs_only[1]:.3f} ms, worst {ovs_only[3]})")]
+
+
 def bench_maglev() -> list[Row]:
     from controller.maglev import build_time_ms
     return [Row("maglev_table_build_ms", build_time_ms(100, 65537), "ms",
@@ -474,6 +529,7 @@ METRICS: dict[str, Callable[[], list[Row]]] = {
     "maglev_table_build_ms": bench_maglev,
     "topology": bench_topology,
     "ovs_goodput_vs_veth": bench_ovs_goodput,
+    "rtt_path_error_ms": bench_rtt_paths,
     "relay_rtt_error_ms": _relay_metric(
         "relay_rtt_error_ms", "ms", "worst |median RTT - 2D|, D = 5, 20, 50 ms, idle"),
     "relay_rtt_error_loaded_ms": _relay_metric(
