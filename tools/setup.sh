@@ -43,6 +43,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created_policy=1; fi
   trap '[ $created_policy = 1 ] && rm -f "$policy"' EXIT
   retry apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # nginx installed by lblab is lblab's backend server, started per backend inside its own
+  # namespace: not a system service listening on every interface at the next boot.
+  if printf '%s\n' "${missing[@]}" | grep -qx nginx-light && command -v systemctl >/dev/null; then
+    systemctl disable nginx.service >/dev/null 2>&1 || true
+  fi
 else
   echo "packages: all present"
 fi

@@ -67,12 +67,15 @@ def _start_and_wait_until_up(tmp_path: Path) -> subprocess.Popen:
                              "--set", "pings=600", "--set", "interval_s=0.1",
                              "--out", str(tmp_path)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    bridges = ["lbs-na", "lbs-eu", "lbs-us1", "lbs-eu1"]
+    from experiments.cleanup import root_interfaces
+    bridges = ["lbs-us1", "lbs-eu1"]             # the DCs' OVS switches
+    lan_bridges = {"lbs-na", "lbs-eu"}            # the client regions' Linux bridges
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
         present = set(ovs.bridges())
-        if set(bridges) <= present and all(has_cookie_flow(b, BASE_COOKIE) for b in bridges):
+        if set(bridges) <= present and all(has_cookie_flow(b, BASE_COOKIE) for b in bridges) \
+                and lan_bridges <= set(root_interfaces()):
             return proc
         time.sleep(0.2)
     proc.kill()

@@ -23,8 +23,9 @@ def test_scenario_up_all_pairs_reachable_and_clean_teardown(name, lblab_clean, f
                                                             tmp_path: Path):
     plan = build_plan(scenario.load(name))
     mech = mechanisms.detect()
-    bridges = [s.name for s in plan.switches]
     live = LiveNet(plan, mech, new_run_id("test"), tmp_path)
+    bridges = [s.name for s in live.ovs_switches]
+    assert {s.site for s in live.ovs_switches} == {d.name for d in plan.scenario.dcs}
     with live:
         assert all(ovs.controllers_connected(bridges).values())
         assert all(has_cookie_flow(b, BASE_COOKIE) for b in bridges)

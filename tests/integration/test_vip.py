@@ -184,7 +184,7 @@ def test_controller_restart_keeps_connections_and_resyncs(vipnet):
     streams.stdout.readline()
     time.sleep(1)
     live.controller.restart(kill=True)
-    live.controller.wait_switches([s.name for s in plan.switches], 0x1B1AB00000000000)
+    live.controller.wait_switches([s.name for s in live.ovs_switches], 0x1B1AB00000000000)
     rows = control.finish_json_lines(streams, 60)
     assert all(r["ok"] for r in rows), rows
     deadline = time.monotonic() + 10

@@ -78,3 +78,37 @@ def test_gre_vip_reaches_a_backend_in_another_dc_with_direct_return(two_dc, vip_
             api.add_backend(dc.name, ip)
         api.remove_backend(dc.name, str(far.ip))
         api.change(dc.name, mode="nat")
+
+
+def test_nat_with_kernel_conntrack_keeps_backends_reachable_directly(two_dc, vip_ready):
+    """conntrack_impl ct on the kernel datapath (nf_conntrack): the VIP's table is the
+    tracker, a backend answers a direct client on port 80 from its own address while the
+    VIP is in NAT mode, the DC's other host reaches its own VIP, and REST counts open
+    connections from the kernel's conntrack."""
+    import subprocess
+    import time
+    from experiments.vipclient import for_live
+    from experiments.workloads import control
+    plan, dc = two_dc.plan, vip_ready
+    api = for_live(two_dc)
+    api.change(dc.name, mode="nat")
+    assert api.vip(dc.name)["connection_table"] == "conntrack"
+    target = plan.hosts_in(dc.name, "backend")[1]
+    client = plan.hosts_in(plan.scenario.regions[0].name, "client")[0]
+    direct = control.http_get(two_dc, client.name, f"http://{target.ip}/search?size=700")
+    assert (direct["status"], direct["backend"], direct["bytes"]) == (200, target.name, 700)
+    (host,) = [h for h in plan.hosts_in(dc.name) if h.role != "backend"]
+    pool = {h.name for h in plan.hosts_in(dc.name, "backend")}
+    hairpin = control.http_get(two_dc, host.name, f"http://{dc.vip}/search?size=300")
+    assert hairpin["status"] == 200 and hairpin["backend"] in pool
+    streams = control.start_json_lines(two_dc, client.name, "streams", [
+        "--host", str(dc.vip), "--count", "4", "--seconds", "8", "--interval", "0.5"])
+    streams.stdout.readline()
+    deadline, counted = time.monotonic() + 15, 0
+    while counted < 4 and time.monotonic() < deadline:
+        counted = sum(b["active_connections"] or 0 for b in api.vip(dc.name)["backends"])
+        time.sleep(0.3)
+    dump = subprocess.run(["ovs-appctl", "dpctl/dump-conntrack", "zone=1"],
+                          capture_output=True, text=True).stdout
+    assert counted >= 4, dump[-500:]
+    control.finish_json_lines(streams, timeout_s=40)
