@@ -142,11 +142,8 @@ ETH_ARP = 0x0806
 # --- cookies -------------------------------------------------------------------------------
 def _digest(table: int, priority: int, match: Match, actions: tuple, idle: int,
             hard: int) -> int:
-    return _digest_text(repr((table, priority, match, actions, idle, hard)))
-
-
-def _digest_text(text: str) -> int:
-    d = hashlib.blake2b(text.encode(), digest_size=8, person=b"lblab-flowdigest").digest()
+    data = repr((table, priority, match, actions, idle, hard)).encode()
+    d = hashlib.blake2b(data, digest_size=8, person=b"lblab-flowdigest").digest()
     return int.from_bytes(d, "big") & ((1 << DIGEST_BITS) - 1)
 
 
@@ -279,17 +276,16 @@ def _bucket_flows(vip: Vip, t: TableLayout, table: list[Backend], learn: bool,
         if learn:
             acts.append(_learn(vip, t, b))
         per_backend[b.name] = tuple(acts)
-    # Thousands of these per VIP (Maglev's M) on every pool change: the match and the
-    # digest's text are put together directly, equal to what _flow computes.
+    # Thousands of these per VIP (Maglev's M) on every pool change: the match is built from
+    # the normalised TCP part once, not normalised again per bucket as _flow would.
     base = normalize_match(tcp)
     prefix = vip_cookie_prefix(vip.index)
-    reprs = {name: repr(acts) for name, acts in per_backend.items()}
     out = []
     for bucket, b in enumerate(table):
         m = tuple(sorted(base + ((REG_BUCKET, bucket),)))
-        text = f"({t.bucket!r}, {PRIO_ENTRY!r}, {m!r}, {reprs[b.name]}, 0, 0)"
-        out.append(FlowSpec(t.bucket, PRIO_ENTRY, m, per_backend[b.name],
-                            prefix | _digest_text(text)))
+        acts = per_backend[b.name]
+        out.append(FlowSpec(t.bucket, PRIO_ENTRY, m, acts,
+                            prefix | _digest(t.bucket, PRIO_ENTRY, m, acts, 0, 0)))
     return out
 
 

@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from topologies import ovs
+from topologies.plan import REGION_LANS
 from topologies.system import REPO_ROOT, have, ok, run
+
+BACKEND_SERVERS = ("nginx", "python")   # experiments/workloads/control.py starts them
 
 
 
@@ -155,16 +158,17 @@ def detect(link_emulation: str | None = None, backend_server: str | None = None,
     elif backend_server == "nginx" and not have_nginx:
         raise InputError("backend_server=nginx: nginx or its Lua module is not installed "
                          "(run `sudo make setup`)")
-    elif backend_server not in ("nginx", "python"):
-        raise InputError(f"backend_server={backend_server}: use nginx or python")
-    region_lan = region_lan or "bridge"
-    if region_lan not in ("bridge", "ovs"):   # topologies/topo.py REGION_LANS
-        raise InputError(f"region_lan={region_lan}: use bridge or ovs")
+    elif backend_server not in BACKEND_SERVERS:
+        raise InputError(f"backend_server={backend_server}: use {' or '.join(BACKEND_SERVERS)}")
+    region_lan = region_lan or REGION_LANS[0]
+    if region_lan not in REGION_LANS:
+        raise InputError(f"region_lan={region_lan}: use {' or '.join(REGION_LANS)}")
     dp = ovs.datapath()
-    return Mechanisms(backend_server=backend_server, region_lan=region_lan, ovs_datapath="kernel" if dp == "kernel" else "userspace",
+    return Mechanisms(ovs_datapath="kernel" if dp == "kernel" else "userspace",
                       link_delay=link_delay, gre_decap=gre_decap, controller=controller_name(),
                       netem_available=netem, relay_available=relay, ip_gre_available=gre,
-                      notes=tuple(notes))
+                      notes=tuple(notes), backend_server=backend_server,
+                      region_lan=region_lan)
 
 
 def versions() -> dict:

@@ -31,7 +31,7 @@ def _two_host_net(mech, with_switch: bool, linux_bridge: bool = False):
     from mininet.link import Link
     from mininet.net import Mininet
     from mininet.node import OVSSwitch, RemoteController
-    from mininet.nodelib import LinuxBridge
+    from lab.nodes import lan_bridge_class
 
     run_id = new_run_id("bench2")
     state = RunState(run_id)
@@ -57,7 +57,8 @@ def _two_host_net(mech, with_switch: bool, linux_bridge: bool = False):
             net.addLink(h1, sw)
             net.addLink(h2, sw)
         elif linux_bridge:
-            br = net.addSwitch("lbs-bench", cls=LinuxBridge, dpid="1")
+            # the bridge that carries client regions' LANs in scenario networks
+            br = net.addSwitch("lbs-bench", cls=lan_bridge_class(), dpid="1")
             net.addLink(h1, br)
             net.addLink(h2, br)
         else:

@@ -24,10 +24,10 @@ from lab.mechanisms import Mechanisms
 from topologies import ovs
 from topologies.netlock import network_lock
 from topologies.pingparse import PingResult, parse_ping
-from topologies.plan import SERVICE_PORT, NetworkPlan
+from topologies.plan import SERVICE_PORT, NetworkPlan, lan_carriers
 from topologies.state import RUN_ENV, RunState
 from topologies.system import LblabError, run, stop_processes
-from topologies.topo import ScenarioTopo, lan_carriers
+from topologies.topo import ScenarioTopo
 
 
 @dataclass
@@ -70,7 +70,7 @@ class LiveNet:
             self.vip_overrides.get("mode") == "gre" or
             any(d.mode == "gre" or d.remote_backends for d in plan.scenario.dcs))
         self.gre = None
-        # what carries each site's LAN (topologies/topo.py): OVS for DCs, a Linux bridge
+        # what carries each site's LAN (topologies/plan.py): OVS for DCs, a Linux bridge
         # for client regions unless `--set region_lan=ovs`
         self.lan_carriers = lan_carriers(plan, mechanisms.region_lan)
         self.ovs_switches = [s for s in plan.switches if self.lan_carriers[s.site] == "ovs"]

@@ -9,23 +9,9 @@ from __future__ import annotations
 
 from mininet.topo import Topo
 
-from topologies.plan import NetworkPlan, WanPlan
+from topologies.plan import REGION_LANS, NetworkPlan, WanPlan, lan_carriers
 
 LINK_DELAY_MECHANISMS = ("netem", "relay", "none")
-# What carries a client region's LAN: a Linux bridge (no OpenFlow needed there: nothing but
-# MAC learning; 0.08 ms round trip against 0.44 ms through OVS userspace) or OVS like a DC's.
-REGION_LANS = ("bridge", "ovs")
-
-
-def lan_carriers(plan: NetworkPlan, region_lan: str = "bridge") -> dict[str, str]:
-    """Site -> what carries its LAN: "ovs" (every DC: the LB is OpenFlow) or "linux-bridge"."""
-    if region_lan not in REGION_LANS:
-        raise ValueError(f"region_lan must be one of {REGION_LANS}")
-    dcs = {d.name for d in plan.scenario.dcs}
-    return {sw.site: "ovs" if sw.site in dcs or region_lan == "ovs" else "linux-bridge"
-            for sw in plan.switches}
-
-
 def wan_link_params(wan: WanPlan, link_delay: str) -> dict:
     """TCLink options of one WAN link for a mechanism (relay links carry theirs on the node)."""
     params: dict = {}
@@ -42,7 +28,7 @@ class ScenarioTopo(Topo):
     """Mininet topology of a NetworkPlan. Node classes are supplied by lab/nodes.py."""
 
     def build(self, plan: NetworkPlan, link_delay: str = "none", lan_bw: float | None = None,
-              region_lan: str = "ovs"):
+              region_lan: str = REGION_LANS[0]):
         if link_delay not in LINK_DELAY_MECHANISMS:
             raise ValueError(f"link_delay must be one of {LINK_DELAY_MECHANISMS}")
         lan = {"bw": lan_bw} if lan_bw else {}

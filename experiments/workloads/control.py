@@ -10,9 +10,6 @@ from pathlib import Path
 from topologies.plan import SERVICE_PORT
 
 
-BACKEND_SERVERS = ("nginx", "python")
-
-
 def backend_argv(server: str, host, port: int, work_dir: Path) -> list[str]:
     """The command that runs one backend's HTTP server (nginx: its config is written under
     `work_dir`, the run's own directory)."""
