@@ -7,13 +7,13 @@ simple_switch_13.
 from __future__ import annotations
 
 from controller import ofmsg
-from controller.compat import (CONFIG_DISPATCHER, MAIN_DISPATCHER, app_manager,
+from controller.compat import (CONFIG_DISPATCHER, MAIN_DISPATCHER, BaseApp,
                                ether_types, ethernet, ofp_event, ofproto_v1_3, packet,
                                set_ev_cls)
 from controller.l2logic import MacTables, learn_flows, table_miss_flows
 
 
-class LblabL2(app_manager.RyuApp):
+class LblabL2(BaseApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args, **kwargs):

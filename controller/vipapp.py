@@ -1,10 +1,11 @@
-"""Ryu/os-ken glue of the VIP load balancer: config in, flows out, REST on 127.0.0.1.
+"""Ryu/os-ken glue of the VIP load balancer: config in, flows out, REST routes.
 
 Thin: every decision is made by controller.vipswitch (one VipSwitch per LB switch, pure);
 messages come from controller.ofmsg, request handling from controller.viprest. This file
 decodes events, keeps the xid table of outstanding requests, holds the one lock under which
 an event's operations are computed and sent (see vipswitch's docstring for why), runs the
-polling loops (health checkers' files, counters) and sends.
+polling loops (health checkers' files, counters) and sends. Its REST routes
+(`rest_routes`) are served by the launcher's server (controller/rest.py) on 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -14,25 +15,18 @@ import subprocess
 from pathlib import Path
 
 from controller import ctcount, ofmsg, vipconfig, vipflows, viprest, vipswitch
-from controller.compat import (DEAD_DISPATCHER, FRAMEWORK, MAIN_DISPATCHER, app_manager,
-                               hub, ofp_event, ofproto_v1_3, packet, set_ev_cls)
+from controller.compat import (DEAD_DISPATCHER, MAIN_DISPATCHER, BaseApp, hub, ipv4,
+                               ofp_event, ofproto_v1_3, packet, set_ev_cls, tcp)
 from controller.hashing import TCP, FlowKey
+from controller.rest import Route
 
-if FRAMEWORK == "ryu":
-    from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
-    from ryu.lib.packet import ipv4, tcp
-else:  # os-ken
-    from os_ken.app.wsgi import ControllerBase, Response, WSGIApplication, route
-    from os_ken.lib.packet import ipv4, tcp
-
-APP_NAME = "lblab_vip"
 HEALTH_POLL_S = 0.25
 STATS_POLL_S = 1.0
 
 
-class LblabVip(app_manager.RyuApp):
+class LblabVip(BaseApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
-    _CONTEXTS = {"wsgi": WSGIApplication}
+    REST_ERRORS = (viprest.BadRequest,)      # answered 400 by the REST server
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -45,7 +39,6 @@ class LblabVip(app_manager.RyuApp):
         self.pending: dict[int, tuple] = {}     # xid -> (dpid, request, replies so far)
         self._apply_lock = hub.BoundedSemaphore(1)
         self._ct_counting: set[int] = set()     # zones whose conntrack dump is running
-        kwargs["wsgi"].register(VipRestController, {APP_NAME: self})
         hub.spawn(self._health_loop)
         hub.spawn(self._stats_loop)
 
@@ -153,7 +146,34 @@ class LblabVip(app_manager.RyuApp):
             FlowKey(ip4.src, ip4.dst, TCP, seg.src_port, seg.dst_port)
         self._handle(sw.dpid, sw.packet_in, msg.cookie, key, msg=msg)
 
-    # -- REST operations (called by VipRestController) --------------------------------------
+    # -- REST ---------------------------------------------------------------------------------
+    def rest_routes(self) -> list[Route]:
+        """The VIP API; bodies are parsed (and bad JSON refused) before any state is read."""
+        def body_change(fn):     # PUT /vips/X {...}, POST /vips/X/backends {...}
+            def handle(params, body):
+                data = viprest.parse_body(body)
+                return self.rest_update(params["vip"], lambda sw, v: fn(sw, v, data))
+            return handle
+
+        def backend_change(fn):  # .../backends/B, .../backends/B/drain
+            return lambda params, body: self.rest_update(
+                params["vip"], lambda sw, v: fn(v, params["backend"]))
+
+        change = body_change(viprest.change_vip)
+        return [
+            Route("GET", "/vips", lambda params, body: self.rest_list()),
+            Route("GET", "/vips/{vip}", lambda params, body: self.rest_get(params["vip"])),
+            Route("PUT", "/vips/{vip}", change),
+            Route("POST", "/vips/{vip}", change),
+            Route("POST", "/vips/{vip}/backends", body_change(viprest.add_backend)),
+            Route("DELETE", "/vips/{vip}/backends/{backend}",
+                  backend_change(viprest.remove_backend)),
+            Route("POST", "/vips/{vip}/backends/{backend}/drain",
+                  backend_change(lambda v, b: viprest.set_admin(v, b, "drain"))),
+            Route("POST", "/vips/{vip}/backends/{backend}/undrain",
+                  backend_change(lambda v, b: viprest.set_admin(v, b, "up"))),
+        ]
+
     def rest_list(self) -> list:
         return [sw.describe(name) for sw in self.switches.values() for name in sw.vips]
 
@@ -175,64 +195,3 @@ def _complete_checksums(data: bytes) -> bytes:
     seg.csum, ip4.csum = 0, 0
     pkt.serialize()
     return pkt.data
-
-
-def _json(status: int, data) -> Response:
-    return Response(status=status, content_type="application/json",
-                    body=json.dumps(data, indent=1).encode())
-
-
-def _rest(fn):
-    """Map BadRequest to 400 with a JSON error; anything else to 500 with its type only."""
-    def wrapper(self, req, **kwargs):
-        try:
-            return _json(200, fn(self, req, **kwargs))
-        except viprest.BadRequest as exc:
-            return _json(400, {"error": str(exc)})
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill the controller
-            self.app.logger.exception("REST error")
-            return _json(500, {"error": f"internal error: {type(exc).__name__}"})
-    return wrapper
-
-
-class VipRestController(ControllerBase):
-    def __init__(self, req, link, data, **config):
-        super().__init__(req, link, data, **config)
-        self.app: LblabVip = data[APP_NAME]
-
-    @route("vip", "/vips", methods=["GET"])
-    @_rest
-    def list_vips(self, req, **_):
-        return self.app.rest_list()
-
-    @route("vip", "/vips/{vip}", methods=["GET"])
-    @_rest
-    def get_vip(self, req, vip, **_):
-        return self.app.rest_get(vip)
-
-    @route("vip", "/vips/{vip}", methods=["PUT", "POST"])
-    @_rest
-    def change_vip(self, req, vip, **_):
-        body = viprest.parse_body(req.body)
-        return self.app.rest_update(vip, lambda sw, v: viprest.change_vip(sw, v, body))
-
-    @route("vip", "/vips/{vip}/backends", methods=["POST"])
-    @_rest
-    def add_backend(self, req, vip, **_):
-        body = viprest.parse_body(req.body)
-        return self.app.rest_update(vip, lambda sw, v: viprest.add_backend(sw, v, body))
-
-    @route("vip", "/vips/{vip}/backends/{backend}", methods=["DELETE"])
-    @_rest
-    def remove_backend(self, req, vip, backend, **_):
-        return self.app.rest_update(vip, lambda sw, v: viprest.remove_backend(v, backend))
-
-    @route("vip", "/vips/{vip}/backends/{backend}/drain", methods=["POST"])
-    @_rest
-    def drain(self, req, vip, backend, **_):
-        return self.app.rest_update(vip, lambda sw, v: viprest.set_admin(v, backend, "drain"))
-
-    @route("vip", "/vips/{vip}/backends/{backend}/undrain", methods=["POST"])
-    @_rest
-    def undrain(self, req, vip, backend, **_):
-        return self.app.rest_update(vip, lambda sw, v: viprest.set_admin(v, backend, "up"))

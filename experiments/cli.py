@@ -24,7 +24,8 @@ def cmd_doctor(args) -> int:
     if mech is None:
         raise LblabError("doctor probes the kernel in a scratch namespace and needs root: "
                          "run `sudo lblab doctor`")
-    info = {**mech.as_dict(), "versions": mechanisms.versions()}
+    info = {**mech.as_dict(), "versions": mechanisms.versions(),
+            "controllers_installed": mechanisms.controllers_installed()}
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
@@ -32,7 +33,10 @@ def cmd_doctor(args) -> int:
     print(f"link_delay:   {mech.link_delay}   (netem available: {mech.netem_available}, "
           f"relay built: {mech.relay_available})")
     print(f"gre_decap:    {mech.gre_decap}   (ip_gre available: {mech.ip_gre_available})")
-    print(f"controller:   {mech.controller}")
+    others = ", ".join(f"{name} {v or 'not installed'}"
+                       for name, v in info["controllers_installed"].items())
+    print(f"controller:   {mech.controller}   (installed: {others}; "
+          f"LBLAB_CONTROLLER=ryu|os-ken picks)")
     print(f"backends:     {mech.backend_server}   (nginx with Lua: "
           f"{mechanisms.nginx_available()}; --set backend_server=python for the Python one)")
     for key, value in info["versions"].items():

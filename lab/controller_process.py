@@ -1,17 +1,24 @@
-"""Run the controller (ryu-manager via controller.launch) as a child of an lblab run.
+"""Run the controller (controller.launch, on Ryu or os-ken) as a child of an lblab run.
 
-Readiness is checked, never slept on: the port must accept connections, then every switch
-must report its controller connection up and hold the base app's table-miss flow.
+Readiness is checked, never slept on: the OpenFlow port must accept connections and the REST
+server must answer with the framework it runs on (which must be the one asked for), then
+every switch must report its controller connection up and hold the base app's table-miss
+flow.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+from controller import frameworks
 
 from topologies import ovs
 from topologies.system import LblabError, REPO_ROOT, run
@@ -26,8 +33,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ControllerProcess:
-    """ryu-manager bound to 127.0.0.1 only (OpenFlow and REST): nothing of lblab's listens
-    on all interfaces."""
+    """The controller bound to 127.0.0.1 only (OpenFlow and REST): nothing of lblab's
+    listens on all interfaces. The framework is frameworks.chosen() when it is created
+    (LBLAB_CONTROLLER, else the default); `info` is what the running controller reported."""
 
     def __init__(self, log_path: Path, apps=DEFAULT_APPS, of_port: int | None = None,
                  rest_port: int | None = None, extra_env: dict | None = None):
@@ -36,6 +44,8 @@ class ControllerProcess:
         self.of_port = of_port or free_port()
         self.rest_port = rest_port or free_port()
         self.extra_env = extra_env or {}
+        self.framework = frameworks.chosen()
+        self.info: dict = {}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -46,10 +56,10 @@ class ControllerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.extra_env,
                "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        cmd = [sys.executable, "-m", "controller.launch",
+        cmd = [sys.executable, "-m", "controller.launch", "--framework", self.framework.name,
                "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(self.of_port),
-               "--wsapi-host", "127.0.0.1", "--wsapi-port", str(self.rest_port),
-               *self.apps]
+               "--rest-host", "127.0.0.1", "--rest-port", str(self.rest_port), *self.apps]
+        t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env,
@@ -59,14 +69,30 @@ class ControllerProcess:
             if self.proc.poll() is not None:
                 raise LblabError(f"controller exited with code {self.proc.returncode} at start; "
                                  f"last log line: {self._last_log_line()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.of_port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
+            if self._ready():
+                self.info["startup_s"] = round(time.monotonic() - t0, 3)
+                return
+            time.sleep(0.1)
         self.stop()
-        raise LblabError(f"controller did not listen on 127.0.0.1:{self.of_port} within "
-                         f"{timeout_s:g}s; see {self.log_path}")
+        raise LblabError(f"controller did not listen on 127.0.0.1:{self.of_port} (OpenFlow) "
+                         f"and :{self.rest_port} (REST) within {timeout_s:g}s; "
+                         f"see {self.log_path}")
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.of_port), timeout=0.5):
+                pass
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/controller",
+                                        timeout=2) as resp:
+                info = json.loads(resp.read())
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+        if info.get("framework") != self.framework.name:
+            self.stop()
+            raise LblabError(f"controller runs {info.get('framework')}, not "
+                             f"{self.framework.name} as asked")
+        self.info = info
+        return True
 
     def _last_log_line(self) -> str:
         try:

@@ -25,7 +25,7 @@ class Mechanisms:
     ovs_datapath: str   # kernel | userspace
     link_delay: str     # netem | relay | none
     gre_decap: str      # kernel | userspace | none
-    controller: str     # "ryu 4.34" | "os-ken 3.1.1" | "none"
+    controller: str     # "os-ken 4.2.2 (threads)" | "ryu 4.34 (eventlet)" | "none (...)"
     netem_available: bool
     relay_available: bool
     ip_gre_available: bool
@@ -98,16 +98,24 @@ def relay_available() -> bool:
 
 
 def controller_name() -> str:
+    """The framework a controller started now runs on, with its version and hub:
+    'os-ken 4.2.2 (threads)', 'ryu 4.34 (eventlet)'; 'none (...)' when it is not installed
+    (doctor must still print). An unknown LBLAB_CONTROLLER is bad input."""
+    from controller import frameworks
+    from topologies.system import InputError
     try:
-        from controller.compat import framework_name
-        name = framework_name()
-        if name == "ryu":
-            from importlib.metadata import version
-            return f"ryu {version('ryu')}"
-        from importlib.metadata import version
-        return f"os-ken {version('os-ken')}"
-    except Exception as exc:  # ImportError and broken installs alike: doctor must still print
-        return f"none ({type(exc).__name__})"
+        fw = frameworks.chosen()
+    except frameworks.FrameworkError as exc:
+        raise InputError(str(exc)) from None
+    if fw.version() is None:
+        return f"none ({fw.name} not installed; run `sudo make setup`)"
+    return fw.describe()
+
+
+def controllers_installed() -> dict:
+    """Every framework lblab can run on, with its installed version (None: not installed)."""
+    from controller import frameworks
+    return {name: fw.version() for name, fw in frameworks.FRAMEWORKS.items()}
 
 
 def nginx_available() -> bool:

@@ -2,15 +2,15 @@
 
 Every operation a VipSwitch returns is applied to a FakeOFTable that also holds the L2 app's
 flows, in order, as the app sends it; requests are answered from the table (flow stats as a
-switch reports them: ReadBack, no actions). Where Ryu is importable every operation is also
-encoded with controller/ofmsg.py and serialised, and flow stats replies go through Ryu's
-parser first, so the messages the app would send are checked too.
+switch reports them: ReadBack, no actions). Where the framework LBLAB_CONTROLLER picks (Ryu
+or os-ken) is importable every operation is also encoded with controller/ofmsg.py and
+serialised, and flow stats replies go through that framework's parser first, so the messages the app would send are checked too.
 """
 from __future__ import annotations
 
 from controller import l2logic, ofmsg, vipswitch
 from controller.flows import FlowDiff, ReadBack
-from support.datapath import ryu_datapath
+from support.datapath import of_datapath, ofproto_parser
 from support.fakeoftable import FakeOFTable
 
 
@@ -20,7 +20,7 @@ class FakeSwitch:
         self.table = table or FakeOFTable()
         if table is None:
             self.table.apply(l2logic.table_miss_flows())
-        self.dp = ryu_datapath()
+        self.dp = of_datapath()
         self.now = 0.0
         self.sent: list = []          # every operation applied, in order
 
@@ -59,17 +59,16 @@ class FakeSwitch:
         return [(self.read_back(f), self.table.packets(f)) for f in flows]
 
     def read_back(self, flow) -> ReadBack:
-        """A flow as the switch reports it; through Ryu's parser when Ryu is here."""
+        """A flow as the switch reports it; through the framework's parser when it is here."""
         if self.dp is None:
             return ReadBack(flow.table, flow.priority, flow.match, flow.cookie)
-        from ryu.ofproto import ofproto_parser
         m = ofmsg.flow_mod(self.dp, flow)
         m.serialize()
-        parsed = ofproto_parser.msg(self.dp, m.version, m.msg_type, m.msg_len, m.xid, m.buf)
+        parsed = ofproto_parser(self.dp.ofproto.__name__.split(".")[0]).msg(self.dp, m.version, m.msg_type, m.msg_len, m.xid, m.buf)
         return ofmsg.read_back(parsed)
 
     def _encode(self, op) -> None:
-        """The app's messages for `op` (vipswitch.messages), serialised as Ryu would."""
+        """The app's messages for `op` (vipswitch.messages), serialised as the framework would."""
         if self.dp is None or isinstance(op, vipswitch.Resend):
             return   # a Resend sends the packet-in's own bytes: there is none here
         for m in vipswitch.messages(self.dp, op):

@@ -14,7 +14,7 @@ from controller import vipflows as vf
 from controller.flows import normalize_match
 from controller.ofctl import to_ofctl
 from controller.vipmodel import Backend
-from support.datapath import ryu_datapath
+from support.datapath import MODULES, of_datapath, ofproto_parser
 from support.vipcase import KEYS, SWITCH, backends, vip
 
 
@@ -62,21 +62,24 @@ def test_to_ofctl_parses_with_ovs_ofctl():
         assert r.returncode == 0, (to_ofctl(f), r.stderr)
 
 
-# --- Ryu messages (ofmsg) ------------------------------------------------------------------
-def _ryu_dp():
-    pytest.importorskip("ryu")
-    return ryu_datapath()
+# --- Ryu and os-ken messages (ofmsg): each test under both frameworks --------------------
+over_frameworks = pytest.mark.parametrize("fw", MODULES)
 
 
-def test_ofmsg_serialises_and_parses_back():
-    dp = _ryu_dp()
-    from ryu.ofproto import ofproto_parser
+def _dp(fw):
+    pytest.importorskip(fw)
+    return of_datapath(fw)
+
+
+@over_frameworks
+def test_ofmsg_serialises_and_parses_back(fw):
+    dp = _dp(fw)
 
     from controller import ofmsg
     for f in _all_modes_flows():
         m = ofmsg.flow_mod(dp, f)
         m.serialize()
-        back = ofproto_parser.msg(dp, m.version, m.msg_type, m.msg_len, m.xid, m.buf)
+        back = ofproto_parser(fw).msg(dp, m.version, m.msg_type, m.msg_len, m.xid, m.buf)
         assert (back.table_id, back.priority, back.cookie) == (f.table, f.priority, f.cookie)
         n_actions = sum(len(getattr(i, "actions", [None])) for i in back.instructions)
         assert n_actions == len(f.actions)
@@ -86,9 +89,10 @@ def test_ofmsg_serialises_and_parses_back():
 
 
 @pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl not installed")
-def test_ofmsg_bytes_decode_in_ovs_as_the_ofctl_text(tmp_path):
+@over_frameworks
+def test_ofmsg_bytes_decode_in_ovs_as_the_ofctl_text(tmp_path, fw):
     """Ryu's bytes, decoded by OVS's own parser, equal the to_ofctl line parsed by OVS."""
-    dp = _ryu_dp()
+    dp = _dp(fw)
     from controller import ofmsg
     for f in _all_modes_flows():
         m = ofmsg.flow_mod(dp, f)
@@ -104,8 +108,9 @@ def test_ofmsg_bytes_decode_in_ovs_as_the_ofctl_text(tmp_path):
         assert strip(from_bytes) == strip(from_text)
 
 
-def test_ofmsg_diff_messages_and_helpers():
-    dp = _ryu_dp()
+@over_frameworks
+def test_ofmsg_diff_messages_and_helpers(fw):
+    dp = _dp(fw)
     from controller import ofmsg
     v = vip()
     d = vf.vip_diff([], vf.desired_flows(SWITCH, [v]))
@@ -117,11 +122,12 @@ def test_ofmsg_diff_messages_and_helpers():
         m.serialize()
 
 
-def test_resync_deletes_flows_read_back_from_the_switch():
+@over_frameworks
+def test_resync_deletes_flows_read_back_from_the_switch(fw):
     """At (re)connection the app diffs the switch's actual VIP flows (flow stats) against
     the desired ones; stale ones are deleted from their stats entries, which carry no
     timeouts. (A crash here left a reconnected switch without its VIP flows.)"""
-    dp = _ryu_dp()
+    dp = _dp(fw)
     from controller import ofmsg
     desired = vf.desired_flows(SWITCH, [vip()])
     gone = vip(name="gone", address="10.101.0.200", mac="02:1c:0a:65:00:c8", index=2,
@@ -130,8 +136,7 @@ def test_resync_deletes_flows_read_back_from_the_switch():
     msgs = [ofmsg.flow_mod(dp, f) for f in stale]
     for m in msgs:
         m.serialize()
-    from ryu.ofproto import ofproto_parser
-    stats = [ofmsg.read_back(ofproto_parser.msg(dp, m.version, m.msg_type, m.msg_len, m.xid,
+    stats = [ofmsg.read_back(ofproto_parser(fw).msg(dp, m.version, m.msg_type, m.msg_len, m.xid,
                                                 m.buf)) for m in msgs]
     d = vf.vip_diff(stats, desired)
     assert d.delete, "the flows of the VIP that is gone must be deleted"

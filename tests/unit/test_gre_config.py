@@ -15,7 +15,7 @@ from controller.hashing import synthetic_keys
 from controller.ofctl import to_ofctl
 from controller.vipmodel import Backend, LbSwitch, Vip
 from lab import vip_config
-from support.datapath import ryu_datapath
+from support.datapath import MODULES, of_datapath
 from support.fakeoftable import FakeOFTable
 from topologies import gre, scenario
 from topologies.plan import build_plan
@@ -42,10 +42,11 @@ def test_gre_flows_mark_the_packet_for_the_lbs_own_underlay():
            f"output:{gre.GRE_OFPORT}" in text
 
 
-def test_pkt_mark_is_encoded_as_a_nicira_load():
-    pytest.importorskip("ryu")
+@pytest.mark.parametrize("fw", MODULES)
+def test_pkt_mark_is_encoded_as_a_nicira_load(fw):
+    pytest.importorskip(fw)
     from controller import ofmsg
-    dp = ryu_datapath()
+    dp = of_datapath(fw)
     act = ofmsg.ryu_action(dp, SetField("pkt_mark", gre.mark_for(2)))
     assert type(act).__name__ == "NXActionRegLoad2"
     for f in vf.desired_flows(SWITCH, [VIP]):

@@ -1,0 +1,131 @@
+"""lblab's REST server for controller apps, the same under Ryu and os-ken.
+
+os-ken 4 no longer ships a WSGI layer (`os_ken.app.wsgi`), and Ryu's depends on eventlet, so
+the controller serves REST itself: a route table of (method, pattern, handler), routing as a
+pure function (`dispatch`, unit-tested without a framework), and HTTP/1.0 parsed by the
+standard library on connections accepted by the framework's own `hub.StreamServer` (green
+threads under Ryu, native threads under os-ken). One request per connection; bodies are
+capped; every answer is JSON.
+
+Handlers take (params, body) and return data for a 200; `RestError` (and the app's own
+bad-request exception, mapped by `bad_request`) gives a 4xx with {"error": ...}; anything
+else a 500 naming only the exception's type, logged with its traceback.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+MAX_BODY = 1 << 20
+SOCKET_TIMEOUT_S = 30.0
+LOG = logging.getLogger("lblab.rest")
+
+
+class RestError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str                                  # "/vips/{vip}/backends/{backend}"
+    handler: Callable[[dict, bytes], Any]
+
+    def match(self, path: str) -> dict | None:
+        regex = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.pattern)) + "$"
+        m = re.match(regex, path)
+        return m.groupdict() if m else None
+
+
+def dispatch(routes: list[Route], method: str, path: str, body: bytes,
+             bad_request: tuple = ()) -> tuple[int, dict, Any]:
+    """(status, extra headers, JSON-able payload) for one request."""
+    path = path.split("?", 1)[0].rstrip("/") or "/"
+    matched = [(r, p) for r in routes if (p := r.match(path)) is not None]
+    if not matched:
+        return 404, {}, {"error": f"no such resource: {path}"}
+    for route, params in matched:
+        if route.method == method:
+            try:
+                return 200, {}, route.handler(params, body)
+            except RestError as exc:
+                return exc.status, exc.headers, {"error": str(exc)}
+            except bad_request as exc:
+                return 400, {}, {"error": str(exc)}
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the controller
+                LOG.exception("REST %s %s failed", method, path)
+                return 500, {}, {"error": f"internal error: {type(exc).__name__}"}
+    allowed = ", ".join(sorted({r.method for r, _ in matched}))
+    return 405, {"Allow": allowed}, {"error": f"{method} not allowed on {path} "
+                                              f"(allowed: {allowed})"}
+
+
+def _handler_class(routes: list[Route], bad_request: tuple):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+        server_version = "lblab-controller"
+
+        def _serve(self):
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_BODY:
+                status, extra, payload = 400, {}, {
+                    "error": f"bad Content-Length (at most {MAX_BODY} bytes)"}
+            else:
+                body = self.rfile.read(length) if length else b""
+                status, extra, payload = dispatch(routes, self.command, self.path, body,
+                                                  bad_request)
+            data = json.dumps(payload, indent=1).encode() + b"\n"
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = _serve
+
+        def send_error(self, code, message=None, explain=None):
+            """Malformed requests (bad request line, unsupported method) in JSON too."""
+            data = json.dumps({"error": message or self.responses.get(code, ("",))[0]}) \
+                .encode() + b"\n"
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200:
+                self.wfile.write(data)
+
+        def log_message(self, fmt, *args):
+            LOG.debug("%s %s", self.address_string(), fmt % args)
+
+    return Handler
+
+
+def connection_handler(routes: list[Route], bad_request: tuple = ()):
+    """A `handle(sock, addr)` for hub.StreamServer: one HTTP request, then close."""
+    handler_class = _handler_class(routes, bad_request)
+
+    def handle(sock, addr):
+        try:
+            sock.settimeout(SOCKET_TIMEOUT_S)
+            handler_class(sock, addr, None)
+        except OSError as exc:
+            LOG.debug("REST connection from %s: %s", addr, exc)
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    return handle
