@@ -44,29 +44,37 @@ class LblabVip(BaseApp):
 
     # -- sending ----------------------------------------------------------------------------
     def _handle(self, dpid: int, event, *args, msg=None):
-        """Run one VipSwitch event under the apply lock and send what it returns."""
+        """Run one VipSwitch event under the apply lock and send what it returns, in order,
+        as one write: a pool change is hundreds of flow mods, and one queue entry for the
+        datapath's send loop instead of hundreds spares as many thread (os-ken) or green
+        thread (Ryu) switches."""
         with self._apply_lock:
             ops = event(*args)
             dp = self.datapaths.get(dpid)
             if dp is not None:
-                for op in ops:
-                    self._send(dp, op, msg)
+                data = b"".join(buf for op in ops for buf in self._encode(dp, op, msg))
+                if data:
+                    dp.send(data)
 
-    def _send(self, dp, op, msg=None) -> None:
+    def _encode(self, dp, op, msg=None) -> list[bytes]:
+        """One operation's messages, serialised (requests registered by xid first)."""
         if isinstance(op, vipswitch.CountCt):   # a command, not a message: off the lock
             if op.zone not in self._ct_counting:
                 self._ct_counting.add(op.zone)
                 hub.spawn(self._count_ct, dp.id, op)
-            return
+            return []
         packet_back = {}
         if isinstance(op, vipswitch.Resend):
             packet_back = {"in_port": msg.match["in_port"],
                            "data": _complete_checksums(msg.data)}
+        out = []
         for m in vipswitch.messages(dp, op, **packet_back):
+            dp.set_xid(m)
             if isinstance(op, vipswitch.REQUESTS):   # its reply comes back by xid
-                dp.set_xid(m)
                 self.pending[m.xid] = (dp.id, op, [])
-            dp.send_msg(m)
+            m.serialize()
+            out.append(bytes(m.buf))
+        return out
 
     def _count_ct(self, dpid: int, op) -> None:
         try:
@@ -90,7 +98,8 @@ class LblabVip(BaseApp):
         if ev.state == DEAD_DISPATCHER:
             if self.datapaths.get(dp.id) is dp:  # not a late event of an older connection
                 self.datapaths.pop(dp.id)
-                sw.disconnected()
+                with self._apply_lock:
+                    sw.disconnected()
             return
         self.datapaths[dp.id] = dp
         self._handle(dp.id, sw.connected)
@@ -174,17 +183,22 @@ class LblabVip(BaseApp):
                   backend_change(lambda v, b: viprest.set_admin(v, b, "up"))),
         ]
 
+    # Under os-ken the REST server, the loops and the event handlers are real threads: state
+    # is read under the apply lock too, never while an event is changing it.
     def rest_list(self) -> list:
-        return [sw.describe(name) for sw in self.switches.values() for name in sw.vips]
+        with self._apply_lock:
+            return [sw.describe(name) for sw in self.switches.values() for name in sw.vips]
 
     def rest_get(self, key: str) -> dict:
-        sw, vip = viprest.find_vip(self.switches, key)
-        return sw.describe(vip.name)
+        with self._apply_lock:
+            sw, vip = viprest.find_vip(self.switches, key)
+            return sw.describe(vip.name)
 
     def rest_update(self, key: str, change) -> dict:
-        sw, vip = viprest.find_vip(self.switches, key)
+        with self._apply_lock:
+            sw, vip = viprest.find_vip(self.switches, key)
         self._handle(sw.dpid, sw.update, vip.name, change)
-        return sw.describe(vip.name)
+        return self.rest_get(key)
 
 
 def _complete_checksums(data: bytes) -> bytes:

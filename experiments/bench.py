@@ -147,6 +147,11 @@ def _benchvip():
     return benchvip
 
 
+def _benchctl():
+    from experiments import benchctl   # imports this module: loaded when first measured
+    return benchctl
+
+
 def _relay_metric(name: str, unit: str, note: str) -> Callable[[], list[Row]]:
     def measure() -> list[Row]:
         from topologies.relay import bench as relay_bench
@@ -245,6 +250,7 @@ METRICS: dict[str, Callable[[], list[Row]]] = {
     "relay_crosstalk_ms": _relay_metric(
         "relay_crosstalk_ms", "ms", "added RTT on an idle link beside a saturated one"),
     "dns_qps": lambda: bench_dns_qps(),
+    "controllers": lambda: _benchctl().bench_controllers(),
 }
 
 

@@ -1,5 +1,6 @@
 """The VIP load balancer on real Open vSwitch with the real controller: what a user of a
-load balancer cares about. Each test brings up its own network (two-dc unless noted)."""
+load balancer cares about. Each test brings up its own network (two-dc unless noted), once
+under each controller framework (os-ken and Ryu: controller/frameworks.py)."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from conftest import LBLAB, REPO
-from controller import vipflows
+from controller import frameworks, vipflows
 from topologies import ovsstats
 from experiments.vip_modes import reply_counters
 from experiments.vipclient import for_live
@@ -23,10 +24,18 @@ from topologies.state import new_run_id
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(params=sorted(frameworks.FRAMEWORKS))
+def framework(request, monkeypatch):
+    """LBLAB_CONTROLLER for the test: the controller it starts runs on that framework."""
+    monkeypatch.setenv(frameworks.ENV, request.param)
+    return request.param
+
+
 @pytest.fixture
-def vipnet(lblab_clean, tmp_path):
+def vipnet(lblab_clean, framework, tmp_path):
     plan = build_plan(scenario.load("two-dc"))
     with LiveNet(plan, mechanisms.detect(), new_run_id("test"), tmp_path) as live:
+        assert live.controller.info["framework"] == framework
         control.start_http_backends(live, plan)
         live.start_health_checks()
         yield plan, live, for_live(live)
