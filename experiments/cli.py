@@ -24,7 +24,10 @@ def cmd_doctor(args) -> int:
     if mech is None:
         raise LblabError("doctor probes the kernel in a scratch namespace and needs root: "
                          "run `sudo lblab doctor`")
+    from controller import frameworks
+    fw = frameworks.chosen()   # detect() has refused an unknown LBLAB_CONTROLLER already
     info = {**mech.as_dict(), "versions": mechanisms.versions(),
+            "controller_framework": fw.name, "controller_version": fw.version(),
             "controllers_installed": mechanisms.controllers_installed()}
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from controller import frameworks
 from conftest import LBLAB, REPO, wait_no_leftovers
 
 pytestmark = pytest.mark.integration
 
 
-def lblab(*args, timeout=300) -> subprocess.CompletedProcess:
+def lblab(*args, timeout=300, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([*LBLAB, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def test_doctor_json_has_the_four_keys():
@@ -31,6 +32,24 @@ def test_doctor_json_has_the_four_keys():
     assert info["link_delay"] in ("netem", "relay", "none")
     assert info["gre_decap"] in ("kernel", "userspace", "none")
     assert info["controller"].split()[0] in ("ryu", "os-ken")
+
+
+@pytest.mark.parametrize("name", sorted(frameworks.FRAMEWORKS))
+def test_doctor_names_the_controller_framework_runs_will_use(name):
+    proc = lblab("doctor", "--json", env={frameworks.ENV: name})
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["controller_framework"] == name
+    assert info["controller_version"] == frameworks.FRAMEWORKS[name].version()
+    assert info["controller"].startswith(f"{name} {info['controller_version']} ")
+
+
+def test_an_unknown_controller_framework_is_a_one_line_error():
+    proc = lblab("doctor", "--json", env={frameworks.ENV: "floodlight"})
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "LBLAB_CONTROLLER='floodlight'" in lines[0], proc.stderr
 
 
 def test_quick_run_writes_three_files_with_mechanisms(lblab_clean, foreign, tmp_path):
@@ -45,6 +64,9 @@ def test_quick_run_writes_three_files_with_mechanisms(lblab_clean, foreign, tmp_
     for key in ("ovs_datapath", "link_delay", "gre_decap", "controller"):
         assert meta["mechanisms"][key]
     assert set(meta["link_mechanisms"].values()) == {meta["mechanisms"]["link_delay"]}
+    # the controller that ran says it is the framework the mechanisms name
+    (ran,) = meta["controller_runtime"]
+    assert meta["mechanisms"]["controller"].startswith(f"{ran['framework']} {ran['version']} ")
     assert meta["git"]["commit"] and meta["seed"] == 1 and meta["min_cpu_idle_pct"] is not None
     with open(run / "summary.csv") as fh:
         summary = list(csv.DictReader(fh))
