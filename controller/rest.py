@@ -18,7 +18,8 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 MAX_BODY = 1 << 20
 SOCKET_TIMEOUT_S = 30.0
@@ -59,7 +60,7 @@ def dispatch(routes: list[Route], method: str, path: str, body: bytes,
                 return exc.status, exc.headers, {"error": str(exc)}
             except bad_request as exc:
                 return 400, {}, {"error": str(exc)}
-            except Exception as exc:  # noqa: BLE001 - a bug must not kill the controller
+            except Exception as exc:  # a bug must not kill the controller
                 LOG.exception("REST %s %s failed", method, path)
                 return 500, {}, {"error": f"internal error: {type(exc).__name__}"}
     allowed = ", ".join(sorted({r.method for r, _ in matched}))

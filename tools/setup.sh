@@ -17,7 +17,7 @@ fi
 
 PACKAGES=(mininet openvswitch-switch iperf3 iputils-ping ethtool bridge-utils iproute2 procps
           unbound dnsperf dnsutils nsd curl nftables tcpdump gcc libc6-dev make git
-          python3 python3-venv python3-dev nginx-light libnginx-mod-http-lua wrk)
+          python3 python3-venv python3-dev nginx-light libnginx-mod-http-lua wrk bird2)
 
 retry() {  # retry a network step: registries hiccup, CI must not
   local n=1
@@ -47,6 +47,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # namespace: not a system service listening on every interface at the next boot.
   if printf '%s\n' "${missing[@]}" | grep -qx nginx-light && command -v systemctl >/dev/null; then
     systemctl disable nginx.service >/dev/null 2>&1 || true
+  fi
+  # Likewise BIRD: lblab runs one per router and LB speaker of the LB tier (lab/bird.py).
+  if printf '%s\n' "${missing[@]}" | grep -qx bird2 && command -v systemctl >/dev/null; then
+    systemctl disable bird.service >/dev/null 2>&1 || true
   fi
 else
   echo "packages: all present"

@@ -159,7 +159,7 @@ chroot "$ROOT" systemctl enable lblab-vm-test.service >/dev/null 2>&1 || \
 # Nothing else to start at boot: services the tests start themselves (OVS, DNS servers, nginx), and
 # gettys and timers that would only eat the emulated CPU.
 for unit in openvswitch-switch.service ovsdb-server.service ovs-vswitchd.service \
-            unbound.service unbound-resolvconf.service nsd.service nginx.service \
+            unbound.service unbound-resolvconf.service nsd.service nginx.service bird.service \
             apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
             fstrim.timer man-db.timer dpkg-db-backup.timer systemd-tmpfiles-clean.timer \
             getty@tty1.service serial-getty@ttyS0.service serial-getty@ttyS1.service; do

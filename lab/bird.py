@@ -1,0 +1,170 @@
+"""BIRD 2 for the LB tier: a DC router learns each VIP from K LB speakers over BGP and
+installs one multipath (ECMP) route; BFD takes a speaker's path out when its data path stops.
+
+The configs are pure text from the arguments (unit-tested); `Bird` runs one daemon in a node
+(any `popen(argv, **kw)`: a Mininet node's, or `ip netns exec`), foreground, with its own
+control socket, pid file and log under the run's work directory (nodes share the
+filesystem), bound with `strict bind` to its emulated-network address only. Nothing here
+writes a route: the router's BIRD does, through its kernel protocol.
+
+Choices, from BIRD 2.0.12's documentation and sources (doc/bird.sgml, proto/bgp):
+- `merge paths on` in the kernel protocol turns equal BGP paths into one multipath route
+  (paths merge when local-pref, AS path length, origin, IGP metric and eBGP/iBGP agree).
+- BFD on both ends, `error wait time 1,5` (the default 60 s would keep a speaker out for a
+  minute after a BFD drop), `graceful restart off` (a dead speaker's routes must not stay as
+  stale), hold 3 s / keepalive 1 s as the fallback when BFD is off.
+- The speaker's VIP is a `blackhole` static route and the speaker has no kernel protocol:
+  it is announced (`next hop self`: the speaker's own address) but never installed there.
+- eBGP needs explicit filters (RFC 8212): import and export only the VIP prefixes.
+"""
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROUTER_AS = 65000
+SPEAKER_AS = 65001          # all speakers share one AS: their paths merge
+BFD_INTERVAL_MS = 100
+BFD_MULTIPLIER = 3
+
+
+@dataclass(frozen=True)
+class Speaker:
+    name: str                # e.g. "lbk-us1-1": also the BGP protocol's name on the router
+    ip: ipaddress.IPv4Address
+
+
+def _ident(name: str) -> str:
+    """A BIRD symbol from a node name (letters, digits, underscores)."""
+    out = "".join(c if c.isalnum() else "_" for c in name)
+    return out if out[:1].isalpha() else f"p_{out}"
+
+
+def _vip_filter(vips) -> str:
+    nets = ", ".join(f"{ipaddress.IPv4Address(v)}/32" for v in vips)
+    return f"net ~ [ {nets} ]"
+
+
+def _bfd(iface: str, bfd: bool) -> str:
+    if not bfd:
+        return ""
+    return (f'protocol bfd {{\n  interface "{iface}" {{ min rx interval {BFD_INTERVAL_MS} ms; '
+            f"min tx interval {BFD_INTERVAL_MS} ms; multiplier {BFD_MULTIPLIER}; }};\n}}\n")
+
+
+def _bgp_common(bfd: bool) -> str:
+    return (f"  bfd {'on' if bfd else 'off'};\n  hold time 3;\n  keepalive time 1;\n"
+            "  connect retry time 2;\n  error wait time 1,5;\n  graceful restart off;\n"
+            "  strict bind on;\n")
+
+
+def router_config(router_ip, iface: str, speakers: list[Speaker], vips, *,
+                  bfd: bool = True, ecmp_limit: int = 16) -> str:
+    """The DC router's BIRD: one BGP session per speaker, their VIP paths merged into one
+    kernel multipath route per VIP."""
+    if not speakers:
+        raise ValueError("a router config needs at least one speaker")
+    if not vips:
+        raise ValueError("a router config needs at least one VIP")
+    rid = ipaddress.IPv4Address(router_ip)
+    flt = _vip_filter(vips)
+    out = [f"router id {rid};", "protocol device {}",
+           f"protocol kernel {{\n  merge paths on limit {ecmp_limit};\n"
+           f"  ipv4 {{ import none; export where {flt}; }};\n}}",
+           _bfd(iface, bfd).rstrip(),
+           f"template bgp lb_speaker {{\n  local {rid} as {ROUTER_AS};\n{_bgp_common(bfd)}"
+           f"  ipv4 {{ import where {flt}; export none; }};\n}}"]
+    for sp in speakers:
+        out.append(f"protocol bgp {_ident(sp.name)} from lb_speaker {{ "
+                   f"neighbor {ipaddress.IPv4Address(sp.ip)} as {SPEAKER_AS}; }}")
+    return "\n".join(x for x in out if x) + "\n"
+
+
+def speaker_config(speaker: Speaker, router_ip, iface: str, vips, *, bfd: bool = True) -> str:
+    """One LB speaker's BIRD: announces the VIPs with itself as next hop, installs nothing."""
+    if not vips:
+        raise ValueError("a speaker config needs at least one VIP")
+    me = ipaddress.IPv4Address(speaker.ip)
+    routes = "\n".join(f"  route {ipaddress.IPv4Address(v)}/32 blackhole;" for v in vips)
+    out = [f"router id {me};", "protocol device {}",
+           f"protocol static vips {{\n  ipv4;\n{routes}\n}}",
+           _bfd(iface, bfd).rstrip(),
+           f"protocol bgp dc_router {{\n  local {me} as {SPEAKER_AS};\n"
+           f"  neighbor {ipaddress.IPv4Address(router_ip)} as {ROUTER_AS};\n{_bgp_common(bfd)}"
+           f"  ipv4 {{ next hop self; import none; export where {_vip_filter(vips)}; }};\n}}"]
+    return "\n".join(x for x in out if x) + "\n"
+
+
+class BirdError(RuntimeError):
+    pass
+
+
+class Bird:
+    """One BIRD daemon in a node: `popen(argv, **kwargs)` runs argv there."""
+
+    def __init__(self, name: str, config: str, work_dir: Path, popen, bird: str = "bird",
+                 birdc: str = "birdc"):
+        self.name = name
+        self.dir = Path(work_dir) / f"bird-{name}"
+        self.config_path = self.dir / "bird.conf"
+        self.ctl = self.dir / "bird.ctl"
+        self.pid_path = self.dir / "bird.pid"
+        self.log_path = self.dir / "bird.log"
+        self.config = config
+        self.popen = popen
+        self.bird, self.birdc = bird, birdc
+        self.proc = None
+
+    def start(self, timeout_s: float = 10) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config)
+        check = subprocess.run([self.bird, "-p", "-c", str(self.config_path)],
+                               capture_output=True, text=True, check=False)
+        if check.returncode:
+            raise BirdError(f"BIRD config of {self.name} rejected: "
+                            f"{(check.stderr or check.stdout).strip().splitlines()[-1:]}")
+        with open(self.log_path, "ab") as log:
+            self.proc = self.popen([self.bird, "-f", "-c", str(self.config_path),
+                                    "-s", str(self.ctl), "-P", str(self.pid_path)],
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while not self.ctl.exists():
+            if self.proc.poll() is not None:
+                raise BirdError(f"BIRD of {self.name} exited with {self.proc.returncode}; "
+                                f"see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise BirdError(f"BIRD of {self.name} opened no control socket within "
+                                f"{timeout_s:g} s")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def show(self, *words: str) -> str:
+        out = subprocess.run([self.birdc, "-s", str(self.ctl), *words], capture_output=True,
+                             text=True, timeout=10, check=False)
+        return out.stdout
+
+    def established(self) -> list[str]:
+        """Names of the BGP protocols whose session is up."""
+        up = []
+        for line in self.show("show", "protocols").splitlines():
+            parts = line.split()
+            if len(parts) >= 6 and parts[1] == "BGP" and parts[5] == "Established":
+                up.append(parts[0])
+        return up
+
+    def stop(self, timeout_s: float = 5) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=timeout_s)
