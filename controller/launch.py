@@ -8,7 +8,7 @@ Why not `ryu-manager`: os-ken 4 ships no manager script (no `os_ken.cmd`) and no
 so lblab starts both frameworks the same way, with each one's own `AppManager` (load the
 apps, create their contexts, instantiate them, join their threads), its own OpenFlow
 listener configured through its `cfg.CONF`, and lblab's REST server (controller/rest.py) on
-the framework's `hub.StreamServer`. Under Ryu, eventlet monkey-patching comes first (as in
+the framework's `hub.spawn`. Under Ryu, eventlet monkey-patching comes first (as in
 ryu-manager) and the start-up shim supplies the name Ryu 4.34 needs from current eventlet;
 nothing in site-packages is edited. Under os-ken the GIL switch interval is shortened (see
 THREAD_SWITCH_INTERVAL_S). SIGTERM and SIGINT end the process at once: switches
@@ -21,6 +21,7 @@ import importlib
 import logging
 import os
 import signal
+import socket
 import sys
 
 from controller import frameworks
@@ -87,45 +88,70 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"lblab controller: {exc}", file=sys.stderr)
         return 2
-    from controller.rest import connection_handler
+    from controller.rest import connection_handler, serve_forever
 
     # Register the OpenFlow listener's options, parse no command line of the framework's
     # own, then set them: the listener reads them when the ofp_handler app starts.
     importlib.import_module(f"{fw.module}.controller.controller")
     conf = compat.cfg.CONF
-    conf(args=[], project=fw.module)
+    conf(args=[], project=fw.module, default_config_files=[])
     conf.set_override("ofp_listen_host", args.ofp_listen_host)
     conf.set_override("ofp_tcp_listen_port", args.ofp_tcp_listen_port)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
 
+    hub = compat.hub
     if fw.hub == "threads":
         sys.setswitchinterval(THREAD_SWITCH_INTERVAL_S)
-    hub = compat.hub
-    manager = compat.app_manager.AppManager.get_instance()
-    manager.load_apps(args.apps)
-    contexts = manager.create_contexts()
-    services = list(manager.instantiate_apps(**contexts))
-    apps = list(manager.applications.values())
-    routes = [info_route(fw, args, args.apps)]
-    errors: tuple = ()
-    for app in apps:
-        if hasattr(app, "rest_routes"):
-            routes += app.rest_routes()
-            errors += tuple(getattr(app, "REST_ERRORS", ()))
+        harden_threads_hub(hub)
+    # Both listening sockets are bound before any app thread starts: a port in use is a
+    # one-line error and exit 1, not a hang with threads running.
     try:
-        server = hub.StreamServer((args.rest_host, args.rest_port),
-                                  connection_handler(routes, errors))
+        rest_sock = hub.listen((args.rest_host, args.rest_port))
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((args.ofp_listen_host, args.ofp_tcp_listen_port))
     except OSError as exc:
-        log.error("REST server cannot listen on %s:%d: %s", args.rest_host, args.rest_port,
-                  exc)
-        return 1
-    services.append(hub.spawn(server.serve_forever))
+        _fail(f"cannot listen (OpenFlow {args.ofp_listen_host}:{args.ofp_tcp_listen_port}, "
+              f"REST {args.rest_host}:{args.rest_port}): {exc.strerror or exc}")
+    try:
+        manager = compat.app_manager.AppManager.get_instance()
+        manager.load_apps(args.apps)
+        contexts = manager.create_contexts()
+        services = list(manager.instantiate_apps(**contexts))
+        apps = list(manager.applications.values())
+        routes = [info_route(fw, args, args.apps)]
+        errors: tuple = ()
+        for app in apps:
+            if hasattr(app, "rest_routes"):
+                routes += app.rest_routes()
+                errors += tuple(getattr(app, "REST_ERRORS", ()))
+    except Exception as exc:  # a bad app name or config: one line, and no thread left
+        log.debug("start-up failed", exc_info=True)
+        _fail(f"apps did not start: {type(exc).__name__}: {exc}")
+    services.append(hub.spawn(serve_forever, rest_sock, connection_handler(routes, errors),
+                              hub.spawn, hub.sleep))
     log.info("lblab controller: %s; OpenFlow %s:%d; REST %s:%d; apps %s", fw.describe(),
              args.ofp_listen_host, args.ofp_tcp_listen_port, args.rest_host, args.rest_port,
              ", ".join(type(a).__name__ for a in apps))
     hub.joinall(services)
     return 0
+
+
+def harden_threads_hub(hub) -> None:
+    """os-ken's threads hub defines TaskExit = Exception, and an app's event loop re-raises
+    TaskExit: one handler's exception would end the app's loop, silently (its thread
+    swallows it), and with it the controller. A BaseException of its own restores Ryu's
+    behaviour: the handler's exception is logged and the loop goes on."""
+    if hub.TaskExit is Exception:
+        hub.TaskExit = type("TaskExit", (BaseException,), {})
+
+
+def _fail(message: str) -> None:
+    """A one-line error as the log's last line, then exit 1 at once (app threads may run)."""
+    print(f"lblab controller: {message}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(1)
 
 
 if __name__ == "__main__":

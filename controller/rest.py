@@ -3,8 +3,8 @@
 os-ken 4 no longer ships a WSGI layer (`os_ken.app.wsgi`), and Ryu's depends on eventlet, so
 the controller serves REST itself: a route table of (method, pattern, handler), routing as a
 pure function (`dispatch`, unit-tested without a framework), and HTTP/1.0 parsed by the
-standard library on connections accepted by the framework's own `hub.StreamServer` (green
-threads under Ryu, native threads under os-ken). One request per connection; bodies are
+standard library on connections accepted by `serve_forever` and handled in the framework's
+`hub.spawn` (green threads under Ryu, native threads under os-ken). One request per connection; bodies are
 capped; every answer is JSON.
 
 Handlers take (params, body) and return data for a 200; `RestError` (and the app's own
@@ -17,6 +17,7 @@ import http.server
 import json
 import logging
 import re
+import socket
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any
@@ -78,14 +79,20 @@ def _handler_class(routes: list[Route], bad_request: tuple):
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:
                 length = -1
-            if not 0 <= length <= MAX_BODY:
+            oversize = not 0 <= length <= MAX_BODY
+            if oversize:
                 status, extra, payload = 400, {}, {
                     "error": f"bad Content-Length (at most {MAX_BODY} bytes)"}
             else:
                 body = self.rfile.read(length) if length else b""
                 status, extra, payload = dispatch(routes, self.command, self.path, body,
                                                   bad_request)
-            data = json.dumps(payload, indent=1).encode() + b"\n"
+            try:
+                data = json.dumps(payload, indent=1).encode() + b"\n"
+            except (TypeError, ValueError) as exc:   # a handler returned something odd
+                LOG.error("REST %s %s: answer not JSON: %s", self.command, self.path, exc)
+                status, extra = 500, {}
+                data = json.dumps({"error": "internal error: answer not JSON"}).encode() + b"\n"
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -93,6 +100,18 @@ def _handler_class(routes: list[Route], bad_request: tuple):
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
+            if oversize:   # the body is unread: closing now would reset, losing the answer
+                self._drain()
+
+        def _drain(self, cap: int = 4 * MAX_BODY):
+            try:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_WR)
+                self.connection.settimeout(1.0)
+                while cap > 0 and (chunk := self.connection.recv(65536)):
+                    cap -= len(chunk)
+            except OSError:
+                pass
 
         do_GET = do_PUT = do_POST = do_DELETE = _serve
 
@@ -113,8 +132,22 @@ def _handler_class(routes: list[Route], bad_request: tuple):
     return Handler
 
 
+def serve_forever(sock, handle, spawn, sleep) -> None:
+    """Accept on a listening socket for ever, each connection handled in `spawn`ed
+    (green) thread; an accept error (out of file descriptors, say) is logged and retried,
+    where the frameworks' StreamServer would end for good."""
+    while True:
+        try:
+            conn, addr = sock.accept()
+        except OSError as exc:
+            LOG.warning("REST accept failed: %s", exc)
+            sleep(0.1)
+            continue
+        spawn(handle, conn, addr)
+
+
 def connection_handler(routes: list[Route], bad_request: tuple = ()):
-    """A `handle(sock, addr)` for hub.StreamServer: one HTTP request, then close."""
+    """A `handle(sock, addr)` for serve_forever: one HTTP request, then close."""
     handler_class = _handler_class(routes, bad_request)
 
     def handle(sock, addr):
@@ -123,6 +156,8 @@ def connection_handler(routes: list[Route], bad_request: tuple = ()):
             handler_class(sock, addr, None)
         except OSError as exc:
             LOG.debug("REST connection from %s: %s", addr, exc)
+        except Exception:  # never let one request end the serving thread unlogged
+            LOG.exception("REST connection from %s", addr)
         finally:
             try:
                 sock.close()

@@ -36,6 +36,7 @@ class LblabVip(BaseApp):
                          for dpid, cfg in vipconfig.load(config).items()}
         self.health_dir = config.get("health_dir")
         self.datapaths: dict[int, object] = {}
+        self.outboxes: dict[int, _Outbox] = {}
         self.pending: dict[int, tuple] = {}     # xid -> (dpid, request, replies so far)
         self._apply_lock = hub.BoundedSemaphore(1)
         self._ct_counting: set[int] = set()     # zones whose conntrack dump is running
@@ -44,17 +45,15 @@ class LblabVip(BaseApp):
 
     # -- sending ----------------------------------------------------------------------------
     def _handle(self, dpid: int, event, *args, msg=None):
-        """Run one VipSwitch event under the apply lock and send what it returns, in order,
-        as one write: a pool change is hundreds of flow mods, and one queue entry for the
-        datapath's send loop instead of hundreds spares as many thread (os-ken) or green
-        thread (Ryu) switches."""
+        """Run one VipSwitch event under the apply lock and queue what it returns, in order,
+        on the switch's outbox. Nothing under the lock waits for the network: a send that
+        blocks (the datapath's queue full because the switch is not reading) must not hold
+        the lock that the event thread needs to take the switch's replies."""
         with self._apply_lock:
             ops = event(*args)
-            dp = self.datapaths.get(dpid)
-            if dp is not None:
-                data = b"".join(buf for op in ops for buf in self._encode(dp, op, msg))
-                if data:
-                    dp.send(data)
+            dp, box = self.datapaths.get(dpid), self.outboxes.get(dpid)
+            if dp is not None and box is not None:
+                box.put([buf for op in ops for buf in self._encode(dp, op, msg)])
 
     def _encode(self, dp, op, msg=None) -> list[bytes]:
         """One operation's messages, serialised (requests registered by xid first)."""
@@ -95,13 +94,18 @@ class LblabVip(BaseApp):
         sw = self.switches.get(dp.id)
         if sw is None:
             return
-        if ev.state == DEAD_DISPATCHER:
-            if self.datapaths.get(dp.id) is dp:  # not a late event of an older connection
-                self.datapaths.pop(dp.id)
-                with self._apply_lock:
+        with self._apply_lock:
+            if ev.state == DEAD_DISPATCHER:
+                if self.datapaths.get(dp.id) is dp:  # not a late event of an older connection
+                    self.datapaths.pop(dp.id)
+                    self.outboxes.pop(dp.id).close()
+                    self.pending = {x: p for x, p in self.pending.items() if p[0] != dp.id}
                     sw.disconnected()
-            return
-        self.datapaths[dp.id] = dp
+                return
+            if dp.id in self.outboxes:
+                self.outboxes.pop(dp.id).close()
+            self.datapaths[dp.id] = dp
+            self.outboxes[dp.id] = _Outbox(dp)
         self._handle(dp.id, sw.connected)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
@@ -124,6 +128,8 @@ class LblabVip(BaseApp):
             self._handle(dpid, self.switches[dpid].reply, request, ev.msg.body.flow_count)
 
     # -- health and counters ----------------------------------------------------------------
+    # A loop's error is logged and the loop goes on: under os-ken an exception would end
+    # its thread, and health or counters would stop for the rest of the run.
     def _health_loop(self):
         while True:
             hub.sleep(HEALTH_POLL_S)
@@ -134,13 +140,19 @@ class LblabVip(BaseApp):
                     report = json.loads((Path(self.health_dir) / f"{sw.dc}.json").read_text())
                 except (OSError, ValueError):
                     continue
-                self._handle(dpid, sw.health_report, report)
+                try:
+                    self._handle(dpid, sw.health_report, report)
+                except Exception:
+                    self.logger.exception("health report of %s not applied", sw.dc)
 
     def _stats_loop(self):
         while True:
             hub.sleep(STATS_POLL_S)
             for dpid in list(self.datapaths):
-                self._handle(dpid, self.switches[dpid].poll)
+                try:
+                    self._handle(dpid, self.switches[dpid].poll)
+                except Exception:
+                    self.logger.exception("counter poll of %016x failed", dpid)
 
     # -- reactive mode ----------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
@@ -199,6 +211,44 @@ class LblabVip(BaseApp):
             sw, vip = viprest.find_vip(self.switches, key)
         self._handle(sw.dpid, sw.update, vip.name, change)
         return self.rest_get(key)
+
+
+class _Outbox:
+    """One datapath's queue of serialised messages, drained in order by its own (green)
+    thread, outside every lock of the app. An event's messages go out in writes of at most
+    CHUNK bytes, split only between messages (other senders, the L2 app and the echo loop,
+    write to the same connection), so a pool change of hundreds of flow mods takes a few
+    entries of the datapath's send queue, not hundreds."""
+    CHUNK = 64 * 1024
+
+    def __init__(self, dp):
+        self.dp = dp
+        self.queue = hub.Queue()
+        hub.spawn(self._run)
+
+    def put(self, messages: list[bytes]) -> None:
+        if messages:
+            self.queue.put(messages)
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            messages = self.queue.get()
+            if messages is None:
+                return
+            batch: list[bytes] = []
+            size = 0
+            for m in messages:
+                if batch and size + len(m) > self.CHUNK:
+                    if not self.dp.send(b"".join(batch)):
+                        return   # the connection is closing: its successor has its own box
+                    batch, size = [], 0
+                batch.append(m)
+                size += len(m)
+            if batch and not self.dp.send(b"".join(batch)):
+                return
 
 
 def _complete_checksums(data: bytes) -> bytes:

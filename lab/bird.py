@@ -37,10 +37,10 @@ class Speaker:
     ip: ipaddress.IPv4Address
 
 
-def _ident(name: str) -> str:
-    """A BIRD symbol from a node name (letters, digits, underscores)."""
-    out = "".join(c if c.isalnum() else "_" for c in name)
-    return out if out[:1].isalpha() else f"p_{out}"
+def protocol_name(speaker_name: str) -> str:
+    """The router's BGP protocol for a speaker: a BIRD symbol (never a keyword such as
+    `bgp`: always prefixed) from the node name."""
+    return "sp_" + "".join(c if c.isalnum() else "_" for c in speaker_name)
 
 
 def _vip_filter(vips) -> str:
@@ -69,6 +69,9 @@ def router_config(router_ip, iface: str, speakers: list[Speaker], vips, *,
         raise ValueError("a router config needs at least one speaker")
     if not vips:
         raise ValueError("a router config needs at least one VIP")
+    names = [protocol_name(sp.name) for sp in speakers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"speaker names collide as BIRD symbols: {sorted(names)}")
     rid = ipaddress.IPv4Address(router_ip)
     flt = _vip_filter(vips)
     out = [f"router id {rid};", "protocol device {}",
@@ -78,7 +81,7 @@ def router_config(router_ip, iface: str, speakers: list[Speaker], vips, *,
            f"template bgp lb_speaker {{\n  local {rid} as {ROUTER_AS};\n{_bgp_common(bfd)}"
            f"  ipv4 {{ import where {flt}; export none; }};\n}}"]
     for sp in speakers:
-        out.append(f"protocol bgp {_ident(sp.name)} from lb_speaker {{ "
+        out.append(f"protocol bgp {protocol_name(sp.name)} from lb_speaker {{ "
                    f"neighbor {ipaddress.IPv4Address(sp.ip)} as {SPEAKER_AS}; }}")
     return "\n".join(x for x in out if x) + "\n"
 
@@ -124,15 +127,17 @@ class Bird:
         check = subprocess.run([self.bird, "-p", "-c", str(self.config_path)],
                                capture_output=True, text=True, check=False)
         if check.returncode:
-            raise BirdError(f"BIRD config of {self.name} rejected: "
-                            f"{(check.stderr or check.stdout).strip().splitlines()[-1:]}")
+            lines = (check.stderr or check.stdout).strip().splitlines() or ["no message"]
+            raise BirdError(f"BIRD config of {self.name} rejected: {lines[-1]}")
+        for stale in (self.ctl, self.pid_path):   # left by an earlier, killed daemon
+            stale.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = self.popen([self.bird, "-f", "-c", str(self.config_path),
                                     "-s", str(self.ctl), "-P", str(self.pid_path)],
                                    stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
-        while not self.ctl.exists():
+        while not (self.ctl.exists() and "Daemon is up" in self.show("show", "status")):
             if self.proc.poll() is not None:
                 raise BirdError(f"BIRD of {self.name} exited with {self.proc.returncode}; "
                                 f"see {self.log_path}")
@@ -151,7 +156,8 @@ class Bird:
         return out.stdout
 
     def established(self) -> list[str]:
-        """Names of the BGP protocols whose session is up."""
+        """Names of the BGP protocols whose session is up (on a router: protocol_name of
+        each speaker)."""
         up = []
         for line in self.show("show", "protocols").splitlines():
             parts = line.split()

@@ -104,7 +104,7 @@ ALL = [f"10.250.1.{10 + k}" for k in range(1, K + 1)]
 def test_router_installs_one_multipath_route_over_every_speaker(tmp_path):
     with bgp_lan(tmp_path) as (router, _, daemons):
         wait_for(lambda: next_hops(router) == ALL, 30, f"ECMP route via {ALL}")
-        assert sorted(daemons[0].established()) == ["s1", "s2", "s3"]
+        assert sorted(daemons[0].established()) == ["sp_s1", "sp_s2", "sp_s3"]
         # nothing listens on all interfaces: BGP only on the router's LAN address
         listening = sh("ip", "netns", "exec", router, "ss", "-Hltn").stdout.splitlines()
         bgp = [line.split()[3] for line in listening if line.split()[3].endswith(":179")]
@@ -119,7 +119,7 @@ def test_bfd_takes_out_a_speaker_whose_data_path_fails_and_brings_it_back(tmp_pa
         sh("ip", "-n", router, "link", "set", "p2", "down")
         took = wait_for(lambda: next_hops(router) == [ALL[0], ALL[2]], 10,
                         "the failed speaker's next hop withdrawn")
-        assert "s2" not in daemons[0].established()
+        assert "sp_s2" not in daemons[0].established()
         sh("ip", "-n", router, "link", "set", "p2", "up")
         wait_for(lambda: next_hops(router) == ALL, 30, "the speaker's next hop back")
         print(f"withdrawn {took:.2f} s after the link failed")

@@ -18,7 +18,7 @@ SPEAKERS = [Speaker(f"lbk-us1-{k}", ipaddress.IPv4Address(f"10.101.0.{40 + k}"))
 def test_router_has_a_session_per_speaker_and_merges_their_paths():
     text = router_config("10.101.0.1", "lbr-us1-eth0", SPEAKERS, [VIP])
     for k in (1, 2, 3):
-        assert f"protocol bgp lbk_us1_{k} from lb_speaker {{ neighbor 10.101.0.{40 + k} " \
+        assert f"protocol bgp sp_lbk_us1_{k} from lb_speaker {{ neighbor 10.101.0.{40 + k} " \
                "as 65001; }" in text
     assert "merge paths on limit 16;" in text
     assert "import none; export where net ~ [ 10.101.0.100/32 ];" in text   # kernel: VIP only
@@ -47,6 +47,8 @@ def test_without_bfd_there_is_no_bfd_protocol():
     lambda: router_config("10.101.0.1", "eth0", SPEAKERS, []),
     lambda: router_config("10.101.0.300", "eth0", SPEAKERS, [VIP]),
     lambda: speaker_config(SPEAKERS[0], "10.101.0.1", "eth0", ["not-an-ip"]),
+    lambda: router_config("10.101.0.1", "eth0", [Speaker("s-1", "10.101.0.41"),
+                                                 Speaker("s_1", "10.101.0.42")], [VIP]),
 ])
 def test_bad_input_is_refused(call):
     with pytest.raises(ValueError):
@@ -55,7 +57,9 @@ def test_bad_input_is_refused(call):
 
 @pytest.mark.skipif(shutil.which("bird") is None, reason="bird2 not installed (make setup)")
 def test_bird_accepts_both_configs(tmp_path):
+    keyword = [Speaker("bgp", "10.101.0.41"), Speaker("9", "10.101.0.42")]  # odd node names
     for name, text in [("router", router_config("10.101.0.1", "eth0", SPEAKERS, [VIP])),
+                       ("router-odd-names", router_config("10.101.0.1", "eth0", keyword, [VIP])),
                        ("speaker", speaker_config(SPEAKERS[0], "10.101.0.1", "eth0", [VIP]))]:
         path = tmp_path / f"{name}.conf"
         path.write_text(text)

@@ -153,6 +153,53 @@ def test_both_apps_program_a_switch_that_connects(controller):
         switch.close()
 
 
+APP_SURVIVES = """
+import os, sys, time
+from controller import compat, launch
+if sys.argv[1] == "harden":
+    launch.harden_threads_hub(compat.hub)
+event = __import__(compat.FRAMEWORK + ".controller.event", fromlist=["event"])
+
+class Boom(event.EventBase):
+    pass
+
+class App(compat.BaseApp):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls = 0
+
+    @compat.set_ev_cls(Boom)
+    def boom(self, ev):
+        self.calls += 1
+        raise RuntimeError("a handler's bug")
+
+app = App()
+compat.app_manager.register_app(app)
+app.start()
+for n in (1, 2):
+    app.send_event(app.name, Boom())
+    deadline = time.monotonic() + 5
+    while app.calls < n and time.monotonic() < deadline:
+        compat.hub.sleep(0.02)   # yields to the app's green thread under Ryu
+    if app.calls < n:
+        print(f"event {n} never handled", flush=True); os._exit(1)
+print("both handled", flush=True)
+os._exit(0)   # the app's threads (os-ken) are not daemons
+"""
+
+
+@pytest.mark.parametrize("name", sorted(frameworks.FRAMEWORKS))
+def test_an_app_handles_events_after_a_handler_raised(name):
+    """Under os-ken's threads hub an exception in one handler used to end the app's event
+    loop for good (os-ken's TaskExit is Exception); the launcher hardens the hub so the
+    error is logged and the next event handled, as under Ryu."""
+    _installed(name)
+    env = {**os.environ, frameworks.ENV: name, "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", APP_SURVIVES, "harden"], env=env,
+                         capture_output=True, text=True, timeout=30, cwd=REPO_ROOT)
+    assert "both handled" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
 def test_rest_lists_vips_and_refuses_bad_input_in_one_json_line(controller):
     _, _, _, base, plan = controller
     status, vips = call(base, "GET", "/vips")
