@@ -45,8 +45,3 @@ set_ev_cls = handler.set_ev_cls
 CONFIG_DISPATCHER = handler.CONFIG_DISPATCHER
 MAIN_DISPATCHER = handler.MAIN_DISPATCHER
 DEAD_DISPATCHER = handler.DEAD_DISPATCHER
-
-
-def framework_name() -> str:
-    """'ryu' or 'os-ken', as doctor and metadata spell it."""
-    return CHOSEN.name

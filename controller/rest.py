@@ -13,6 +13,7 @@ else a 500 naming only the exception's type, logged with its traceback.
 """
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import logging
@@ -40,9 +41,13 @@ class Route:
     pattern: str                                  # "/vips/{vip}/backends/{backend}"
     handler: Callable[[dict, bytes], Any]
 
+    @functools.cached_property
+    def _regex(self) -> re.Pattern:
+        return re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)",
+                                       re.escape(self.pattern)) + "$")
+
     def match(self, path: str) -> dict | None:
-        regex = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.pattern)) + "$"
-        m = re.match(regex, path)
+        m = self._regex.match(path)
         return m.groupdict() if m else None
 
 
@@ -69,6 +74,10 @@ def dispatch(routes: list[Route], method: str, path: str, body: bytes,
                                               f"(allowed: {allowed})"}
 
 
+def _json(payload, indent=None) -> bytes:
+    return json.dumps(payload, indent=indent).encode() + b"\n"
+
+
 def _handler_class(routes: list[Route], bad_request: tuple):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
@@ -88,18 +97,12 @@ def _handler_class(routes: list[Route], bad_request: tuple):
                 status, extra, payload = dispatch(routes, self.command, self.path, body,
                                                   bad_request)
             try:
-                data = json.dumps(payload, indent=1).encode() + b"\n"
+                data = _json(payload, indent=1)
             except (TypeError, ValueError) as exc:   # a handler returned something odd
                 LOG.error("REST %s %s: answer not JSON: %s", self.command, self.path, exc)
                 status, extra = 500, {}
-                data = json.dumps({"error": "internal error: answer not JSON"}).encode() + b"\n"
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in extra.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
+                data = _json({"error": "internal error: answer not JSON"})
+            self._send_json(status, data, extra)
             if oversize:   # the body is unread: closing now would reset, losing the answer
                 self._drain()
 
@@ -117,13 +120,19 @@ def _handler_class(routes: list[Route], bad_request: tuple):
 
         def send_error(self, code, message=None, explain=None):
             """Malformed requests (bad request line, unsupported method) in JSON too."""
-            data = json.dumps({"error": message or self.responses.get(code, ("",))[0]}) \
-                .encode() + b"\n"
-            self.send_response(code)
+            self._send_json(code, _json({"error": message or
+                                         self.responses.get(code, ("",))[0]}),
+                            body=self.command != "HEAD" and code >= 200)
+
+        def _send_json(self, status: int, data: bytes, extra: dict | None = None,
+                       body: bool = True):
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
             self.end_headers()
-            if self.command != "HEAD" and code >= 200:
+            if body:
                 self.wfile.write(data)
 
         def log_message(self, fmt, *args):

@@ -35,7 +35,7 @@ class LblabVip(BaseApp):
         self.switches = {dpid: vipswitch.VipSwitch(cfg, log=self.logger.info)
                          for dpid, cfg in vipconfig.load(config).items()}
         self.health_dir = config.get("health_dir")
-        self.datapaths: dict[int, object] = {}
+        # dpid -> the connected switch's outbox (its datapath is `outbox.dp`)
         self.outboxes: dict[int, _Outbox] = {}
         self.pending: dict[int, tuple] = {}     # xid -> (dpid, request, replies so far)
         self._apply_lock = hub.BoundedSemaphore(1)
@@ -51,9 +51,9 @@ class LblabVip(BaseApp):
         the lock that the event thread needs to take the switch's replies."""
         with self._apply_lock:
             ops = event(*args)
-            dp, box = self.datapaths.get(dpid), self.outboxes.get(dpid)
-            if dp is not None and box is not None:
-                box.put([buf for op in ops for buf in self._encode(dp, op, msg)])
+            box = self.outboxes.get(dpid)
+            if box is not None:
+                box.put([buf for op in ops for buf in self._encode(box.dp, op, msg)])
 
     def _encode(self, dp, op, msg=None) -> list[bytes]:
         """One operation's messages, serialised (requests registered by xid first)."""
@@ -96,15 +96,14 @@ class LblabVip(BaseApp):
             return
         with self._apply_lock:
             if ev.state == DEAD_DISPATCHER:
-                if self.datapaths.get(dp.id) is dp:  # not a late event of an older connection
-                    self.datapaths.pop(dp.id)
+                box = self.outboxes.get(dp.id)
+                if box is not None and box.dp is dp:  # not a late event of an older connection
                     self.outboxes.pop(dp.id).close()
                     self.pending = {x: p for x, p in self.pending.items() if p[0] != dp.id}
                     sw.disconnected()
                 return
             if dp.id in self.outboxes:
                 self.outboxes.pop(dp.id).close()
-            self.datapaths[dp.id] = dp
             self.outboxes[dp.id] = _Outbox(dp)
         self._handle(dp.id, sw.connected)
 
@@ -148,7 +147,7 @@ class LblabVip(BaseApp):
     def _stats_loop(self):
         while True:
             hub.sleep(STATS_POLL_S)
-            for dpid in list(self.datapaths):
+            for dpid in list(self.outboxes):
                 try:
                     self._handle(dpid, self.switches[dpid].poll)
                 except Exception:

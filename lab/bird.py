@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from topologies.system import stop_process
+
 ROUTER_AS = 65000
 SPEAKER_AS = 65001          # all speakers share one AS: their paths merge
 BFD_INTERVAL_MS = 100
@@ -166,11 +168,5 @@ class Bird:
         return up
 
     def stop(self, timeout_s: float = 5) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=timeout_s)
+        if self.proc is not None:
+            stop_process(self.proc, timeout_s)
