@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from controller import ctcount, ofmsg, vipconfig, vipflows, viprest, vipswitch
 from controller.compat import (DEAD_DISPATCHER, MAIN_DISPATCHER, BaseApp, hub, ipv4,
                                ofp_event, ofproto_v1_3, packet, set_ev_cls, tcp)
+from controller.flows import FlowDiff
 from controller.hashing import TCP, FlowKey
 from controller.rest import Route
 
@@ -40,6 +42,9 @@ class LblabVip(BaseApp):
         self.pending: dict[int, tuple] = {}     # xid -> (dpid, request, replies so far)
         self._apply_lock = hub.BoundedSemaphore(1)
         self._ct_counting: set[int] = set()     # zones whose conntrack dump is running
+        self.barriers: dict[int, tuple] = {}    # xid -> (TierChange, dpid) awaiting reply
+        self.changes: dict[str, TierChange] = {}   # VIP name -> its last REST change
+        self._next_change = 1
         hub.spawn(self._health_loop)
         hub.spawn(self._stats_loop)
 
@@ -50,12 +55,31 @@ class LblabVip(BaseApp):
         blocks (the datapath's queue full because the switch is not reading) must not hold
         the lock that the event thread needs to take the switch's replies."""
         with self._apply_lock:
-            ops = event(*args)
-            box = self.outboxes.get(dpid)
-            if box is not None:
-                box.put([buf for op in ops for buf in self._encode(box.dp, op, msg)])
+            self._queue(dpid, event(*args), msg)
 
-    def _encode(self, dp, op, msg=None) -> list[bytes]:
+    def _queue(self, dpid: int, ops, msg=None, change=None) -> None:
+        box = self.outboxes.get(dpid)
+        if box is not None:
+            box.put([buf for op in ops for buf in self._encode(box.dp, op, msg, change)])
+
+    def _apply_tier(self, pairs, change) -> None:
+        """A REST change of a VIP applied to every LB switch serving it as one operation:
+        prepared (validated) on all of them before any commits, so a change refused by one
+        changes none; each LB's flow mods end with a barrier whose reply is timed, and the
+        change's record (`TierChange`, in GET /vips/X) says how long the LBs disagreed."""
+        with self._apply_lock:
+            prepared = [(sw, sw.prepare(vip.name, change)) for sw, vip in pairs]
+            record = TierChange(self._next_change, [sw.dpid for sw, _ in pairs])
+            self._next_change += 1
+            self.changes[pairs[0][1].name] = record
+            for sw, candidate in prepared:
+                ops = sw.commit(candidate)
+                if sw.installed is not None and not any(isinstance(op, FlowDiff)
+                                                        for op in ops):
+                    record.confirm(sw.dpid)          # connected, nothing to change
+                self._queue(sw.dpid, ops, change=record)
+
+    def _encode(self, dp, op, msg=None, change=None) -> list[bytes]:
         """One operation's messages, serialised (requests registered by xid first)."""
         if isinstance(op, vipswitch.CountCt):   # a command, not a message: off the lock
             if op.zone not in self._ct_counting:
@@ -71,6 +95,8 @@ class LblabVip(BaseApp):
             dp.set_xid(m)
             if isinstance(op, vipswitch.REQUESTS):   # its reply comes back by xid
                 self.pending[m.xid] = (dp.id, op, [])
+            elif change is not None and isinstance(m, dp.ofproto_parser.OFPBarrierRequest):
+                self.barriers[m.xid] = (change, dp.id)
             m.serialize()
             out.append(bytes(m.buf))
         return out
@@ -100,6 +126,7 @@ class LblabVip(BaseApp):
                 if box is not None and box.dp is dp:  # not a late event of an older connection
                     self.outboxes.pop(dp.id).close()
                     self.pending = {x: p for x, p in self.pending.items() if p[0] != dp.id}
+                    self.barriers = {x: b for x, b in self.barriers.items() if b[1] != dp.id}
                     sw.disconnected()
                 return
             if dp.id in self.outboxes:
@@ -118,6 +145,14 @@ class LblabVip(BaseApp):
         if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
             del self.pending[msg.xid]
             self._handle(dpid, self.switches[dpid].reply, request, entries)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def barrier_reply(self, ev):
+        with self._apply_lock:
+            found = self.barriers.pop(ev.msg.xid, None)
+            if found is not None:
+                change, dpid = found
+                change.confirm(dpid)
 
     @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN_DISPATCHER)
     def aggregate_reply(self, ev):
@@ -198,18 +233,66 @@ class LblabVip(BaseApp):
     # is read under the apply lock too, never while an event is changing it.
     def rest_list(self) -> list:
         with self._apply_lock:
-            return [sw.describe(name) for sw in self.switches.values() for name in sw.vips]
+            seen, out = set(), []
+            for sw in self.switches.values():
+                for name in sw.vips:
+                    if (sw.dc, name) not in seen:
+                        seen.add((sw.dc, name))
+                        out.append(self._describe(name))
+            return out
 
     def rest_get(self, key: str) -> dict:
         with self._apply_lock:
-            sw, vip = viprest.find_vip(self.switches, key)
-            return sw.describe(vip.name)
+            _, vip = viprest.find_vip(self.switches, key)
+            return self._describe(vip.name)
+
+    def _describe(self, key: str) -> dict:
+        """A VIP as its first LB sees it; with an LB tier, each LB's own view (connection
+        counts, bytes and bucket shares are per LB) under `lbs`, and the last change's
+        record under `last_change`."""
+        pairs = viprest.find_tier(self.switches, key)
+        sw, vip = pairs[0]
+        out = sw.describe(vip.name)
+        if len(pairs) > 1 or sw.config.lb_number:
+            out["lbs"] = [{"lb": other.config.lb_number, "dpid": other.dpid,
+                           "connected": other.connected_now,
+                           "backends": other.describe(vip.name)["backends"]}
+                          for other, _ in pairs]
+        if vip.name in self.changes:
+            out["last_change"] = self.changes[vip.name].describe()
+        return out
 
     def rest_update(self, key: str, change) -> dict:
         with self._apply_lock:
-            sw, vip = viprest.find_vip(self.switches, key)
-        self._handle(sw.dpid, sw.update, vip.name, change)
+            pairs = viprest.find_tier(self.switches, key)
+        self._apply_tier(pairs, change)
         return self.rest_get(key)
+
+
+class TierChange:
+    """One REST change applied to every LB of a VIP: when it was sent and when each LB's
+    barrier reply confirmed it (monotonic clock of the controller)."""
+
+    def __init__(self, number: int, dpids):
+        self.number = number
+        self.started = time.monotonic()
+        self.confirmed: dict[int, float | None] = {d: None for d in dpids}
+
+    def confirm(self, dpid: int) -> None:
+        if self.confirmed.get(dpid, 0) is None:
+            self.confirmed[dpid] = time.monotonic()
+
+    def describe(self) -> dict:
+        """`disagreement_ms`: from the first flow mod sent until the last LB confirmed (the
+        longest the LBs can have held different tables); `confirm_spread_ms`: first to last
+        confirmation. None until every LB confirmed (a disconnected LB never does)."""
+        done = [t for t in self.confirmed.values() if t is not None]
+        complete = len(done) == len(self.confirmed)
+        return {"number": self.number, "lbs": len(self.confirmed), "confirmed": len(done),
+                "disagreement_ms": round((max(done) - self.started) * 1000, 3)
+                if complete and done else None,
+                "confirm_spread_ms": round((max(done) - min(done)) * 1000, 3)
+                if complete and done else None}
 
 
 class _Outbox:

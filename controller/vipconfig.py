@@ -8,7 +8,9 @@ the plan fixes them. Shape:
                              "vips": [{name, index, address, mac, mode, algorithm,
                                        conntrack, conntrack_impl?, ports,
                                        backends: [...]}],
-                             "ct_zone"?, "gre_port"?, "gre_mark"?}},
+                             "ct_zone"?, "gre_port"?, "gre_mark"?,
+                             "lb"?, "lb_mac"?}},
+(`lb`, `lb_mac`: one LB instance of a DC's tier, one-armed; all of a DC's share its VIPs.)
      "health_dir": "<folder of the health checkers' files>" | null}
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ class SwitchConfig:
     lb: LbSwitch
     vips: dict[str, Vip]
     hosts: dict[str, dict] = field(default_factory=dict)   # ip -> name, mac, port
+    lb_number: int = 0     # k of an LB tier's instance (0: the DC's only LB)
 
 
 def vip_from_dict(d: dict) -> Vip:
@@ -44,7 +47,8 @@ def load(config: dict) -> dict[int, SwitchConfig]:
         dpid = int(dpid_text)
         lb = LbSwitch(uplink_port=int(sw["uplink_port"]), dc_subnet=sw["subnet"],
                       gre_port=sw.get("gre_port"), gre_mark=int(sw.get("gre_mark") or 0),
-                      ct_zone=int(sw.get("ct_zone") or 1))
+                      ct_zone=int(sw.get("ct_zone") or 1), one_armed_mac=sw.get("lb_mac"))
         vips = {v["name"]: vip_from_dict(v) for v in sw["vips"]}
-        out[dpid] = SwitchConfig(dpid, sw["dc"], lb, vips, sw.get("hosts", {}))
+        out[dpid] = SwitchConfig(dpid, sw["dc"], lb, vips, sw.get("hosts", {}),
+                                 lb_number=int(sw.get("lb") or 0))
     return out

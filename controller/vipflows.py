@@ -40,7 +40,8 @@ select, prio 20 (reg1 == 0, i.e. no known connection): multipath(symmetric_l3l4+
 select, prio 10 (connection known): resubmit(,backend)
 bucket: reg1 := backend ip; learn(conn: exact 5-tuple -> reg1 := backend ip, idle 60 s)
 backend: nat: eth_dst, ipv4_dst := backend; output backend port
-         dsr: eth_dst := backend; output backend port
+         dsr: eth_dst := backend; output backend port (an LB of a tier, one-armed:
+              eth_src := the LB's MAC, eth_dst := backend; output IN_PORT, to the fabric)
          gre: tun_dst := backend ip; output the switch's GRE port
 With conntrack off the conn table is not consulted (one select flow, no learn), except that
 `leastload` still learns: the learned flows are its connection counters (per-backend cookie,
@@ -240,6 +241,9 @@ def _mode_actions(vip: Vip, switch: LbSwitch, b: Backend) -> list[Action]:
     if vip.mode == "nat":
         return [SetField("eth_dst", b.mac), SetField("ipv4_dst", b.ip), Output(b.switch_port)]
     if vip.mode == "dsr":
+        if switch.one_armed_mac:   # an LB of a tier: back to the fabric, as itself
+            return [SetField("eth_src", switch.one_armed_mac), SetField("eth_dst", b.mac),
+                    Output(IN_PORT)]
         return [SetField("eth_dst", b.mac), Output(b.switch_port)]
     # gre: OVS pushes GRE + outer IPv4 to tun_dst and routes the outer packet itself, with
     # its route table entries for pkt_mark (lab/gre.py: one underlay per LB switch).

@@ -42,6 +42,14 @@ def find_vip(switches: dict, vip_key: str) -> tuple[Any, Vip]:
     raise BadRequest(f"unknown VIP {vip_key!r}")
 
 
+def find_tier(switches: dict, vip_key: str) -> list[tuple[Any, Vip]]:
+    """Every switch serving a VIP (by name or address), with its VIP: one for a DC with one
+    LB, K for a DC with an LB tier (all share the VIP's name and address)."""
+    sw, vip = find_vip(switches, vip_key)
+    return [(other, other.vips[vip.name]) for other in switches.values()
+            if other.dc == sw.dc and vip.name in other.vips]
+
+
 def _address(text: Any) -> str:
     try:
         return str(ipaddress.IPv4Address(str(text)))

@@ -270,9 +270,17 @@ class VipSwitch:
         """A REST change of one VIP: compute the new VIP, validate the whole switch state
         (viprest.BadRequest, and nothing changes), then commit. Connection entries of
         removed backends go with them (_sync)."""
+        return self.commit(self.prepare(vip_name, change))
+
+    def prepare(self, vip_name: str, change: Callable[[SwitchConfig, Vip], Vip]) -> dict:
+        """The switch's VIPs after a change, validated (viprest.BadRequest); nothing changes
+        yet: the app prepares a change on every LB of a tier before committing any."""
         candidate = dict(self.vips)
         candidate[vip_name] = change(self.config, self.vips[vip_name])
         viprest.checked(self.config, candidate)
+        return candidate
+
+    def commit(self, candidate: dict) -> list[Op]:
         self.config.vips = candidate
         return self._sync()
 

@@ -11,8 +11,11 @@ Choices, from BIRD 2.0.12's documentation and sources (doc/bird.sgml, proto/bgp)
 - `merge paths on` in the kernel protocol turns equal BGP paths into one multipath route
   (paths merge when local-pref, AS path length, origin, IGP metric and eBGP/iBGP agree).
 - BFD on both ends, `error wait time 1,5` (the default 60 s would keep a speaker out for a
-  minute after a BFD drop), `graceful restart off` (a dead speaker's routes must not stay as
+  minute after a BFD drop) and `connect delay time 1` (the default 5 s delays every
+  reconnection), `graceful restart off` (a dead speaker's routes must not stay as
   stale), hold 3 s / keepalive 1 s as the fallback when BFD is off.
+- The kernel protocol rescans its table every 2 s (`scan time`; default 60): a protocol
+  re-enabled with birdc (lab/bgp.py's ECMP switch) re-exports its routes at its first scan.
 - The speaker's VIP is a `blackhole` static route and the speaker has no kernel protocol:
   it is announced (`next hop self`: the speaker's own address) but never installed there.
 - eBGP needs explicit filters (RFC 8212): import and export only the VIP prefixes.
@@ -59,14 +62,23 @@ def _bfd(iface: str, bfd: bool) -> str:
 
 def _bgp_common(bfd: bool) -> str:
     return (f"  bfd {'on' if bfd else 'off'};\n  hold time 3;\n  keepalive time 1;\n"
-            "  connect retry time 2;\n  error wait time 1,5;\n  graceful restart off;\n"
+            "  connect delay time 1;\n  connect retry time 2;\n  error wait time 1,5;\n"
+            "  graceful restart off;\n"
             "  strict bind on;\n")
 
 
+KERNEL_MAIN = "kernel_main"
+KERNEL_SHADOW = "kernel_shadow"
+
+
 def router_config(router_ip, iface: str, speakers: list[Speaker], vips, *,
-                  bfd: bool = True, ecmp_limit: int = 16) -> str:
+                  bfd: bool = True, ecmp_limit: int = 16,
+                  shadow_table: int | None = None) -> str:
     """The DC router's BIRD: one BGP session per speaker, their VIP paths merged into one
-    kernel multipath route per VIP."""
+    kernel multipath route per VIP (protocol KERNEL_MAIN, the main table). `shadow_table`:
+    the same routes also go to that kernel table, which no lookup uses, for an agent that
+    maps them into a resilient nexthop group (lab/ecmproute.py; KERNEL_MAIN is then
+    disabled with birdc, so only one writer owns the main table's VIP route)."""
     if not speakers:
         raise ValueError("a router config needs at least one speaker")
     if not vips:
@@ -76,9 +88,21 @@ def router_config(router_ip, iface: str, speakers: list[Speaker], vips, *,
         raise ValueError(f"speaker names collide as BIRD symbols: {sorted(names)}")
     rid = ipaddress.IPv4Address(router_ip)
     flt = _vip_filter(vips)
-    out = [f"router id {rid};", "protocol device {}",
-           f"protocol kernel {{\n  merge paths on limit {ecmp_limit};\n"
-           f"  ipv4 {{ import none; export where {flt}; }};\n}}",
+    # BIRD attaches one kernel protocol per BIRD table: the shadow copy is a second table
+    # fed by a pipe (BIRD 2 pipes pass every route, not only the best, so paths still merge)
+    kernels = [(KERNEL_MAIN, "", "")]
+    shadow = []
+    if shadow_table is not None:
+        kernels.append((KERNEL_SHADOW, f"  kernel table {int(shadow_table)};\n",
+                        "table shadow4; "))
+        shadow = ["ipv4 table shadow4;",
+                  f"protocol pipe shadow_pipe {{\n  table master4;\n  peer table shadow4;\n"
+                  f"  export where {flt};\n  import none;\n}}"]
+    out = [f"router id {rid};", "protocol device {}", *shadow,
+           *(f"protocol kernel {name} {{\n{table}  scan time 2;\n"
+             f"  merge paths on limit {ecmp_limit};\n"
+             f"  ipv4 {{ {in_table}import none; export where {flt}; }};\n}}"
+             for name, table, in_table in kernels),
            _bfd(iface, bfd).rstrip(),
            f"template bgp lb_speaker {{\n  local {rid} as {ROUTER_AS};\n{_bgp_common(bfd)}"
            f"  ipv4 {{ import where {flt}; export none; }};\n}}"]

@@ -43,7 +43,8 @@ DEFAULT_APPS = ("controller.l2app", "controller.vipapp")
 class LiveNet:
     def __init__(self, plan: NetworkPlan, mechanisms: Mechanisms, run_id: str, work_dir: Path,
                  controller_apps=None, log=print, vip_overrides: dict | None = None,
-                 calibrate_links: bool = True, gre: bool | None = None):
+                 calibrate_links: bool = True, gre: bool | None = None,
+                 ecmp: str = "hash-threshold"):
         self.plan = plan
         self.mech = mechanisms
         self.run_id = run_id
@@ -70,6 +71,8 @@ class LiveNet:
             self.vip_overrides.get("mode") == "gre" or
             any(d.mode == "gre" or d.remote_backends for d in plan.scenario.dcs))
         self.gre = None
+        self.tier = None      # lab/bgp.py's LbTier when the plan has LB tiers
+        self.ecmp = ecmp
         # what carries each site's LAN (topologies/plan.py): OVS for DCs, a Linux bridge
         # for client regions unless `--set region_lan=ovs`
         self.lan_carriers = lan_carriers(plan, mechanisms.region_lan)
@@ -136,6 +139,10 @@ class LiveNet:
             self.gre.setup()
         self.controller.wait_switches([s.name for s in self.ovs_switches], BASE_COOKIE)
         self._warm_up()
+        if self.plan.lbs:   # LB tiers: BGP speakers, the routers' BGP and ECMP (lab/bgp.py)
+            from lab.bgp import LbTier
+            self.tier = LbTier(self, ecmp=self.ecmp)
+            self.tier.start()
         self.timing.up_s = time.monotonic() - t0
         if self.calibrate_links:
             self.calibrate()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from controller.vipmodel import SETTINGS
 from topologies import gre as gre_plan
-from topologies.plan import SERVICE_PORT, NetworkPlan, mac_for
+from topologies.plan import LB_UPLINK_PORT, SERVICE_PORT, NetworkPlan, mac_for
 from topologies.state import write_atomic
 
 
@@ -25,7 +25,9 @@ def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
     """`overrides` may set mode/algorithm/conntrack/reactive/table_size for every VIP.
     `gre`: the LB switches have GRE ports and underlays (lab/gre.py): each switch config
     names its `gre_port` and `gre_mark`, other DCs' backends are known by name (addable over
-    REST in gre mode), and `remote_backends` of the scenario join the pool."""
+    REST in gre mode), and `remote_backends` of the scenario join the pool.
+    A DC with an LB tier (plan.lbs_of) gets one entry per LB switch, with its number `lb`
+    and own MAC `lb_mac` (one-armed: controller/vipflows.py); its fabric gets none."""
     overrides = overrides or {}
     switches = {}
     for index, dc in enumerate(plan.scenario.dcs, start=1):
@@ -49,10 +51,23 @@ def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
                "conntrack": dc.conntrack, "conntrack_impl": dc.conntrack_impl,
                "ports": [SERVICE_PORT], "backends": backends}
         vip.update({k: v for k, v in overrides.items() if k in SETTINGS})
-        switches[str(sw.dpid)] = {
-            "dc": dc.name, "uplink_port": plan.router(dc.name).switch_port,
-            "subnet": str(dc.subnet), "hosts": hosts, "vips": [vip], "ct_zone": index,
-            **gre_extra}
+        tier = plan.lbs_of(dc.name)
+        if not tier:
+            switches[str(sw.dpid)] = {
+                "dc": dc.name, "uplink_port": plan.router(dc.name).switch_port,
+                "subnet": str(dc.subnet), "hosts": hosts, "vips": [vip], "ct_zone": index,
+                **gre_extra}
+            continue
+        # An LB tier: the fabric is plain L2; every LB switch serves the same VIP from the
+        # same config, reaching every host (backends included) back out of its uplink.
+        for lb in tier:
+            lb_vip = dict(vip, backends=[dict(b, port=LB_UPLINK_PORT)
+                                         for b in vip["backends"]])
+            switches[str(lb.switch.dpid)] = {
+                "dc": dc.name, "lb": lb.k, "lb_mac": lb.mac, "uplink_port": LB_UPLINK_PORT,
+                "subnet": str(dc.subnet),
+                "hosts": {ip: dict(h, port=LB_UPLINK_PORT) for ip, h in hosts.items()},
+                "vips": [lb_vip], "ct_zone": index * 16 + lb.k}
     return {"switches": switches, "health_dir": str(health_dir) if health_dir else None}
 
 

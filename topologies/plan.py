@@ -8,9 +8,19 @@ RTT of any host pair is known before the network exists and can be checked again
 
 Names carry lblab's prefix (`lb` + role letter + `-`) so `lblab clean` can tell lblab's
 interfaces from everybody else's: router lbr-SITE, switch lbs-SITE, client lbc-SITEn,
-backend lbb-SITEn, resolver lbd-SITE, DNS authority lba-SITE, WAN relay lbw-N, GRE
+backend lbb-SITEn, resolver lbd-SITE, DNS authority lba-SITE, LB speaker lbk-DC-k and LB
+switch lbs-DC-k (a DC with `lbs: K > 1`, below), WAN relay lbw-N, GRE
 tunnel port lbg-DC and decapsulator TUN device lbg-tun (topologies/gre.py), scratch namespaces
 lbprobe-PID (lab/mechanisms.py).
+
+The LB tier (`lbs: K > 1`): the DC switch lbs-DC is then the DC's plain L2 fabric (router
+and backends), and each of the K LB instances is a one-armed LB as Maglev runs them: its
+own OVS switch lbs-DC-k (own datapath, controller connection and connection table), port 1
+to the fabric, port 2 to its speaker host lbk-DC-k (address .SPEAKER_HOST+k on the DC
+subnet), which announces the DC's VIP to the router over BGP with itself as next hop. The
+router's ECMP route sends VIP packets to a speaker's MAC, so they enter LB switch k, whose
+VIP flows rewrite them to a backend (DSR) and send them back out of port 1 with the LB's
+own MAC as source (lab/bgp.py brings the routing up).
 """
 from __future__ import annotations
 
@@ -20,12 +30,15 @@ from dataclasses import dataclass
 
 from topologies.scenario import Link, Scenario
 
-NAME_PREFIXES = ("lbr-", "lbs-", "lbc-", "lbb-", "lbd-", "lba-", "lbw-", "lbg-")
+NAME_PREFIXES = ("lbr-", "lbs-", "lbc-", "lbb-", "lbd-", "lba-", "lbk-", "lbw-", "lbg-")
 ROUTER_HOST = 1        # .1 in every site subnet
 ROUTER_PORT = 1        # the router is port 1 of its site switch (the LB's uplink)
 FIRST_HOST = 11        # clients / backends from .11
 RESOLVER_HOST = 53
 AUTHORITY_HOST = 54
+SPEAKER_HOST = 55      # LB k's speaker is .55+k (k = 1..4): inside a /26, above the others
+LB_UPLINK_PORT = 1     # an LB switch's port to the DC fabric
+LB_SPEAKER_PORT = 2    # ... and to its speaker
 # The service's TCP port: every backend serves HTTP on it, every VIP forwards it, health
 # checkers and the DNS authority's probes connect to it.
 SERVICE_PORT = 80
@@ -47,6 +60,7 @@ class HostPlan:
     gateway: ipaddress.IPv4Address
     index: int = 0
     switch_port: int = 0   # OpenFlow port on the site switch (fixed, so flows can name it)
+    switch: str = ""       # the switch it hangs off when not its site's (an LB's speaker)
 
     @property
     def cidr(self) -> str:
@@ -75,10 +89,26 @@ class SwitchPlan:
     name: str
     site: str
     dpid: int
+    role: str = "site"     # site (the site's LAN) | lb (one LB instance of a DC's tier)
 
     @property
     def dpid_hex(self) -> str:
         return f"{self.dpid:016x}"
+
+
+@dataclass(frozen=True)
+class LbPlan:
+    """One LB instance of a DC with `lbs: K > 1` (see the module docstring)."""
+    dc: str
+    k: int                 # 1..K
+    switch: SwitchPlan
+    speaker: HostPlan
+    fabric_port: int       # its uplink's port on the DC fabric
+
+    @property
+    def mac(self) -> str:
+        """The LB's own MAC (its speaker's): the source of every packet it forwards."""
+        return self.speaker.mac
 
 
 @dataclass(frozen=True)
@@ -112,6 +142,11 @@ class NetworkPlan:
     wans: tuple[WanPlan, ...]
     routes: tuple[Route, ...]
     one_way_ms: dict  # (site, site) -> one-way delay of the routed path
+    lbs: tuple[LbPlan, ...] = ()
+
+    def lbs_of(self, dc: str) -> list[LbPlan]:
+        """The LB instances of a DC's tier (empty: the DC switch is its one LB)."""
+        return [lb for lb in self.lbs if lb.dc == dc]
 
     def host(self, name: str) -> HostPlan:
         return next(h for h in self.hosts if h.name == name)
@@ -126,7 +161,8 @@ class NetworkPlan:
         return next(r for r in self.routers if r.site == site)
 
     def switch(self, site: str) -> SwitchPlan:
-        return next(s for s in self.switches if s.site == site)
+        """The site's own switch (its LAN; for a DC with an LB tier, the fabric)."""
+        return next(s for s in self.switches if s.site == site and s.role == "site")
 
     def configured_rtt_ms(self, site_a: str, site_b: str) -> float:
         return 2 * self.one_way_ms[(site_a, site_b)]
@@ -217,6 +253,26 @@ def build_plan(scenario: Scenario) -> NetworkPlan:
             add(f"lbb-{dc.name}{n}", dc.name, "backend", FIRST_HOST + n - 1, n)
     add(f"lba-{scenario.dns.authority_site}", scenario.dns.authority_site, "authority",
         AUTHORITY_HOST)
+    lbs = []
+    for i, dc in enumerate(scenario.dcs):
+        if dc.lbs <= 1:
+            continue
+        net = subnets[dc.name]
+        for k in range(1, dc.lbs + 1):
+            sw = SwitchPlan(f"lbs-{dc.name}-{k}", dc.name, 0x1B1A_1000 + (i + 1) * 16 + k,
+                            role="lb")
+            ip = net.network_address + SPEAKER_HOST + k
+            if ip == dc.vip:
+                raise ValueError(f"dcs.{dc.name}.vip {dc.vip} is LB {k}'s speaker address: "
+                                 f"with lbs > 1, .{SPEAKER_HOST + 1}-.{SPEAKER_HOST + dc.lbs}"
+                                 " of the DC subnet are taken")
+            speaker = HostPlan(f"lbk-{dc.name}-{k}", dc.name, "speaker", ip, net.prefixlen,
+                               net.network_address + ROUTER_HOST, k, LB_SPEAKER_PORT,
+                               switch=sw.name)
+            switches.append(sw)
+            hosts.append(speaker)
+            lbs.append(LbPlan(dc.name, k, sw, speaker, next_port[dc.name]))
+            next_port[dc.name] += 1
 
     wan_nets = scenario.wan_pool.subnets(new_prefix=30)
     wans = []
@@ -240,7 +296,7 @@ def build_plan(scenario: Scenario) -> NetworkPlan:
             via = wan.b_ip if wan.link.a == src else wan.a_ip
             routes.append(Route(f"lbr-{src}", subnets[dst], via))
     return NetworkPlan(scenario, tuple(routers), tuple(switches), tuple(hosts), tuple(wans),
-                       tuple(routes), _one_way(scenario, nxt))
+                       tuple(routes), _one_way(scenario, nxt), tuple(lbs))
 
 
 # What carries a client region's LAN: a Linux bridge (no OpenFlow needed there: nothing but

@@ -57,6 +57,9 @@ class DataCenter:
     remote_backends: tuple[str, ...] = ()
     # the VIP's connection table: ct (the datapath's conntrack) or learn (learned flows)
     conntrack_impl: str = "ct"
+    # LB instances serving the VIP behind the DC router's ECMP route (BGP-announced): 1 is
+    # the DC switch itself; K > 1 adds K one-armed LB switches (topologies/plan.py)
+    lbs: int = 1
 
 
 @dataclass(frozen=True)
@@ -329,7 +332,8 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
         _site_name(holder, name)
         f = _Fields(source, f"dcs.{name}", spec, {"subnet", "vip", "backends", "capacity_rps",
                                                   "mode", "algorithm", "conntrack",
-                                                  "conntrack_impl", "remote_backends"})
+                                                  "conntrack_impl", "remote_backends",
+                                                  "lbs"})
         subnet = f.get("subnet", _subnet)
         vip = f.get("vip", _address)
         if vip not in subnet:
@@ -340,14 +344,16 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
         backends = f.get("backends", _count, 4)
         if not 1 <= backends <= 40:
             f.fail(f"must be between 1 and 40, got {backends}", sub="backends")
+        lbs, mode, impl = _lb_tier(f)
         out.append(DataCenter(
             name=name, subnet=subnet, vip=vip, backends=backends,
             capacity_rps=f.number("capacity_rps", 1000.0, minimum=1),
-            mode=f.choice("mode", MODES, "nat"),
-            algorithm=f.choice("algorithm", ALGORITHMS, "maglev"),
-            conntrack=f.get("conntrack", _boolean, True),
-            conntrack_impl=f.choice("conntrack_impl", CONNTRACK_IMPLS, "ct"),
-            remote_backends=tuple(f.get("remote_backends", _dc_name_list, []))))
+            mode=mode, algorithm=f.choice("algorithm", ALGORITHMS, "maglev"),
+            conntrack=f.get("conntrack", _boolean, True), conntrack_impl=impl,
+            remote_backends=tuple(f.get("remote_backends", _dc_name_list, [])), lbs=lbs))
+        if lbs > 1 and out[-1].remote_backends:
+            f.fail("remote backends need mode gre, which lbs > 1 does not support yet",
+                   sub="remote_backends")
         if out[-1].remote_backends and out[-1].mode != "gre":
             f.fail("remote backends are reached through GRE only: set mode: gre",
                    sub="remote_backends")
@@ -358,6 +364,31 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
                 raise ScenarioError(f"{source}: dcs.{d.name}.remote_backends: '{other}' is "
                                     f"not another DC (DCs: {', '.join(sorted(names))})")
     return out
+
+
+MAX_LBS = 4
+
+
+def _lb_tier(f: _Fields) -> tuple[int, str, str]:
+    """`lbs`, `mode` and `conntrack_impl` of a DC, checked together: K > 1 LBs behind ECMP
+    see one direction of each connection and any of them may get its next packet."""
+    lbs = f.get("lbs", _count, 1)
+    if not 1 <= lbs <= MAX_LBS:
+        f.fail(f"must be between 1 and {MAX_LBS}, got {lbs}", sub="lbs")
+    mode = f.choice("mode", MODES, "nat")
+    if lbs > 1 and mode == "nat":
+        f.fail("mode nat needs one LB: replies must return through the LB that holds the "
+               "translation, and the router's ECMP hash may send them to another (use dsr)",
+               sub="mode")
+    if lbs > 1 and mode == "gre":
+        f.fail("mode gre with lbs > 1 is not supported yet (each LB would need its own "
+               "tunnel underlay): use dsr", sub="mode")
+    impl = f.choice("conntrack_impl", CONNTRACK_IMPLS, "ct" if lbs == 1 else "learn")
+    if lbs > 1 and impl == "ct":
+        f.fail("conntrack_impl ct needs one LB: a one-armed LB sees only the client's "
+               "direction, and conntrack marks such a connection invalid (use learn)",
+               sub="conntrack_impl")
+    return lbs, mode, impl
 
 
 def _dc_name_list(value: Any) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mininet.topo import Topo
 
-from topologies.plan import REGION_LANS, NetworkPlan, WanPlan, lan_carriers
+from topologies.plan import LB_UPLINK_PORT, REGION_LANS, NetworkPlan, WanPlan, lan_carriers
 
 LINK_DELAY_MECHANISMS = ("netem", "relay", "none")
 def wan_link_params(wan: WanPlan, link_delay: str) -> dict:
@@ -43,10 +43,14 @@ class ScenarioTopo(Topo):
             self.addNode(router.name, role="router", ip=cidr, mac=router.lan_mac)
             self.addLink(router.name, plan.switch(router.site).name, port2=router.switch_port,
                          params1={"ip": cidr}, **lan)
+        for lb in plan.lbs:   # one-armed LB switches hang off their DC's fabric
+            self.addLink(lb.switch.name, plan.switch(lb.dc).name, port1=LB_UPLINK_PORT,
+                         port2=lb.fabric_port, **lan)
         for host in plan.hosts:
             self.addHost(host.name, ip=host.cidr, mac=host.mac,
                          defaultRoute=f"via {host.gateway}", role=host.role, site=host.site)
-            self.addLink(host.name, plan.switch(host.site).name, port2=host.switch_port, **lan)
+            self.addLink(host.name, host.switch or plan.switch(host.site).name,
+                         port2=host.switch_port, **lan)
         for wan in plan.wans:
             a_ip = {"ip": f"{wan.a_ip}/{wan.prefixlen}"}
             b_ip = {"ip": f"{wan.b_ip}/{wan.prefixlen}"}
