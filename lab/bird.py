@@ -67,6 +67,8 @@ def _bgp_common(bfd: bool) -> str:
             "  strict bind on;\n")
 
 
+# to the daemon's stderr, which Bird sends to bird.log in its directory (not syslog)
+LOG = "log stderr { info, remote, warning, error, auth, fatal, bug };"
 KERNEL_MAIN = "kernel_main"
 KERNEL_SHADOW = "kernel_shadow"
 
@@ -98,7 +100,7 @@ def router_config(router_ip, iface: str, speakers: list[Speaker], vips, *,
         shadow = ["ipv4 table shadow4;",
                   f"protocol pipe shadow_pipe {{\n  table master4;\n  peer table shadow4;\n"
                   f"  export where {flt};\n  import none;\n}}"]
-    out = [f"router id {rid};", "protocol device {}", *shadow,
+    out = [f"router id {rid};", LOG, "protocol device {}", *shadow,
            *(f"protocol kernel {name} {{\n{table}  scan time 2;\n"
              f"  merge paths on limit {ecmp_limit};\n"
              f"  ipv4 {{ {in_table}import none; export where {flt}; }};\n}}"
@@ -118,7 +120,7 @@ def speaker_config(speaker: Speaker, router_ip, iface: str, vips, *, bfd: bool =
         raise ValueError("a speaker config needs at least one VIP")
     me = ipaddress.IPv4Address(speaker.ip)
     routes = "\n".join(f"  route {ipaddress.IPv4Address(v)}/32 blackhole;" for v in vips)
-    out = [f"router id {me};", "protocol device {}",
+    out = [f"router id {me};", LOG, "protocol device {}",
            f"protocol static vips {{\n  ipv4;\n{routes}\n}}",
            _bfd(iface, bfd).rstrip(),
            f"protocol bgp dc_router {{\n  local {me} as {SPEAKER_AS};\n"

@@ -93,3 +93,30 @@ def bucket_table(bridge: str, table: int, vip_index: int) -> dict[int, int]:
         if b and r:
             out[int(b.group(1), 0)] = int(r.group(1), 16)
     return out
+
+
+_CONN = re.compile(r"duration=([\d.]+)s.*?nw_src=([\d.]+),nw_dst=([\d.]+),"
+                   r"tp_src=(\d+),tp_dst=(\d+)")
+
+
+@dataclass(frozen=True)
+class LearnedConnection:
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    age_s: float        # since the entry was learned (OpenFlow 1.3 reports no idle age)
+
+
+def learned_connections(bridge: str, table: int, cookie: int, mask: int
+                        ) -> list[LearnedConnection]:
+    """The exact 5-tuple entries a VIP's learn actions made in one switch (cookie/mask)."""
+    out = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge,
+               f"table={table},cookie={cookie:#x}/{mask:#x}"]).stdout
+    conns = []
+    for line in out.splitlines():
+        m = _CONN.search(line)
+        if m:
+            conns.append(LearnedConnection(m.group(2), int(m.group(4)), m.group(3),
+                                           int(m.group(5)), float(m.group(1))))
+    return conns

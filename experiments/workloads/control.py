@@ -73,24 +73,40 @@ def http_get(net, client: str, url: str, timeout_s: float = 5) -> dict:
 def run_search(net, client: str, host: str, rate: float, duration: float, seed: int,
                port: int = SERVICE_PORT, size: int = 1024, timeout_s: float = 3.0) -> list[dict]:
     """Run the search workload in `client` against `host`; rows as dicts (strings parsed)."""
-    import csv
+    return finish_search(start_search(net, client, host, rate, duration, seed, port, size,
+                                      timeout_s))
+
+
+def start_search(net, client: str, host: str, rate: float, duration: float, seed: int,
+                 port: int = SERVICE_PORT, size: int = 1024, timeout_s: float = 3.0):
+    """Start the search workload in the background; `finish_search` collects its rows."""
     with tempfile.NamedTemporaryFile(prefix="lblab-search-", suffix=".csv",
                                      delete=False) as tmp:
         out = Path(tmp.name)
     stats_path = out.with_suffix(".json")
+    proc = net.spawn(client, [sys.executable, "-m", "experiments.workloads.search",
+                              "--host", host, "--port", str(port), "--rate", str(rate),
+                              "--duration", str(duration), "--seed", str(seed),
+                              "--size", str(size), "--timeout", str(timeout_s),
+                              "--out", str(out), "--stats-out", str(stats_path)],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.lblab_search = (net, client, out, stats_path, duration + timeout_s + 30)
+    return proc
+
+
+def finish_search(proc) -> list[dict]:
+    """The rows of a search started with `start_search` (strings parsed); its summary goes
+    to the network's load generators and `start_wall` of it onto every row."""
+    import csv
+    net, client, out, stats_path, timeout_s = proc.lblab_search
     try:
-        proc = net.spawn(client, [sys.executable, "-m", "experiments.workloads.search",
-                                  "--host", host, "--port", str(port), "--rate", str(rate),
-                                  "--duration", str(duration), "--seed", str(seed),
-                                  "--size", str(size), "--timeout", str(timeout_s),
-                                  "--out", str(out), "--stats-out", str(stats_path)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _, err = proc.communicate(timeout=duration + timeout_s + 30)
+        _, err = proc.communicate(timeout=timeout_s)
         if proc.returncode != 0:
             raise RuntimeError(f"search client failed: {err.decode(errors='replace')[-300:]}")
         with open(out) as fh:
             rows = list(csv.DictReader(fh))
-        _keep_client_stats(net, client, json.loads(stats_path.read_text()))
+        stats = json.loads(stats_path.read_text())
+        _keep_client_stats(net, client, stats)
     finally:
         out.unlink(missing_ok=True)
         stats_path.unlink(missing_ok=True)
@@ -100,6 +116,8 @@ def run_search(net, client: str, host: str, rate: float, duration: float, seed: 
         row["start_lag_ms"] = float(row["start_lag_ms"])
         row["t_s"] = float(row["t_s"])
         row["bytes"] = int(row["bytes"] or 0)
+        row["sport"] = int(row.get("sport") or 0)
+        row["start_wall"] = stats.get("start_wall")
     return rows
 
 

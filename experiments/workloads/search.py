@@ -8,7 +8,8 @@ so a client that falls behind cannot hide the delay (no coordinated omission); h
 request started is kept too (start_lag_ms), and the client's own summary (CPU seconds, lag
 percentiles, `behind_schedule`) goes to --stats-out. Runs on uvloop where installed.
 Writes one CSV row per request: t_s (scheduled start, from the first request), latency_ms,
-start_lag_ms, ok, error, status, bytes, backend, dc.
+start_lag_ms, ok, error, status, bytes, backend, dc, sport (the connection's source port,
+0 if it never opened); the summary's `start_wall` is the wall-clock time of t_s = 0.
 
 Run: python -m experiments.workloads.search --host VIP --rate 50 --duration 10 --out F.csv
 """
@@ -24,7 +25,7 @@ import sys
 import time
 
 FIELDS = ("t_s", "dst", "latency_ms", "start_lag_ms", "ok", "error", "status", "bytes",
-          "backend", "dc")
+          "backend", "dc", "sport")
 # A client whose requests start this late (99th percentile) is no longer the open-loop
 # schedule it claims to be: the run says so.
 BEHIND_SCHEDULE_P99_MS = 10.0
@@ -86,11 +87,12 @@ async def one_request(host: str, port: int, path: str, timeout_s: float,
     now = time.monotonic()
     start = now if scheduled is None else scheduled
     row = {"dst": host, "ok": False, "error": "", "status": "", "bytes": 0, "backend": "",
-           "dc": ""}
+           "dc": "", "sport": 0}
     writer = None
     try:
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(host, port)
+            row["sport"] = writer.get_extra_info("sockname")[1]
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
                          .encode())
             await writer.drain()
@@ -128,6 +130,7 @@ async def run(host: str, port: int, rate: float, duration: float, size: int,
     path = f"/search?size={size}"
     tasks = []
     t0 = time.monotonic()
+    start_wall = time.time()
     for at in offsets:
         delay = t0 + at - time.monotonic()
         if delay > 0:
@@ -137,7 +140,8 @@ async def run(host: str, port: int, rate: float, duration: float, size: int,
     for row, offset in zip(rows, offsets):
         row["t_s"] = round(offset, 4)
     if stats is not None:
-        stats.update(client_stats(rows, time.monotonic() - t0, rate))
+        stats.update(client_stats(rows, time.monotonic() - t0, rate),
+                     start_wall=round(start_wall, 6))
     return rows
 
 

@@ -4,7 +4,8 @@ Opens `--count` connections to `GET /stream?seconds=S&interval=I` (the backend t
 line every I seconds) and follows each to its end. A connection survived when it received
 every line and a clean end; it broke when it was reset or went silent (a connection moved
 to a backend that does not know it is answered with a reset). One JSON line per connection:
-index, backend, dc, ticks, expected_ticks, ok, error, t_open_s, t_end_s.
+index, backend, dc, ticks, expected_ticks, ok, error, t_open_s, t_end_s, sport (the
+connection's source port: with the client's address, its 5-tuple).
 
 Run: python -m experiments.workloads.streams --host VIP --count 24 --seconds 12
 """
@@ -21,10 +22,12 @@ async def one(index: int, host: str, port: int, seconds: float, interval: float,
               t0: float) -> dict:
     row = {"index": index, "backend": "", "dc": "", "ticks": 0,
            "expected_ticks": int(seconds / interval + 1e-9), "ok": False, "error": "",
+           "sport": 0,
            "t_open_s": round(time.monotonic() - t0, 3)}
     writer = None
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        row["sport"] = writer.get_extra_info("sockname")[1]
         writer.write(f"GET /stream?seconds={seconds}&interval={interval} HTTP/1.1\r\n"
                      f"Host: {host}\r\n\r\n".encode())
         await writer.drain()

@@ -11,18 +11,22 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 from contextlib import contextmanager
 
 import pytest
 
-from lab.bird import Bird, Speaker, router_config, speaker_config
+from lab import ecmproute
+from lab.bird import KERNEL_MAIN, Bird, Speaker, router_config, speaker_config
 
 pytestmark = pytest.mark.integration
 if shutil.which("bird") is None:
     pytestmark = [pytest.mark.integration,
                   pytest.mark.skip(reason="bird2 not installed (run `sudo make setup`)")]
 
+REPO = Path(__file__).resolve().parents[2]
 VIP = "10.250.9.100"
 ROUTER_IP = "10.250.1.1"
 K = 3
@@ -39,7 +43,7 @@ def netns_popen(ns: str):
 
 
 @contextmanager
-def bgp_lan(tmp_path, bfd: bool = True):
+def bgp_lan(tmp_path, bfd: bool = True, shadow_table: int | None = None):
     tag = f"{os.getpid() % 10000}"
     router = f"lblbgp-{tag}-r"
     speakers = [f"lblbgp-{tag}-s{k}" for k in range(1, K + 1)]
@@ -63,7 +67,8 @@ def bgp_lan(tmp_path, bfd: bool = True):
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sps.append(Speaker(f"s{k}", ip))
-        daemons.append(Bird("router", router_config(ROUTER_IP, "br0", sps, [VIP], bfd=bfd),
+        daemons.append(Bird("router", router_config(ROUTER_IP, "br0", sps, [VIP], bfd=bfd,
+                                                    shadow_table=shadow_table),
                             tmp_path, netns_popen(router)))
         for sp, ns in zip(sps, speakers):
             daemons.append(Bird(sp.name, speaker_config(sp, ROUTER_IP, "eth0", [VIP], bfd=bfd),
@@ -141,3 +146,38 @@ def test_a_killed_speaker_is_withdrawn_and_no_daemon_outlives_the_lan(tmp_path):
         except FileNotFoundError:
             continue
         assert state == "Z", f"BIRD {pid} outlived the LAN"
+
+
+def buckets(router: str) -> dict[int, int]:
+    out = sh("ip", "-n", router, "-j", "nexthop", "bucket", "show", "id",
+             str(ecmproute.GROUP_ID)).stdout
+    return {b["bucket"]["index"]: b["bucket"]["nhid"] for b in json.loads(out or "[]")}
+
+
+def test_resilient_group_moves_only_the_failed_speakers_buckets(tmp_path):
+    """The resilient variant: BIRD feeds a shadow table, the agent keeps one resilient group
+    in place; when a speaker's path fails, the buckets of the others stay where they were."""
+    with bgp_lan(tmp_path, shadow_table=100) as (router, _, daemons):
+        wait_for(lambda: next_hops(router) == ALL, 30, "BIRD's ECMP route")
+        daemons[0].show("disable", KERNEL_MAIN)
+        wait_for(lambda: next_hops(router) == [], 10, "BIRD's main-table route gone")
+        agent = netns_popen(router)([sys.executable, "-m", "lab.ecmproute", "map", "--prefix",
+                                     f"{VIP}/32", "--table", "100", "--dev", "br0"],
+                                    cwd=REPO, stdout=subprocess.PIPE)
+        try:
+            assert agent.stdout.readline().strip() == b"mapping"
+            wait_for(lambda: next_hops(router) == ALL and len(buckets(router)) == 128, 10,
+                     "the resilient group over all three")
+            before = buckets(router)
+            s2 = ecmproute.ResilientMapper.nh_id(ALL[1])
+            sh("ip", "-n", router, "link", "set", "p2", "down")
+            wait_for(lambda: next_hops(router) == [ALL[0], ALL[2]], 10, "s2 withdrawn")
+            after = buckets(router)
+            kept = [i for i, nh in before.items() if nh != s2]
+            assert kept and all(after[i] == before[i] for i in kept)
+            assert s2 not in after.values()
+            assert "nhid" in sh("ip", "-n", router, "route", "show", f"{VIP}/32").stdout
+        finally:
+            agent.terminate()
+            agent.wait(10)
+        assert next_hops(router) == [], "the agent left its route behind"

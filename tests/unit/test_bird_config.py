@@ -65,3 +65,17 @@ def test_bird_accepts_both_configs(tmp_path):
         path.write_text(text)
         proc = subprocess.run(["bird", "-p", "-c", str(path)], capture_output=True, text=True)
         assert proc.returncode == 0, (name, proc.stderr, text)
+
+
+def test_router_config_with_a_shadow_table_feeds_it_through_a_pipe(tmp_path):
+    from lab.bird import KERNEL_MAIN, KERNEL_SHADOW
+    text = router_config("10.101.0.1", "lbr-us1-eth0", [Speaker("lbk-us1-1", "10.101.0.56")],
+                         ["10.101.0.100"], shadow_table=100)
+    assert f"protocol kernel {KERNEL_MAIN}" in text and f"protocol kernel {KERNEL_SHADOW}" in text
+    assert "kernel table 100;" in text and "peer table shadow4;" in text
+    assert text.count("merge paths on") == 2
+    if shutil.which("bird"):
+        conf = tmp_path / "r.conf"
+        conf.write_text(text)
+        check = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
