@@ -152,6 +152,11 @@ def _benchctl():
     return benchctl
 
 
+def _benchtier():
+    from experiments import benchtier   # imports this module: loaded when first measured
+    return benchtier
+
+
 def _relay_metric(name: str, unit: str, note: str) -> Callable[[], list[Row]]:
     def measure() -> list[Row]:
         from topologies.relay import bench as relay_bench
@@ -251,6 +256,7 @@ METRICS: dict[str, Callable[[], list[Row]]] = {
         "relay_crosstalk_ms", "ms", "added RTT on an idle link beside a saturated one"),
     "dns_qps": lambda: bench_dns_qps(),
     "controllers": lambda: _benchctl().bench_controllers(),
+    "lb_tier": lambda: _benchtier().bench_lb_tier(),
 }
 
 
