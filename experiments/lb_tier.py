@@ -345,7 +345,7 @@ EXPERIMENT = Experiment(
                   "algorithms with resilient ECMP", quick=["leastload", "maglev"]),
             Param("resilient_events", list(EVENTS), "events with resilient ECMP",
                   quick=["fail", "add"]),
-            Param("connections", 36, "long-lived connections per variant", quick=24),
+            Param("connections", 60, "long-lived connections per variant", quick=36),
             Param("search_rate", 10.0, "search requests per second per client"),
             Param("before_s", 2.0, "steady phase before the event", quick=1.5),
             Param("after_s", 4.0, "phase after the event", quick=3.5)),

@@ -85,7 +85,7 @@ def timeline_figure(records: pd.DataFrame, variant: str, detect_s: float):
                    label=f"route withdrawn (+{detect_s:.2f} s)")
     ax.set_xlabel("seconds from the event")
     ax.set_ylabel("new search connections per s")
-    ax.set_title(f"{variant}: where the router sent each new connection")
+    ax.set_title(f"{variant}: the LB that learned each new connection")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
@@ -247,8 +247,10 @@ def render(group: Group) -> Section:
         row = rows.iloc[0]
         section.figure("lb-tier-timeline",
                        timeline_figure(group.records(), row["variant"], _num(row["detect_s"])),
-                       "New search connections per LB (from the LBs' learned entries) around "
-                       "one LB failure; crosses: requests that failed or waited for a "
+                       "New search connections per LB around one LB failure, by scheduled "
+                       "start, counted from the LB that learned each (a connection whose SYN "
+                       "went into the failed LB before withdrawal is learned where its "
+                       "retransmission went); crosses: requests that failed or waited for a "
                        "retransmission.")
     section.attempt("lb-tier timeline", timeline)
     section.attempt("reading", lambda: section.readings.extend(readings(agg, group.records())))
