@@ -157,6 +157,13 @@ def cmd_topo_up(args) -> int:
         print(f"backends serve HTTP on port 80; VIPs: "
               f"{', '.join(f'{dc.name} {dc.vip}' for dc in plan.scenario.dcs)}; "
               f"REST: http://127.0.0.1:{live.controller.rest_port}/vips (lblab vip list)")
+        for dc in (live.tier.dcs if live.tier else []):
+            lbs = plan.lbs_of(dc)
+            print(f"LB tier {dc}: {', '.join(lb.switch.name for lb in lbs)} announced by "
+                  f"{', '.join(lb.speaker.name for lb in lbs)} (BGP + BFD, ECMP "
+                  f"{live.tier.ecmp}); route: {plan.router(dc).name} ip route show "
+                  f"{plan.scenario.dc(dc).vip}; sessions: birdc -s "
+                  f"{live.tier.routers[dc].ctl} show protocols")
         setLogLevel("output")  # the CLI prints commands' output at this level
         try:
             LblabCLI(live.net)

@@ -8,9 +8,8 @@ merges the K paths into the kernel's multipath route (lab/bird.py), BFD on every
 never writes the VIP route in the hash-threshold variant; in the resilient variant an agent
 maps BIRD's route into one resilient nexthop group (lab/ecmproute.py explains why).
 
-Faults, as the experiments use them: `fail_lb` makes an LB's switch stop forwarding (a
-drop-everything flow above all others: BFD to its speaker crosses it, so the protocol
-itself notices); `kill_speaker` kills the LB's BGP daemon (the instance dies);
+Faults, as the experiments use them: `fail_lb` makes an LB's switch stop forwarding (its
+uplink port goes down: BFD to its speaker crosses it, so the protocol itself notices); `kill_speaker` kills the LB's BGP daemon (the instance dies);
 `restore_lb` / `start_speaker` undo them. Every daemon is a child of the run (LiveNet.spawn:
 stopped by PID at teardown, marked for `lblab clean`), with config, control socket and log
 under the run's work directory, bound to its emulated-network address only.
@@ -24,21 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from lab.bird import KERNEL_MAIN, Bird, Speaker, router_config, speaker_config
+from lab.bird import KERNEL_MAIN, Bird, Speaker, router_config, speaker_config, version
+from topologies.plan import LB_UPLINK_PORT
 from topologies.system import LblabError, run, stop_process
 
 ECMP_MODES = ("hash-threshold", "resilient")
 SHADOW_TABLE = 100
-FAULT_COOKIE = 0x1B1AEE0000000000     # the drop-everything flow of a failed LB
-FAULT_PRIORITY = 65535
-
-
-def bird_version() -> str | None:
-    if shutil.which("bird") is None:
-        return None
-    out = run(["bird", "--version"], check=False)
-    text = (out.stdout + out.stderr).strip()
-    return text.splitlines()[-1] if text else "bird"
 
 
 class LbTier:
@@ -180,19 +170,26 @@ class LbTier:
 
     # -- faults -------------------------------------------------------------------------------
     def fail_lb(self, dc: str, k: int) -> float:
-        """LB k's switch stops forwarding; returns the wall-clock time it did."""
-        bridge = self._lb(dc, k).switch.name
-        run(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", bridge,
-             f"cookie={FAULT_COOKIE:#x},priority={FAULT_PRIORITY},actions=drop"])
+        """LB k's switch stops forwarding: its uplink port goes administratively down (OVS
+        brings the device down; the fabric's end loses carrier), so nothing reaches or
+        leaves the LB, BFD to its speaker included. Returns the wall-clock time it did.
+
+        Not a drop-everything flow: OVS 3.1's userspace datapath was seen to keep a
+        datapath flow cached from such a rule (actions:drop) for one direction after the
+        rule was deleted, as long as traffic kept hitting it (the LB never came back until
+        `ovs-appctl revalidator/purge`); a port that is down caches nothing."""
+        self._uplink(dc, k, "down")
         self.failed.add((dc, k))
         return time.time()
 
     def restore_lb(self, dc: str, k: int) -> float:
-        bridge = self._lb(dc, k).switch.name
-        run(["ovs-ofctl", "-O", "OpenFlow13", "del-flows", bridge,
-             f"cookie={FAULT_COOKIE:#x}/-1"])
+        self._uplink(dc, k, "up")
         self.failed.discard((dc, k))
         return time.time()
+
+    def _uplink(self, dc: str, k: int, state: str) -> None:
+        run(["ovs-ofctl", "-O", "OpenFlow13", "mod-port", self._lb(dc, k).switch.name,
+             str(LB_UPLINK_PORT), state])
 
     def start_speaker(self, dc: str, k: int) -> float:
         lb = self._lb(dc, k)
@@ -219,6 +216,6 @@ class LbTier:
 
     def describe(self) -> dict:
         """For run metadata."""
-        return {"bgp": bird_version(), "ecmp": self.ecmp, "bfd_ms": "100 x 3",
+        return {"bgp": version(), "ecmp": self.ecmp, "bfd_ms": "100 x 3",
                 "dcs": {dc: {"lbs": sorted(self.all_lbs(dc)),
                              "speakers": sorted(self.gateway_lb(dc))} for dc in self.dcs}}

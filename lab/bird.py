@@ -23,6 +23,7 @@ Choices, from BIRD 2.0.12's documentation and sources (doc/bird.sgml, proto/bgp)
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -56,19 +57,21 @@ def _vip_filter(vips) -> str:
 def _bfd(iface: str, bfd: bool) -> str:
     if not bfd:
         return ""
-    return (f'protocol bfd {{\n  interface "{iface}" {{ min rx interval {BFD_INTERVAL_MS} ms; '
+    return (f'protocol bfd {{\n  debug {{ states, events }};\n'
+            f'  interface "{iface}" {{ min rx interval {BFD_INTERVAL_MS} ms; '
             f"min tx interval {BFD_INTERVAL_MS} ms; multiplier {BFD_MULTIPLIER}; }};\n}}\n")
 
 
 def _bgp_common(bfd: bool) -> str:
-    return (f"  bfd {'on' if bfd else 'off'};\n  hold time 3;\n  keepalive time 1;\n"
+    return (f"  debug {{ states, events }};\n"
+            f"  bfd {'on' if bfd else 'off'};\n  hold time 3;\n  keepalive time 1;\n"
             "  connect delay time 1;\n  connect retry time 2;\n  error wait time 1,5;\n"
             "  graceful restart off;\n"
             "  strict bind on;\n")
 
 
 # to the daemon's stderr, which Bird sends to bird.log in its directory (not syslog)
-LOG = "log stderr { info, remote, warning, error, auth, fatal, bug };"
+LOG = "log stderr all;"
 KERNEL_MAIN = "kernel_main"
 KERNEL_SHADOW = "kernel_shadow"
 
@@ -131,6 +134,15 @@ def speaker_config(speaker: Speaker, router_ip, iface: str, vips, *, bfd: bool =
 
 class BirdError(RuntimeError):
     pass
+
+
+def version(bird: str = "bird") -> str | None:
+    """`BIRD version 2.0.12` (printed on stderr), or None when BIRD is not installed."""
+    if shutil.which(bird) is None:
+        return None
+    done = subprocess.run([bird, "--version"], capture_output=True, text=True, check=False)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[-1] if lines else "unknown"
 
 
 class Bird:

@@ -197,4 +197,7 @@ def versions() -> dict:
         if have(tool):
             first = run([tool, *args], check=False).stdout.strip().splitlines()
             out[tool] = first[0] if first else "unknown"
+    from lab.bird import version as bird_version   # the LB tier's BGP daemon
+    if bird_version():
+        out["bird"] = bird_version()
     return out

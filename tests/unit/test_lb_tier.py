@@ -156,3 +156,18 @@ def test_find_tier_returns_every_lb_of_the_vip():
     assert len(viprest.find_tier(switches, "10.101.0.100")) == 3
     with pytest.raises(viprest.BadRequest):
         viprest.find_tier(switches, "eu1")
+
+
+def test_a_tier_change_says_how_long_the_lbs_disagreed(monkeypatch):
+    from controller import vipapp
+    clock = iter([10.0, 10.05, 10.30])
+    monkeypatch.setattr(vipapp.time, "monotonic", lambda: next(clock))
+    change = vipapp.TierChange(1, [11, 12])
+    assert change.describe()["disagreement_ms"] is None     # nobody confirmed yet
+    change.confirm(12)
+    assert change.describe()["confirmed"] == 1 and change.describe()["disagreement_ms"] is None
+    change.confirm(11)
+    change.confirm(11)                                        # a second reply changes nothing
+    d = change.describe()
+    assert d["disagreement_ms"] == 300.0 and d["confirm_spread_ms"] == 250.0
+    assert d["lbs"] == 2 and d["confirmed"] == 2
