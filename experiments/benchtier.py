@@ -74,7 +74,9 @@ def bench_lb_tier() -> list[Row]:
             live.tier.wait_nexthops(dc.name, lb_tier.ALL_LBS, 20)
         # event (d), maglev vs mod N
         ctx = SimpleNamespace(params={"connections": 36, "search_rate": 10.0, "before_s": 1.5,
-                                      "after_s": 3.5}, seed=1, record=lambda **_: None)
+                                      "after_s": 3.5}, seed=1, record=lambda **_: None,
+                              warn=lambda text: warnings.append(text))
+        warnings: list[str] = []
         broken = {}
         for algorithm in ("modn", "maglev"):
             api.change(dc.name, algorithm=algorithm, conntrack=True)
@@ -97,6 +99,7 @@ def bench_lb_tier() -> list[Row]:
         Row("lb_tier_broken_maglev", mag["broken_connections"], "connections",
             baseline=modn["broken_connections"], target=0,
             note=f"LB fails + a backend leaves 0.2 s later; {mag['live_connections']} "
+                 f"{'(' + '; '.join(warnings) + ') ' if warnings else ''}"
                  f"connections, {mag['moved_connections']} moved (maglev), "
                  f"{modn['moved_connections']} moved (baseline mod N, same run); removed "
                  f"backend's own not counted")]

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab.bird import KERNEL_MAIN, Bird, Speaker, router_config, speaker_config, version
+from lab.bird import BFD_INTERVAL_MS, BFD_MULTIPLIER, KERNEL_MAIN, Bird, Speaker, router_config, speaker_config, version
 from topologies.plan import LB_UPLINK_PORT
 from topologies.system import LblabError, run, stop_process
 
@@ -216,6 +216,7 @@ class LbTier:
 
     def describe(self) -> dict:
         """For run metadata."""
-        return {"bgp": version(), "ecmp": self.ecmp, "bfd_ms": "100 x 3",
+        return {"bgp": version(), "ecmp": self.ecmp,
+                "bfd_ms": f"{BFD_INTERVAL_MS} x {BFD_MULTIPLIER}",
                 "dcs": {dc: {"lbs": sorted(self.all_lbs(dc)),
                              "speakers": sorted(self.gateway_lb(dc))} for dc in self.dcs}}

@@ -10,7 +10,7 @@ writes a route: the router's BIRD does, through its kernel protocol.
 Choices, from BIRD 2.0.12's documentation and sources (doc/bird.sgml, proto/bgp):
 - `merge paths on` in the kernel protocol turns equal BGP paths into one multipath route
   (paths merge when local-pref, AS path length, origin, IGP metric and eBGP/iBGP agree).
-- BFD on both ends, `error wait time 1,5` (the default 60 s would keep a speaker out for a
+- BFD on both ends (100 ms x 5), `error wait time 1,5` (the default 60 s would keep a speaker out for a
   minute after a BFD drop) and `connect delay time 1` (the default 5 s delays every
   reconnection), `graceful restart off` (a dead speaker's routes must not stay as
   stale), hold 3 s / keepalive 1 s as the fallback when BFD is off.
@@ -34,7 +34,10 @@ from topologies.system import stop_process
 ROUTER_AS = 65000
 SPEAKER_AS = 65001          # all speakers share one AS: their paths merge
 BFD_INTERVAL_MS = 100
-BFD_MULTIPLIER = 3
+# 100 ms x 5: a failure is detected in 0.4-0.5 s. With x 3 (0.3 s), sessions were seen
+# to expire together when a dozen load generators started at once on 2 cores (the
+# userspace switches that carry BFD starved for over 0.3 s): false withdrawals.
+BFD_MULTIPLIER = 5
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def timeline_figure(records: pd.DataFrame, variant: str, detect_s: float):
     return fig
 
 
-def readings(agg: pd.DataFrame, records: pd.DataFrame) -> list[str]:
+def readings(agg: pd.DataFrame, records: pd.DataFrame, bfd: str = "100 x 5") -> list[str]:
     require(agg, ("ecmp", "algorithm", "event", "broken_connections", "moved_connections"))
     out = []
     live = fmt(agg["live_connections"].max()) if "live_connections" in agg.columns else "?"
@@ -127,7 +127,7 @@ def readings(agg: pd.DataFrame, records: pd.DataFrame) -> list[str]:
             out.append(f"ECMP {mode}, modn, fail: {fmt(b)} broken with "
                        f"{fmt(r['moved_connections'])} moved — the pool did not change, so "
                        f"mod N agrees on every LB — {verdict(b == 0)}.")
-    out += _ecmp_readings(agg) + _detect_readings(agg) + _request_readings(agg)
+    out += _ecmp_readings(agg) + _detect_readings(agg, bfd) + _request_readings(agg)
     out += _share_readings(agg, records)
     if "tables_agree" in agg.columns:
         hashed = agg[agg["algorithm"].isin(("modn", "maglev"))]
@@ -171,8 +171,14 @@ def _ecmp_readings(agg: pd.DataFrame) -> list[str]:
     return out
 
 
-def _detect_readings(agg: pd.DataFrame) -> list[str]:
+def _detect_readings(agg: pd.DataFrame, bfd: str = "100 x 5") -> list[str]:
     out = []
+    if "route_changes" in agg.columns:
+        flapped = agg[agg["route_changes"].astype(float) > 1]
+        out.append(f"Route changes without an event (a BFD or BGP session flapping): "
+                   f"{len(flapped)} of {len(agg)} variants"
+                   + (f" ({', '.join(flapped['variant'])}: their numbers mix the event with "
+                      "a flap)" if len(flapped) else "") + ".")
     for event, what in (("fail", "LB failure to route withdrawn"),
                         ("return", "LB back to route restored"),
                         ("add", "new LB to route added")):
@@ -183,7 +189,8 @@ def _detect_readings(agg: pd.DataFrame) -> list[str]:
             line = (f"{what}: {vals.median():.2f} s median, {vals.max():.2f} s max over "
                     f"{len(vals)} variants")
             if event == "fail":
-                line += (f" (BFD 100 ms × 3; target ≤ {DETECT_TARGET_S:g} s) — "
+                line += (f" (BFD {bfd.replace(' x ', ' ms × ')}; target ≤ "
+                         f"{DETECT_TARGET_S:g} s) — "
                          f"{verdict(vals.max() <= DETECT_TARGET_S)}")
             out.append(line + ".")
     return out
@@ -253,5 +260,7 @@ def render(group: Group) -> Section:
                        "retransmission went); crosses: requests that failed or waited for a "
                        "retransmission.")
     section.attempt("lb-tier timeline", timeline)
-    section.attempt("reading", lambda: section.readings.extend(readings(agg, group.records())))
+    bfd = (group.metadata.get("lb_tier") or {}).get("bfd_ms", "100 x 5")
+    section.attempt("reading", lambda: section.readings.extend(
+        readings(agg, group.records(), bfd)))
     return section

@@ -78,13 +78,16 @@ def run_search(net, client: str, host: str, rate: float, duration: float, seed: 
 
 
 def start_search(net, client: str, host: str, rate: float, duration: float, seed: int,
-                 port: int = SERVICE_PORT, size: int = 1024, timeout_s: float = 3.0):
-    """Start the search workload in the background; `finish_search` collects its rows."""
+                 port: int = SERVICE_PORT, size: int = 1024, timeout_s: float = 3.0,
+                 nice: int = 0):
+    """Start the search workload in the background; `finish_search` collects its rows.
+    `nice`: run it at that niceness (below the switches and daemons of the emulation)."""
     with tempfile.NamedTemporaryFile(prefix="lblab-search-", suffix=".csv",
                                      delete=False) as tmp:
         out = Path(tmp.name)
     stats_path = out.with_suffix(".json")
-    proc = net.spawn(client, [sys.executable, "-m", "experiments.workloads.search",
+    proc = net.spawn(client, [*_niced(nice), sys.executable, "-m",
+                              "experiments.workloads.search",
                               "--host", host, "--port", str(port), "--rate", str(rate),
                               "--duration", str(duration), "--seed", str(seed),
                               "--size", str(size), "--timeout", str(timeout_s),
@@ -148,9 +151,14 @@ def run_json_lines(net, client: str, module: str, args: list[str], timeout_s: fl
     return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
 
 
-def start_json_lines(net, client: str, module: str, args: list[str]):
+def _niced(nice: int) -> list[str]:
+    return ["nice", "-n", str(nice)] if nice else []
+
+
+def start_json_lines(net, client: str, module: str, args: list[str], nice: int = 0):
     """Start a workload in the background; finish with `finish_json_lines`."""
-    proc = net.spawn(client, [sys.executable, "-m", f"experiments.workloads.{module}", *args],
+    proc = net.spawn(client, [*_niced(nice), sys.executable, "-m",
+                              f"experiments.workloads.{module}", *args],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.lblab_origin = (net, client)
     return proc
