@@ -42,6 +42,8 @@ def cmd_doctor(args) -> int:
           f"LBLAB_CONTROLLER=ryu|os-ken picks)")
     print(f"backends:     {mech.backend_server}   (nginx with Lua: "
           f"{mechanisms.nginx_available()}; --set backend_server=python for the Python one)")
+    print(f"lb tier:      {info['versions'].get('bird') or 'BIRD 2 not installed'}   "
+          "(BGP + BFD for scenarios with lbs > 1; `make setup` installs bird2)")
     for key, value in info["versions"].items():
         print(f"  {key}: {value}")
     for note in mech.notes:
@@ -148,7 +150,7 @@ def cmd_topo_up(args) -> int:
         identchars = CLI.identchars + "-"
 
     from mininet.log import setLogLevel
-    with LiveNet(plan, mech, run_id, work) as live:
+    with LiveNet(plan, mech, run_id, work, ecmp=args.ecmp) as live:
         print(f"up in {live.timing.up_s:.1f}s; hosts: "
               f"{', '.join(h.name for h in plan.hosts)}; type 'exit' to tear down")
         from experiments.workloads import control
@@ -328,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("scenario", nargs="?", default="three-dc")
     t.add_argument("--link-emulation", choices=("netem", "relay", "none"),
                    help="force a link delay mechanism")
+    t.add_argument("--ecmp", choices=("hash-threshold", "resilient"), default="hash-threshold",
+                   help="the DC routers' ECMP for LB tiers (scenarios with lbs > 1)")
     t.set_defaults(func=cmd_topo_up)
 
     p = sub.add_parser("dns", help="the GSLB authoritative DNS server")
