@@ -153,10 +153,11 @@ def validate(switch: LbSwitch, vips: Sequence[Vip]) -> None:
                            f"(one of {', '.join(CONNTRACK_IMPLS)})")
         if not v.ports or any(not 1 <= p <= 65535 for p in v.ports):
             raise VipError(f"{where}: ports must be 1..65535, got {v.ports}")
-        if switch.one_armed_mac is not None and (v.mode != "dsr" or uses_ct(v)):
-            raise VipError(f"{where}: an LB of a tier (one-armed, behind ECMP) serves mode "
-                           "dsr with conntrack_impl learn only: it sees one direction of a "
-                           f"connection (got mode {v.mode}, conntrack_impl {v.conntrack_impl})")
+        if switch.one_armed_mac is not None and (v.mode == "nat" or uses_ct(v)):
+            raise VipError(f"{where}: an LB of a tier (one-armed, behind ECMP) serves modes "
+                           "dsr and gre with conntrack_impl learn only: it sees one direction "
+                           f"of a connection (got mode {v.mode}, conntrack_impl "
+                           f"{v.conntrack_impl})")
         if v.mode == "gre" and switch.gre_port is None:
             raise VipError(f"{where}: mode gre needs the switch's GRE port (gre_port)")
         names = [b.name for b in v.backends]

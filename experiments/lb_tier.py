@@ -166,7 +166,10 @@ def run(ctx: Context) -> list[dict]:
         if bad not in EVENTS:
             raise LblabError(f"--set events: unknown event {bad!r} (events: {', '.join(EVENTS)})")
     summary = []
-    with ctx.open_net() as live:
+    if p["mode"] not in ("dsr", "gre"):
+        raise LblabError(f"--set mode: an LB tier forwards with dsr or gre, not {p['mode']!r}")
+    overrides = {"mode": p["mode"]} if p["mode"] != dc.mode else None
+    with ctx.open_net(vip_overrides=overrides) as live:
         api = for_live(live)
         control.start_http_backends(live, plan, dcs=[dc.name])
         live.start_health_checks()
@@ -357,6 +360,7 @@ EXPERIMENT = Experiment(
                   "algorithms with resilient ECMP", quick=["leastload", "maglev"]),
             Param("resilient_events", list(EVENTS), "events with resilient ECMP",
                   quick=["fail", "add"]),
+            Param("mode", "dsr", "how the LBs reach the backends: dsr or gre"),
             Param("connections", 60, "long-lived connections per variant", quick=36),
             Param("search_rate", 10.0, "search requests per second per client"),
             Param("before_s", 2.0, "steady phase before the event", quick=1.5),

@@ -3,7 +3,9 @@ packets through, and decapsulation on the backends.
 
 Design (measured on OVS 3.1, userspace datapath)
 ------------------------------------------------
-Encapsulation. Every DC's LB switch lbs-DC gets one OVS GRE port `lbg-DC` (ofport
+Encapsulation. Every DC's LB switch lbs-DC (with an LB tier: every LB switch lbs-DC-k, port
+`lbg-DC-k`, with its own TEP subnet and mark, topologies/gre.py `endpoints`; the fabric
+tunnels nothing) gets one OVS GRE port `lbg-DC` (ofport
 GRE_OFPORT, `type=gre options:remote_ip=flow options:packet_type=legacy_l3`). The VIP app's
 backend-table flow for a gre VIP does `set_field:MARK->pkt_mark, set_field:BACKEND->tun_dst,
 output:GRE_OFPORT` (controller/vipflows.py): plain IPv4 inside GRE (protocol 0x0800), no key,
@@ -73,9 +75,9 @@ from lab import mechanisms
 from lab.mtu import MtuLevers
 from topologies import grestate, ovsstats
 from topologies.gre import (GRE_OFPORT, MARK_BASE, TABLE_BASE, TUN_NAME, check_plan,
-                            dc_index, describe_rule, kernel_decap_commands, mark_for,
-                            policy_routing_commands, policy_rule, port_name, tep_lb_ip,
-                            tep_router_ip, tep_subnet)
+                            describe_rule, endpoints, kernel_decap_commands, mark_for,
+                            policy_routing_commands, policy_rule, tep_lb_ip, tep_router_ip,
+                            tep_subnet)
 from topologies.system import LblabError, run
 
 DECAP_STATS_TIMEOUT_S = 5.0
@@ -107,10 +109,8 @@ class GreUnderlay:
     def setup(self) -> None:
         check_plan(self.plan)
         net = self.live.net
-        for dc in self.plan.scenario.dcs:
-            i = dc_index(self.plan, dc.name)
-            br = self.plan.switch(dc.name).name
-            router = net[self.plan.router(dc.name).name]
+        for i, br, dc_name, port in endpoints(self.plan):
+            router = net[self.plan.router(dc_name).name]
             sub = tep_subnet(i)
             run(["sysctl", "-qw", f"net.ipv6.conf.{br}.disable_ipv6=1"], check=False)
             run(["ip", "addr", "replace", f"{tep_lb_ip(i)}/{sub.prefixlen}", "dev", br])
@@ -122,13 +122,13 @@ class GreUnderlay:
             # packet's pkt_mark and finds no marked local route ("native tunnel routing
             # failed").
             run(["ovs-vsctl", "--timeout=10", "--may-exist", "add-port", br,
-                 port_name(dc.name), "--", "set", "interface", port_name(dc.name), "type=gre",
+                 port, "--", "set", "interface", port, "type=gre",
                  f"ofport_request={GRE_OFPORT}", "options:remote_ip=flow",
                  f"options:in_key={i}", "options:packet_type=legacy_l3"])
-            err = run(["ovs-vsctl", "--timeout=5", "get", "interface", port_name(dc.name),
+            err = run(["ovs-vsctl", "--timeout=5", "get", "interface", port,
                        "error"], check=False).stdout.strip()
             if err and err != "[]":
-                raise LblabError(f"GRE port {port_name(dc.name)} on {br}: {err}")
+                raise LblabError(f"GRE port {port} on {br}: {err}")
             lan = router.defaultIntf().name
             out = router.cmd(f"ip addr replace {tep_router_ip(i)}/{sub.prefixlen} dev {lan}; "
                              "sysctl -qw net.ipv4.conf.all.send_redirects=0 "
@@ -150,8 +150,7 @@ class GreUnderlay:
         for stale in grestate.stale_policy_rules():
             grestate.delete_policy_rule(stale)
         # Teardown deletes every rule of the plan; one not (yet) added is simply not found.
-        self.rules = [policy_rule(dc_index(self.plan, dc.name))
-                      for dc in self.plan.scenario.dcs]
+        self.rules = [policy_rule(i) for i, *_ in endpoints(self.plan)]
         for cmd in policy_routing_commands(self.plan):
             proc = run(cmd, check=False)
             if proc.returncode != 0:
@@ -164,9 +163,7 @@ class GreUnderlay:
         """Userspace datapath: OVS user routes keyed by pkt_mark (module docstring)."""
         # Routes once every TEP address exists (OVS needs the bridge address for SRC).
         self._wait_ovs_sees_teps()
-        for dc in self.plan.scenario.dcs:
-            i = dc_index(self.plan, dc.name)
-            br = self.plan.switch(dc.name).name
+        for i, br, _, _ in endpoints(self.plan):
             for target in self.plan.scenario.dcs:
                 prefix = str(target.subnet)
                 proc = run(["ovs-appctl", "ovs/route/add", prefix, br, str(tep_router_ip(i)),
@@ -190,7 +187,7 @@ class GreUnderlay:
             self.live.turn_tx_offload_off(node, node.defaultIntf().name)
 
     def _wait_ovs_sees_teps(self, timeout_s: float = 10) -> None:
-        want = {str(tep_lb_ip(dc_index(self.plan, d.name))) for d in self.plan.scenario.dcs}
+        want = {str(tep_lb_ip(i)) for i, *_ in endpoints(self.plan)}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             out = run(["ovs-appctl", "ovs/route/show"], check=False).stdout
@@ -231,7 +228,12 @@ class GreUnderlay:
     def port_counters(self, dc: str) -> dict:
         """rx/tx packets and bytes of the DC's GRE port, read live from the switch (rx must
         stay 0: no reply is tunnelled)."""
-        return ovsstats.port_stats(self.plan.switch(dc).name, GRE_OFPORT)
+        bridges = [lb.switch.name for lb in self.plan.lbs_of(dc)] or [self.plan.switch(dc).name]
+        total: dict = {}
+        for br in bridges:     # an LB tier: its LBs' GRE ports together
+            for key, value in ovsstats.port_stats(br, GRE_OFPORT).items():
+                total[key] = total.get(key, 0) + value
+        return total
 
     def decap_stats(self) -> dict[str, dict]:
         """Per backend: counters and CPU seconds of its decapsulator, fresh: each is asked

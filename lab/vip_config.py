@@ -61,13 +61,17 @@ def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
         # An LB tier: the fabric is plain L2; every LB switch serves the same VIP from the
         # same config, reaching every host (backends included) back out of its uplink.
         for lb in tier:
-            lb_vip = dict(vip, backends=[dict(b, port=LB_UPLINK_PORT)
-                                         for b in vip["backends"]])
+            on_lan = lambda d: dict(d, port=LB_UPLINK_PORT if d["port"] is not None else None)  # noqa: E731
+            lb_vip = dict(vip, backends=[on_lan(b) for b in vip["backends"]])
+            lb_gre = {}
+            if gre:   # each LB its own GRE port's endpoint: mark (topologies/gre.py)
+                lb_gre = {"gre_port": gre_plan.GRE_OFPORT,
+                          "gre_mark": gre_plan.mark_for(gre_plan.lb_index(index, lb.k))}
             switches[str(lb.switch.dpid)] = {
                 "dc": dc.name, "lb": lb.k, "lb_mac": lb.mac, "uplink_port": LB_UPLINK_PORT,
                 "subnet": str(dc.subnet),
-                "hosts": {ip: dict(h, port=LB_UPLINK_PORT) for ip, h in hosts.items()},
-                "vips": [lb_vip], "ct_zone": index * 16 + lb.k}
+                "hosts": {ip: on_lan(h) for ip, h in hosts.items()},
+                "vips": [lb_vip], "ct_zone": index * 16 + lb.k, **lb_gre}
     return {"switches": switches, "health_dir": str(health_dir) if health_dir else None}
 
 

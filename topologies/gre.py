@@ -49,6 +49,31 @@ def dc_index(plan, dc: str) -> int:
     return [d.name for d in plan.scenario.dcs].index(dc) + 1
 
 
+LB_INDEX_BASE = 100     # an LB of a tier: index 100 + 4 (DC index - 1) + k, after the DCs'
+
+
+def lb_index(dc_idx: int, k: int) -> int:
+    """The endpoint index (TEP subnet, packet mark, kernel table) of LB k of DC dc_idx."""
+    index = LB_INDEX_BASE + 4 * (dc_idx - 1) + k
+    if not 1 <= k <= 4 or index > 255:
+        raise ValueError(f"no GRE endpoint index for LB {k} of DC {dc_idx}")
+    return index
+
+
+def endpoints(plan) -> list[tuple[int, str, str, str]]:
+    """(index, bridge, DC, GRE port name) of every LB bridge that tunnels: a DC's switch,
+    or each LB switch of a DC with an LB tier (its fabric tunnels nothing)."""
+    out = []
+    for dc in plan.scenario.dcs:
+        i = dc_index(plan, dc.name)
+        tier = plan.lbs_of(dc.name)
+        if not tier:
+            out.append((i, plan.switch(dc.name).name, dc.name, port_name(dc.name)))
+        out += [(lb_index(i, lb.k), lb.switch.name, dc.name, f"{port_name(dc.name)}-{lb.k}")
+                for lb in tier]
+    return out
+
+
 def check_plan(plan) -> None:
     for site in plan.scenario.regions + plan.scenario.dcs:
         if site.subnet.overlaps(TEP_POOL):
@@ -88,11 +113,10 @@ def describe_rule(rule: dict) -> str:
 
 def policy_routing_commands(plan) -> list[list[str]]:
     """Kernel datapath: the `ip` commands (root namespace) that route each LB's marked outer
-    packets towards its own DC router, one rule and one table per DC (module docstring)."""
+    packets towards its own DC router, one rule and one table per LB bridge (`endpoints`:
+    a DC's switch, or each LB of its tier; module docstring)."""
     cmds = []
-    for dc in plan.scenario.dcs:
-        i = dc_index(plan, dc.name)
-        br = plan.switch(dc.name).name
+    for i, br, _, _ in endpoints(plan):
         table = str(table_for(i))
         cmds.append(["ip", "rule", "add", *rule_selector(policy_rule(i))])
         for target in plan.scenario.dcs:

@@ -351,9 +351,6 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
             mode=mode, algorithm=f.choice("algorithm", ALGORITHMS, "maglev"),
             conntrack=f.get("conntrack", _boolean, True), conntrack_impl=impl,
             remote_backends=tuple(f.get("remote_backends", _dc_name_list, [])), lbs=lbs))
-        if lbs > 1 and out[-1].remote_backends:
-            f.fail("remote backends need mode gre, which lbs > 1 does not support yet",
-                   sub="remote_backends")
         if out[-1].remote_backends and out[-1].mode != "gre":
             f.fail("remote backends are reached through GRE only: set mode: gre",
                    sub="remote_backends")
@@ -380,9 +377,6 @@ def _lb_tier(f: _Fields) -> tuple[int, str, str]:
         f.fail("mode nat needs one LB: replies must return through the LB that holds the "
                "translation, and the router's ECMP hash may send them to another (use dsr)",
                sub="mode")
-    if lbs > 1 and mode == "gre":
-        f.fail("mode gre with lbs > 1 is not supported yet (each LB would need its own "
-               "tunnel underlay): use dsr", sub="mode")
     impl = f.choice("conntrack_impl", CONNTRACK_IMPLS, "ct" if lbs == 1 else "learn")
     if lbs > 1 and impl == "ct":
         f.fail("conntrack_impl ct needs one LB: a one-armed LB sees only the client's "

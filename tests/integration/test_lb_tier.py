@@ -34,10 +34,11 @@ if shutil.which("bird") is None:
 VIP = "10.101.0.100"
 
 
-def tier_net(tmp_path, ecmp="hash-threshold"):
+def tier_net(tmp_path, ecmp="hash-threshold", mode="dsr"):
     plan = build_plan(scenario.load("lb-tier"))
     return plan, LiveNet(plan, mechanisms.detect(), new_run_id("test"), tmp_path,
-                         calibrate_links=False, ecmp=ecmp)
+                         calibrate_links=False, ecmp=ecmp,
+                         vip_overrides={"mode": mode} if mode != "dsr" else None)
 
 
 def bird_pids() -> set[int]:
@@ -83,19 +84,21 @@ def test_the_vip_is_served_through_every_lb_and_bgp_listens_on_lan_addresses(lbl
         assert ":179 " not in root, "a BGP daemon listens in the root namespace"
 
 
-@pytest.mark.parametrize("algorithm, ecmp", [("maglev", "hash-threshold"),
-                                             ("maglev", "resilient"),
-                                             ("modn", "hash-threshold")])
+@pytest.mark.parametrize("algorithm, ecmp, mode", [("maglev", "hash-threshold", "dsr"),
+                                                   ("maglev", "resilient", "dsr"),
+                                                   ("modn", "hash-threshold", "dsr"),
+                                                   ("maglev", "hash-threshold", "gre")])
 def test_an_lb_fails_as_a_backend_leaves_and_only_consistent_hashing_keeps_connections(
-        lblab_clean, tmp_path, algorithm, ecmp):
+        lblab_clean, tmp_path, algorithm, ecmp, mode):
     """The hard case: the LB carrying most connections stops forwarding and, 0.2 s later, one
     backend leaves the pool. The LB's route is withdrawn; the connections it carried reach
     other LBs, which have no entry for them: maglev sends each to its backend again, mod N
     (of a changed pool) mostly elsewhere."""
-    plan, net = tier_net(tmp_path, ecmp)
+    plan, net = tier_net(tmp_path, ecmp, mode)
     with net as live:
         route = live.node(plan.router("us1").name).cmd(f"ip route show {VIP}/32")
         assert ("nhid" in route) == (ecmp == "resilient"), route
+        assert for_live(live).vip("us1")["mode"] == mode
         control.start_http_backends(live, plan, dcs=["us1"])
         live.start_health_checks()
         api = for_live(live)
@@ -133,6 +136,8 @@ def test_an_lb_fails_as_a_backend_leaves_and_only_consistent_hashing_keeps_conne
         broken_moved = [r for r in broken if (r["src"], r["sport"]) in moved]
         if algorithm == "maglev":
             assert not broken, f"{len(broken)} connections to surviving backends broke"
+            if mode == "gre":   # the packets really went through the LBs' tunnels
+                assert live.gre.port_counters("us1")["tx_packets"] > 0
         else:
             assert broken_moved, f"mod N kept all {len(moved)} moved connections"
 

@@ -41,7 +41,6 @@ def test_lbs_defaults_to_one_and_existing_scenarios_are_unchanged():
     ({"lbs": "3"}, "dcs.us1.lbs: expected a whole number, got '3'"),
     ({"mode": "nat"}, "dcs.us1.mode: mode nat needs one LB: replies must return through "
                       "the LB that holds the translation"),
-    ({"mode": "gre"}, "dcs.us1.mode: mode gre with lbs > 1 is not supported yet"),
     ({"conntrack_impl": "ct"}, "dcs.us1.conntrack_impl: conntrack_impl ct needs one LB"),
 ])
 def test_bad_tier_settings_are_one_line_errors(dc, message):
@@ -171,3 +170,24 @@ def test_a_tier_change_says_how_long_the_lbs_disagreed(monkeypatch):
     d = change.describe()
     assert d["disagreement_ms"] == 300.0 and d["confirm_spread_ms"] == 250.0
     assert d["lbs"] == 2 and d["confirmed"] == 2
+
+
+def test_with_gre_every_lb_has_its_own_tunnel_endpoint():
+    from topologies import gre
+    plan = build_plan(tier_scenario(mode="gre"))
+    ends = gre.endpoints(plan)
+    assert [(b, port) for _, b, _, port in ends] == [
+        ("lbs-us1-1", "lbg-us1-1"), ("lbs-us1-2", "lbg-us1-2"), ("lbs-us1-3", "lbg-us1-3")]
+    indexes = [i for i, *_ in ends]
+    assert len(set(indexes)) == 3 and all(i > len(plan.scenario.dcs) for i in indexes)
+    assert len({gre.tep_subnet(i) for i in indexes}) == 3
+    config = vipconfig.load(vip_config.from_plan(plan, gre=True))
+    marks = {sw.lb.gre_mark for sw in config.values()}
+    assert marks == {gre.mark_for(i) for i in indexes}
+    flows = FakeOFTable()
+    sw = next(iter(config.values()))
+    flows.apply(vf.desired_flows(sw.lb, list(sw.vips.values())))
+    (out,) = flows.lookup(client_packet(KEYS[0]))
+    assert out.port == sw.lb.gre_port and out["pkt_mark"] == sw.lb.gre_mark
+    cmds = gre.policy_routing_commands(plan)
+    assert sum(c[:3] == ["ip", "rule", "add"] for c in cmds) == 3
