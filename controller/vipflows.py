@@ -153,10 +153,15 @@ def vip_cookie_prefix(index: int) -> int:
     return COOKIE_VIP | (index & 0xFF) << DIGEST_BITS
 
 
+def conn_cookie_prefix(index: int) -> int:
+    """Cookie value whose COOKIE_VIP_MASK bits select all connection entries of one VIP."""
+    return COOKIE_CONN | (index & 0xFF) << DIGEST_BITS
+
+
 def conn_cookie(index: int, backend_ip: str) -> int:
     """Cookie of a VIP's learned/reactive connection entries to one backend: count them
     (leastload, REST "active connections") or delete them with cookie_mask=COOKIE_ALL."""
-    return COOKIE_CONN | (index & 0xFF) << DIGEST_BITS | int(ipaddress.IPv4Address(backend_ip))
+    return conn_cookie_prefix(index) | int(ipaddress.IPv4Address(backend_ip))
 
 
 def is_computed(cookie: int) -> bool:

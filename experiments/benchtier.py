@@ -32,6 +32,7 @@ def uniform_share(flows: int, lbs: int, trials: int = 2000, seed: int = 1) -> fl
 
 def bench_lb_tier() -> list[Row]:
     from experiments import lb_tier
+    from experiments.vip_hashing import table_size
     from experiments.vipclient import for_live
     from experiments.workloads import control
     from lab import bird
@@ -54,7 +55,7 @@ def bench_lb_tier() -> list[Row]:
         tier = lb_tier.Tier(live, dc.name)
         # ECMP spread: many short flows, counted in the LBs' learned entries
         api.change(dc.name, algorithm="maglev", conntrack=True)
-        tier.wait_tables(1, lb_tier.table_size("maglev", len(ips)), ips)
+        tier.wait_tables(1, table_size("maglev", len(ips)), ips)
         tier.clear_connections(1)
         procs = [control.start_search(live, c.name, vip, SHARE_RATE, SHARE_SECONDS, i + 1)
                  for i, c in enumerate(clients)]

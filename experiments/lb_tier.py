@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import time
 
-from controller import maglev, vipflows, vipmodel
+from controller import vipflows, vipmodel
 from experiments.base import Context, Experiment, Param
 from experiments.tolerance import Tol
+from experiments.vip_hashing import table_size
 from experiments.vipclient import for_live
 from experiments.workloads import control
 from topologies import ovsstats
@@ -58,8 +59,8 @@ SUMMARY_COLUMNS = ("variant", "ecmp", "algorithm", "conntrack", "event", "lbs_be
 
 
 class Tier:
-    """The state the variants move the tier through (LB 2 failed or not, LB 3's speaker up
-    or not), with the checks that the router agrees."""
+    """The state the variants move the tier through (LB FAILED_LB failed or not, LB
+    ADDED_LB's speaker up or not), with the checks that the router agrees."""
 
     def __init__(self, live, dc: str):
         self.live, self.dc = live, dc
@@ -81,8 +82,8 @@ class Tier:
     def clear_connections(self, vip_index: int) -> None:
         for lb in self.lbs:
             system.run(["ovs-ofctl", "-O", "OpenFlow13", "del-flows", lb.switch.name,
-                 f"cookie={vipflows.COOKIE_CONN | (vip_index << vipflows.DIGEST_BITS):#x}"
-                 f"/{vipflows.COOKIE_VIP_MASK:#x}"])
+                        f"cookie={vipflows.conn_cookie_prefix(vip_index):#x}"
+                        f"/{vipflows.COOKIE_VIP_MASK:#x}"])
 
     def entries(self, vip_index: int) -> dict[tuple[str, int], list[tuple[int, object]]]:
         """(client, source port) -> [(LB, learned entry)] over every LB of the tier."""
@@ -90,8 +91,7 @@ class Tier:
         out: dict = {}
         for lb in self.lbs:
             for c in ovsstats.learned_connections(
-                    lb.switch.name, tables.conn,
-                    vipflows.COOKIE_CONN | (vip_index << vipflows.DIGEST_BITS),
+                    lb.switch.name, tables.conn, vipflows.conn_cookie_prefix(vip_index),
                     vipflows.COOKIE_VIP_MASK):
                 out.setdefault((c.src, c.sport), []).append((lb.k, c))
         return out
@@ -116,14 +116,6 @@ class Tier:
             time.sleep(0.1)
         raise LblabError(f"LB bucket tables did not converge: sizes "
                          f"{ {k: len(t) for k, t in tables.items()} }, wanted {size}")
-
-
-def table_size(algorithm: str, backends: int) -> int:
-    if algorithm == "modn":
-        return backends
-    if algorithm == "maglev":
-        return maglev.default_table_size(8)     # M of the whole pool: kept when one leaves
-    return vipmodel.LEASTLOAD_BUCKETS
 
 
 def carrier(found: list[tuple[int, object]] | None, latest: bool) -> int | None:
@@ -159,8 +151,8 @@ def run(ctx: Context) -> list[dict]:
     vip, index = str(dc.vip), 1
     backends = plan.hosts_in(dc.name, "backend")
     victim = backends[-1]
-    ips = {int(vipflows.ipv4_int(str(h.ip))) for h in backends}
-    clients = [h for h in plan.by_role("client")]
+    ips = {int(h.ip) for h in backends}
+    clients = plan.by_role("client")
     todo = variants(p)
     for bad in set(p["events"]) | set(p["resilient_events"]):
         if bad not in EVENTS:

@@ -61,8 +61,7 @@ def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
         # An LB tier: the fabric is plain L2; every LB switch serves the same VIP from the
         # same config, reaching every host (backends included) back out of its uplink.
         for lb in tier:
-            on_lan = lambda d: dict(d, port=LB_UPLINK_PORT if d["port"] is not None else None)  # noqa: E731
-            lb_vip = dict(vip, backends=[on_lan(b) for b in vip["backends"]])
+            lb_vip = dict(vip, backends=[_on_uplink(b) for b in vip["backends"]])
             lb_gre = {}
             if gre:   # each LB its own GRE port's endpoint: mark (topologies/gre.py)
                 lb_gre = {"gre_port": gre_plan.GRE_OFPORT,
@@ -70,9 +69,15 @@ def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
             switches[str(lb.switch.dpid)] = {
                 "dc": dc.name, "lb": lb.k, "lb_mac": lb.mac, "uplink_port": LB_UPLINK_PORT,
                 "subnet": str(dc.subnet),
-                "hosts": {ip: on_lan(h) for ip, h in hosts.items()},
+                "hosts": {ip: _on_uplink(h) for ip, h in hosts.items()},
                 "vips": [lb_vip], "ct_zone": index * 16 + lb.k, **lb_gre}
     return {"switches": switches, "health_dir": str(health_dir) if health_dir else None}
+
+
+def _on_uplink(host: dict) -> dict:
+    """A host as an LB of a tier reaches it: back out of its uplink (a GRE-only remote
+    backend, with no port, stays without one)."""
+    return dict(host, port=LB_UPLINK_PORT if host["port"] is not None else None)
 
 
 def write(config: dict, path: Path) -> None:

@@ -77,6 +77,14 @@ def _isnan(v) -> bool:
         return False
 
 
+def num(value) -> float:
+    """A CSV cell as a float; missing or not a number -> NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def truthy(series: pd.Series) -> pd.Series:
     """A CSV column of true/false (bool, or text) as bool; missing -> False."""
     if is_bool_dtype(series):

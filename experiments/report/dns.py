@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from experiments.report.core import (Group, Section, color, fmt, new_figure, require,
-                                     truthy, verdict)
+from experiments.report.core import (Group, Section, color, fmt, new_figure, num,
+                                     require, truthy, verdict)
 from gslb.globalview import DETECT_TARGET_S
 
 # dns-rr
@@ -18,13 +18,6 @@ RR_HERD_MIN_STDDEV = 0.20    # first picks behind one resolver: share swings (st
 GEO_NEAREST_MIN_PCT = 90.0   # "gets its nearest DC": at least 90% of requests
 # dns-failover
 FAILOVER_SLACK_S = 1.0       # drain within detect + TTL + this much (request spacing, timers)
-
-
-def _num(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 # ------------------------------------------------------------------ dns-rr
@@ -115,7 +108,7 @@ def rr_readings(agg: pd.DataFrame) -> list[str]:
             first.columns else ("share", "size"))
         herd = []
         for variant, row in per.iterrows():
-            swing = _num(row["swing"]) if "share_stddev_over_time" in first.columns else math.nan
+            swing = num(row["swing"]) if "share_stddev_over_time" in first.columns else math.nan
             herding = row["top"] - even > RR_EVEN_MAX_DEV or \
                 (not math.isnan(swing) and swing >= RR_HERD_MIN_STDDEV)
             herd.append(herding)
@@ -125,7 +118,7 @@ def rr_readings(agg: pd.DataFrame) -> list[str]:
                        + (": clients herd." if herding else ": no herd visible."))
         single = [h for v, h in zip(per.index, herd)
                   if "resolvers" not in first.columns or
-                  _num(first[first["variant"] == v]["resolvers"].iloc[0]) == 1]
+                  num(first[first["variant"] == v]["resolvers"].iloc[0]) == 1]
         if single:
             out.append(f"Behind a single resolver, first-record clients "
                        f"{'herd' if all(single) else 'do not all herd'} onto one DC per TTL "
@@ -135,7 +128,7 @@ def rr_readings(agg: pd.DataFrame) -> list[str]:
 
 def render_rr(group: Group) -> Section:
     section = Section()
-    bin_s = _num(group.param("bin_s", 2.0)) or 2.0
+    bin_s = num(group.param("bin_s", 2.0)) or 2.0
 
     def fig():
         shares = share_over_time(group.records(), bin_s)
@@ -213,12 +206,12 @@ def geo_readings(agg: pd.DataFrame) -> list[str]:
         if with_ecs.empty or without.empty:
             continue
         e, n = with_ecs.iloc[0], without.iloc[0]
-        pe, pn = _num(e["dc_chosen_pct_nearest"]), _num(n["dc_chosen_pct_nearest"])
+        pe, pn = num(e["dc_chosen_pct_nearest"]), num(n["dc_chosen_pct_nearest"])
         ok = pe >= GEO_NEAREST_MIN_PCT and pn < GEO_NEAREST_MIN_PCT
         text = (f"Clients of {region} behind distant {resolver}: nearest DC {fmt(pn)}% "
                 f"without ECS, {fmt(pe)}% with ECS")
         if "latency_p50_ms" in part.columns:
-            le, ln = _num(e["latency_p50_ms"]), _num(n["latency_p50_ms"])
+            le, ln = num(e["latency_p50_ms"]), num(n["latency_p50_ms"])
             text += f"; median latency {fmt(ln)} → {fmt(le)} ms"
             ok = ok and le < ln
         out.append(f"{text} — {verdict(ok)}.")
@@ -262,18 +255,18 @@ def failover_figure(summary: pd.DataFrame, records: pd.DataFrame):
         y = part["dc"].map({d: i for i, d in enumerate(dcs)})
         ax.scatter(part["t_s"][ok], y[ok], s=4, color="#2ca02c", label="ok")
         ax.scatter(part["t_s"][~ok], y[~ok], s=8, color="#d62728", marker="x", label="failed")
-        event = _num(part["event_t_s"].iloc[0]) if "event_t_s" in part.columns and len(part) \
+        event = num(part["event_t_s"].iloc[0]) if "event_t_s" in part.columns and len(part) \
             else math.nan
         if not math.isnan(event):
             ax.axvline(event, color="black", linewidth=1, label="event")
             for value, style, label in ((row["detect_s"], "--", "detected"),
                                         (row["drain_s"], ":", "last request to DC")):
-                if not math.isnan(_num(value)):
-                    ax.axvline(event + _num(value), color="grey", linestyle=style,
+                if not math.isnan(num(value)):
+                    ax.axvline(event + num(value), color="grey", linestyle=style,
                                label=label)
-            if not math.isnan(_num(row["detect_s"])):
-                ax.axvspan(event + _num(row["detect_s"]),
-                           event + _num(row["detect_s"]) + _num(row["ttl_s"]),
+            if not math.isnan(num(row["detect_s"])):
+                ax.axvspan(event + num(row["detect_s"]),
+                           event + num(row["detect_s"]) + num(row["ttl_s"]),
                            color="#1f77b4", alpha=0.08, label="TTL after detection")
         ax.set_yticks(range(len(dcs)), dcs, fontsize=8)
         ax.set_title(name, fontsize=9)
@@ -289,7 +282,7 @@ def failover_readings(agg: pd.DataFrame) -> list[str]:
     out = []
     for _, row in agg.iterrows():
         name = f"{row['variant']} TTL {fmt(row['ttl_s'])} s"
-        detect, drain, ttl = _num(row["detect_s"]), _num(row["drain_s"]), _num(row["ttl_s"])
+        detect, drain, ttl = num(row["detect_s"]), num(row["drain_s"]), num(row["ttl_s"])
         failed = fmt(row.get("failed_requests")) if "failed_requests" in agg.columns else "?"
         if math.isnan(detect):
             out.append(f"{name}: the authority never dropped the DC from its answers — "

@@ -6,19 +6,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from experiments.report.core import Group, Section, color, fmt, new_figure, require, verdict
+from experiments.report.core import (Group, Section, color, fmt, new_figure, num, require,
+                                     verdict)
 
 FIXED_MIN_UPLOAD_OK_PCT = 99.0     # with a fix, (almost) every large upload completes
 SMALL_OK_MIN_PCT = 99.0            # no-fix: small requests still work
 BROKEN_MAX_UPLOAD_OK_PCT = 50.0    # no-fix: large uploads fail (most of them)
 FIX_VARIANTS = ("mss-clamp", "jumbo-underlay", "icmp-frag-needed")
-
-
-def _num(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def figure(agg: pd.DataFrame):
@@ -57,12 +51,12 @@ def readings(agg: pd.DataFrame) -> list[str]:
     out = []
     for _, row in agg.iterrows():
         variant = str(row["variant"])
-        up = _num(row["upload_ok_pct"])
-        search = _num(row.get("search_ok_pct"))
+        up = num(row["upload_ok_pct"])
+        search = num(row.get("search_ok_pct"))
         text = f"{variant}: {fmt(up)}% of uploads completed"
         if not math.isnan(search):
             text += f", {fmt(search)}% of searches"
-        if "upload_goodput_mbps" in agg.columns and not math.isnan(_num(row["upload_goodput_mbps"])):
+        if "upload_goodput_mbps" in agg.columns and not math.isnan(num(row["upload_goodput_mbps"])):
             text += f", {fmt(row['upload_goodput_mbps'])} Mbit/s"
         if variant == "no-fix":
             ok = up <= BROKEN_MAX_UPLOAD_OK_PCT and (math.isnan(search) or

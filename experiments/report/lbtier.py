@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from experiments.report.core import (Group, Section, color, fmt, new_figure, require,
-                                     truthy, verdict)
+from experiments.report.core import (Group, Section, color, fmt, new_figure, num,
+                                     require, truthy, verdict)
 
 ALGORITHMS = ("leastload", "modn", "maglev")
 EVENTS = ("fail", "return", "add", "fail-remove")
@@ -17,13 +17,6 @@ MODN_MIN_BROKEN_SHARE = 0.5         # mod N, pool changed: most moved connection
 SHARE_MAX_MEAN = 1.2                # the K LBs carry flows within 1.2 of an even share
 DETECT_TARGET_S = 3.0               # LB failure to route withdrawn (BFD here)
 TIMELINE_BIN_S = 0.25
-
-
-def _num(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _rows(agg: pd.DataFrame, **match) -> pd.DataFrame:
@@ -97,7 +90,7 @@ def readings(agg: pd.DataFrame, records: pd.DataFrame, bfd: str = "100 x 5") -> 
     for mode in dict.fromkeys(agg["ecmp"]):
         mag = _rows(agg, ecmp=mode, algorithm="maglev")
         if len(mag):
-            broken = {r["event"]: _num(r["broken_connections"]) for _, r in mag.iterrows()}
+            broken = {r["event"]: num(r["broken_connections"]) for _, r in mag.iterrows()}
             out.append(f"ECMP {mode}, maglev: connections to surviving backends broken per "
                        "event: " + ", ".join(f"{e} {fmt(v)}" for e, v in broken.items())
                        + f" (of {live} live) — {verdict(all(v == 0 for v in broken.values()))}"
@@ -110,9 +103,9 @@ def readings(agg: pd.DataFrame, records: pd.DataFrame, bfd: str = "100 x 5") -> 
                  "mod N of a changed pool sends a moved connection elsewhere")):
             for event in events:
                 for _, r in _rows(agg, ecmp=mode, algorithm=algo, event=event).iterrows():
-                    moved, broken = _num(r["moved_connections"]), _num(r.get("broken_moved"))
+                    moved, broken = num(r["moved_connections"]), num(r.get("broken_moved"))
                     if math.isnan(broken):
-                        broken = _num(r["broken_connections"])
+                        broken = num(r["broken_connections"])
                     if not moved:
                         out.append(f"ECMP {mode}, {algo}, {event}: no connection moved "
                                    "between LBs, so nothing to break (no claim tested).")
@@ -123,7 +116,7 @@ def readings(agg: pd.DataFrame, records: pd.DataFrame, bfd: str = "100 x 5") -> 
                                f"{bound:.0%}: {why}) — {verdict(share >= bound)}.")
         modn_fail = _rows(agg, ecmp=mode, algorithm="modn", event="fail")
         for _, r in modn_fail.iterrows():
-            b = _num(r["broken_connections"])
+            b = num(r["broken_connections"])
             out.append(f"ECMP {mode}, modn, fail: {fmt(b)} broken with "
                        f"{fmt(r['moved_connections'])} moved — the pool did not change, so "
                        f"mod N agrees on every LB — {verdict(b == 0)}.")
@@ -139,7 +132,7 @@ def readings(agg: pd.DataFrame, records: pd.DataFrame, bfd: str = "100 x 5") -> 
         if len(dis):
             out.append("Pool change applied to all LBs as one operation: the LBs disagreed "
                        "for at most " + ", ".join(
-                           f"{fmt(_num(r['disagreement_ms']), 4)} ms ({r['ecmp']}, "
+                           f"{fmt(num(r['disagreement_ms']), 4)} ms ({r['ecmp']}, "
                            f"{r['algorithm']})" for _, r in dis.iterrows())
                        + " (first flow mod sent to the last LB's barrier reply).")
     return out
@@ -253,7 +246,7 @@ def render(group: Group) -> Section:
             return
         row = rows.iloc[0]
         section.figure("lb-tier-timeline",
-                       timeline_figure(group.records(), row["variant"], _num(row["detect_s"])),
+                       timeline_figure(group.records(), row["variant"], num(row["detect_s"])),
                        "New search connections per LB around one LB failure, by scheduled "
                        "start, counted from the LB that learned each (a connection whose SYN "
                        "went into the failed LB before withdrawal is learned where its "

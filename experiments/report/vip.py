@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from experiments.report.core import (Group, Section, color, fmt, new_figure, require,
-                                     truthy, verdict)
+from experiments.report.core import (Group, Section, color, fmt, new_figure, num,
+                                     require, truthy, verdict)
 
 # vip-modes: what the chapter says of NAT and direct return, as bounds
 DIRECT_RETURN_MAX_LB_SHARE = 0.05   # DSR (and GRE): almost no reply bytes cross the LB
@@ -28,13 +28,6 @@ def _ci(df: pd.DataFrame, col: str):
         return None
     return [0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
             for v in df[name]]
-
-
-def _num(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def mode_of(row) -> str:
@@ -96,7 +89,7 @@ def modes_readings(agg: pd.DataFrame) -> list[str]:
     out = []
     verdicts = []
     for _, row in agg.iterrows():
-        mode, share = mode_of(row), _num(row["lb_reply_bytes_share"])
+        mode, share = mode_of(row), num(row["lb_reply_bytes_share"])
         if math.isnan(share):
             out.append(f"{row['variant']}: no reply bytes counted (lb_reply_bytes_share "
                        f"missing).")
@@ -171,7 +164,7 @@ def hashing_figure(agg: pd.DataFrame):
                 capsize=3)
     if "backends_before" in agg.columns:
         rem = _removal_rows(agg)
-        n = _num(rem["backends_before"].iloc[0]) if len(rem) else math.nan
+        n = num(rem["backends_before"].iloc[0]) if len(rem) else math.nan
         if not math.isnan(n) and n > 0:
             ax1.axhline(1 / n, color="grey", linestyle="--", linewidth=1,
                         label=f"1/N = 1/{n:g}")
@@ -216,9 +209,9 @@ def hashing_readings(agg: pd.DataFrame) -> list[str]:
     algo_col = "algorithm" if "algorithm" in agg.columns else None
     for _, row in rem.iterrows():
         algo = row[algo_col] if algo_col else str(row["variant"]).split("-")[0]
-        r = _num(row["remap_fraction"])
-        n = _num(row.get("backends_before"))
-        n_after = _num(row.get("backends_after"))
+        r = num(row["remap_fraction"])
+        n = num(row.get("backends_before"))
+        n_after = num(row.get("backends_after"))
         change = f"N went {fmt(n)}→{fmt(n_after)}" if not math.isnan(n) else "the pool changed"
         if math.isnan(r):
             continue
@@ -238,7 +231,7 @@ def hashing_readings(agg: pd.DataFrame) -> list[str]:
         noct = per[[_flag(v) is False for v in per["conntrack"]]]
         live = fmt(per["live_connections"].max()) if "live_connections" in per.columns else "?"
         if len(ct):
-            broken = {r["variant"]: _num(r["broken_connections"]) for _, r in ct.iterrows()}
+            broken = {r["variant"]: num(r["broken_connections"]) for _, r in ct.iterrows()}
             total = sum(v for v in broken.values() if not math.isnan(v))
             out.append("With connection tracking on, connections to surviving backends broken: "
                        + ", ".join(f"{k} {fmt(v)}" for k, v in broken.items())
@@ -252,7 +245,7 @@ def hashing_readings(agg: pd.DataFrame) -> list[str]:
     if "max_mean_share" in agg.columns and algo_col:
         mag = agg[agg[algo_col] == "maglev"].drop_duplicates("variant")
         for _, row in mag.iterrows():
-            share = _num(row["max_mean_share"])
+            share = num(row["max_mean_share"])
             if not math.isnan(share):
                 out.append(f"{row['variant']}: busiest backend gets {share:.2f}× the mean "
                            f"share of keys (bound {MAGLEV_MAX_MEAN_SHARE:.2f}) — "

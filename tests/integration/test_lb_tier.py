@@ -16,6 +16,7 @@ import time
 import pytest
 
 from experiments.lb_tier import Tier
+from experiments.vip_hashing import table_size
 from experiments.vipclient import for_live
 from experiments.workloads import control
 from lab import mechanisms
@@ -105,8 +106,7 @@ def test_an_lb_fails_as_a_backend_leaves_and_only_consistent_hashing_keeps_conne
         api.change("us1", algorithm=algorithm, conntrack=True)
         tier = Tier(live, "us1")
         backends = plan.hosts_in("us1", "backend")
-        tier.wait_tables(1, len(backends) if algorithm == "modn" else 8191,
-                         {int(h.ip) for h in backends})
+        tier.wait_tables(1, table_size(algorithm, len(backends)), {int(h.ip) for h in backends})
         tier.clear_connections(1)
         clients = plan.by_role("client")
         streams = [control.start_json_lines(live, c.name, "streams", [
