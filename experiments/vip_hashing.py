@@ -114,7 +114,7 @@ def run(ctx: Context) -> list[dict]:
                     "--seconds", str(p["stream_s"]), "--interval", "0.2"])
                     for c in clients]
                 for proc in procs:  # every stream has been opened before the pool changes
-                    proc.stdout.readline()
+                    control.wait_streams_open(proc)
                 time.sleep(p["stream_s"] * 0.25)  # let connections carry data first
                 api.remove_backend(dc.name, str(victim.ip))
                 t_removed = wait_table(plan, dc.name, exclude={victim_ip},

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from topologies.plan import SERVICE_PORT
@@ -164,10 +167,50 @@ def start_json_lines(net, client: str, module: str, args: list[str], nice: int =
     return proc
 
 
+def wait_line(proc, prefix: str, timeout_s: float) -> str:
+    """Block until the workload prints a line starting with `prefix` and return it; what
+    it printed besides is kept for `finish_json_lines`. Raises with the workload's stderr
+    if it exits first, or if the line does not come within `timeout_s`."""
+    fd = proc.stdout.fileno()
+    buf = getattr(proc, "lblab_unread", b"")       # read from the pipe, not yet scanned
+    kept = getattr(proc, "lblab_pending", b"")     # scanned lines, for finish_json_lines
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode(errors="replace").strip()
+                if text.startswith(prefix):
+                    return text
+                kept += line + b"\n"
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise RuntimeError(f"workload did not print {prefix!r} within {timeout_s} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+                err = proc.stderr.read().decode(errors="replace")[-300:] \
+                    if proc.returncode is not None else ""
+                raise RuntimeError(f"workload ended before printing {prefix!r}: {err}")
+            buf += chunk
+    finally:
+        proc.lblab_unread, proc.lblab_pending = buf, kept
+
+
+def wait_streams_open(proc, timeout_s: float = 15) -> int:
+    """Wait until a `streams` workload has every connection established (or failed);
+    returns how many were established."""
+    return int(wait_line(proc, "open ", timeout_s).split()[1])
+
+
 def finish_json_lines(proc, timeout_s: float) -> list:
     """The workload's JSON lines; a load generator's own summary line ({"client_stats"})
     goes to the network's record of load generators (run metadata), not to the rows."""
     out, err = proc.communicate(timeout=timeout_s)
+    out = getattr(proc, "lblab_pending", b"") + getattr(proc, "lblab_unread", b"") + out
     if proc.returncode != 0:
         raise RuntimeError(f"workload failed: {err.decode(errors='replace')[-300:]}")
     rows = []

@@ -7,6 +7,11 @@ to a backend that does not know it is answered with a reset). One JSON line per 
 index, backend, dc, ticks, expected_ticks, ok, error, t_open_s, t_end_s, sport (the
 connection's source port: with the client's address, its 5-tuple).
 
+Readiness: the first line is `opening`; once every connection has its response header (or
+has failed to get one) a line `open N` follows, N the connections established. A caller
+that changes the pool "after the streams are open" waits for that line
+(`control.wait_streams_open`), not for a time.
+
 Run: python -m experiments.workloads.streams --host VIP --count 24 --seconds 12
 """
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 
 
 async def one(index: int, host: str, port: int, seconds: float, interval: float,
-              t0: float) -> dict:
+              t0: float, opened) -> dict:
     row = {"index": index, "backend": "", "dc": "", "ticks": 0,
            "expected_ticks": int(seconds / interval + 1e-9), "ok": False, "error": "",
            "sport": 0,
@@ -38,6 +43,7 @@ async def one(index: int, host: str, port: int, seconds: float, interval: float,
             elif line.lower().startswith("x-dc:"):
                 row["dc"] = line.split(":", 1)[1].strip()
         await asyncio.wait_for(reader.readline(), 5)  # backend=... dc=... line
+        opened(True)
         while True:
             # Silence for several intervals means the path is gone (no reset came back).
             line = await asyncio.wait_for(reader.readline(), max(3.0, 10 * interval))
@@ -55,6 +61,7 @@ async def one(index: int, host: str, port: int, seconds: float, interval: float,
     except OSError as exc:
         row["error"] = exc.strerror or type(exc).__name__
     finally:
+        opened(False)
         if writer is not None:
             writer.close()
     row["t_end_s"] = round(time.monotonic() - t0, 3)
@@ -64,9 +71,28 @@ async def one(index: int, host: str, port: int, seconds: float, interval: float,
 async def run(host, port, count, seconds, interval, spread) -> list[dict]:
     t0 = time.monotonic()
     tasks = []
+    state = {"settled": 0, "open": 0}
+    all_settled = asyncio.Event()
+
+    def opener():
+        done = []
+
+        def opened(ok: bool) -> None:   # once per connection: established, or failed first
+            if done:
+                return
+            done.append(ok)
+            state["settled"] += 1
+            state["open"] += ok
+            if state["settled"] == count:
+                all_settled.set()
+        return opened
+
     for i in range(count):
-        tasks.append(asyncio.create_task(one(i, host, port, seconds, interval, t0)))
+        tasks.append(asyncio.create_task(one(i, host, port, seconds, interval, t0, opener())))
         await asyncio.sleep(spread / max(count, 1))
+    if count:
+        await all_settled.wait()
+    print(f"open {state['open']}", flush=True)
     return await asyncio.gather(*tasks)
 
 

@@ -103,7 +103,7 @@ def test_nat_with_kernel_conntrack_keeps_backends_reachable_directly(two_dc, vip
     assert hairpin["status"] == 200 and hairpin["backend"] in pool
     streams = control.start_json_lines(two_dc, client.name, "streams", [
         "--host", str(dc.vip), "--count", "4", "--seconds", "8", "--interval", "0.5"])
-    streams.stdout.readline()
+    control.wait_streams_open(streams)
     deadline, counted = time.monotonic() + 15, 0
     while counted < 4 and time.monotonic() < deadline:
         counted = sum(b["active_connections"] or 0 for b in api.vip(dc.name)["backends"])

@@ -118,3 +118,28 @@ def test_stats_counts_requests_and_connections(server):
 def test_nginx_config_refuses_names_that_would_break_it(tmp_path):
     with pytest.raises(ValueError, match="backend"):
         nginx.render_conf('be"1', "eu1", 80, tmp_path)
+
+
+def test_streams_workload_says_when_its_connections_are_open(server):
+    """`open N` comes once every stream is established, while they are still running, and
+    the rows that follow are all there (what a test or experiment waits on before it
+    changes the pool)."""
+    from experiments.workloads import control
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.workloads.streams", "--host", "127.0.0.1",
+         "--port", str(server), "--count", "3", "--seconds", "1", "--interval", "0.1",
+         "--spread", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert control.wait_streams_open(proc, timeout_s=10) == 3
+    assert proc.poll() is None, "open must come while the streams are still running"
+    rows = control.finish_json_lines(proc, 20)
+    assert sorted(r["index"] for r in rows) == [0, 1, 2]
+    assert all(r["ok"] and r["backend"] == "be7" for r in rows), rows
+
+
+def test_waiting_for_a_line_that_never_comes_is_a_clear_error():
+    from experiments.workloads import control
+    proc = subprocess.Popen([sys.executable, "-c", "print('opening'); print('{\"a\": 1}')"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with pytest.raises(RuntimeError, match="ended before printing 'open '"):
+        control.wait_streams_open(proc, timeout_s=10)
+    assert control.finish_json_lines(proc, 5) == [{"a": 1}]
