@@ -202,8 +202,8 @@ def test_controller_restart_keeps_connections_and_resyncs(vipnet):
     before = vip_flows()
     streams = control.start_json_lines(live, client, "streams", [
         "--host", str(dc.vip), "--count", "6", "--seconds", "6", "--interval", "0.2"])
-    control.wait_streams_open(streams)
-    time.sleep(1)
+    assert control.wait_streams_open(streams) == 6
+    time.sleep(1)  # the schedule: the controller dies while the streams carry data
     live.controller.restart(kill=True)
     live.controller.wait_switches([s.name for s in live.ovs_switches], 0x1B1AB00000000000)
     rows = control.finish_json_lines(streams, 60)
