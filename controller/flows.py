@@ -6,7 +6,8 @@ turns them into OpenFlow 1.3 messages, controller/ofctl.py into `ovs-ofctl add-f
 and the tests' fake flow table (tests/support/fakeoftable.py) executes them, so unit tests
 can run the flows of both apps in one table and ask where a packet goes.
 
-Field names are Ryu's OXM names (ipv4_dst, tcp_dst, eth_type, reg0...); masked IPv4 values
+Field names are Ryu's OXM names (ipv4_dst, tcp_dst, eth_type, reg0...), and `dp_hash` for
+the datapath's hash (Ryu spells it `_dp_hash`; only ever a Move source); masked IPv4 values
 are written "a.b.c.d/len". Actions are applied in order; `Goto` (an instruction in OpenFlow
 terms) may only come last.
 """
@@ -40,8 +41,11 @@ class SetField:
 
 @dataclass(frozen=True)
 class Move:
+    """move: src -> dst, the whole field, or bits [0, n_bits) of both when n_bits is set."""
+
     src: str
     dst: str
+    n_bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,25 @@ class Multipath:
     basis: int = 0
     algorithm: str = "modulo_n"
     arg: int = 0
+
+
+@dataclass(frozen=True)
+class Group:
+    """group:G: run group G (lblab's are select groups that make the datapath compute
+    dp_hash, see GroupSpec); the flow's last action, since a bucket runs as a clone
+    otherwise and its register changes would not outlive it."""
+
+    group_id: int
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """A select group of equal buckets. With no selection method given, OVS (2.10 and
+    later) selects by dp_hash: the first pass emits hash(sym_l4(0)) and recirculates, so
+    the datapath, not the slow path, hashes the 5-tuple, and the buckets see dp_hash set."""
+
+    group_id: int
+    buckets: tuple[tuple["Action", ...], ...]
 
 
 @dataclass(frozen=True)
@@ -124,7 +147,8 @@ def ct_state_text(value: int, mask: int) -> str:
                    if mask & bit)
 
 
-Action = Union[Output, Controller, SetField, Move, Multipath, Resubmit, Goto, Learn, Ct]
+Action = Union[Output, Controller, SetField, Move, Multipath, Group, Resubmit, Goto, Learn,
+               Ct]
 Match = tuple[tuple[str, Any], ...]
 
 
@@ -169,9 +193,9 @@ class ReadBack:
 def make_flow(table: int, priority: int, match: Mapping[str, Any], actions: Iterable[Action],
               cookie: int = 0, idle_timeout: int = 0, hard_timeout: int = 0) -> FlowSpec:
     acts = tuple(actions)
-    if any(isinstance(a, Goto) or (isinstance(a, Ct) and a.table is not None)
+    if any(isinstance(a, (Goto, Group)) or (isinstance(a, Ct) and a.table is not None)
            for a in acts[:-1]):
-        raise ValueError(f"Goto and ct(table=...) must be the last action: {acts}")
+        raise ValueError(f"Goto, group and ct(table=...) must be the last action: {acts}")
     return FlowSpec(table, priority, normalize_match(match), acts, cookie, idle_timeout,
                     hard_timeout)
 

@@ -8,6 +8,15 @@ then names the backend. The controller only fills that bucket table:
 - `maglev`: n_links = M, bucket i -> maglev_table[i];
 - `leastload`: n_links = a fixed bucket count, buckets handed to the least-loaded backends.
 
+Two ways to compute the hash (`hash_impl`, topologies.scenario.HASH_IMPLS):
+- `dp_hash` (the default): a select group makes the datapath compute a 32-bit hash of the
+  5-tuple (hash(sym_l4(0)), then a recirculation) and the group's bucket moves its low k
+  bits into reg0; the bucket table then has 2^k entries (`hash_entries`), entry v naming
+  slot v mod M of the table (`expand`). No per-connection work in the slow path: the
+  megaflows match k bits of dp_hash, not the 5-tuple. The basis is OVS's, 0 for all VIPs.
+- `multipath`: the Nicira action in the slow path, so every new 5-tuple is an upcall; the
+  bucket table has exactly M entries. The VIP's hash_basis applies.
+
 The Python side does not reproduce OVS's hash (flow_hash_symmetric_l3l4 over the datapath's
 flow struct; not worth re-implementing byte for byte). `bucket_of` is a *model* of multipath
 with the same shape: symmetric in (src, dst), stable across processes, uniform mod n_links.
@@ -71,6 +80,41 @@ def bucket_of(key: FlowKey, n_links: int, basis: int = 0) -> int:
     return key_hash(key, basis) % n_links
 
 
+# dp_hash: at least this many bucket-table entries, so that slot = entry mod M stays even for
+# small M (mod-N over 8 backends: 128 entries each; Maglev's 1021 slots: 3 of them twice).
+DP_HASH_MIN_ENTRIES = 1024
+
+
+def hash_entries(n_slots: int, hash_impl: str) -> int:
+    """Entries of the switch's bucket table for a table of n_slots: multipath n_slots;
+    dp_hash the power of two >= n_slots (and >= DP_HASH_MIN_ENTRIES)."""
+    if n_slots < 1:
+        raise ValueError(f"a bucket table needs at least one slot, got {n_slots}")
+    if hash_impl == "multipath":
+        return n_slots
+    return max(DP_HASH_MIN_ENTRIES, 1 << (n_slots - 1).bit_length())
+
+
+def expand(table: Sequence[T], hash_impl: str) -> list[T]:
+    """The switch's bucket table (entry -> backend) for a slot table: itself for multipath;
+    for dp_hash, entry v -> table[v mod M]."""
+    n = len(table)
+    return list(table) if hash_impl == "multipath" or not table else \
+        [table[v % n] for v in range(hash_entries(n, hash_impl))]
+
+
+def dp_hash_of(key: FlowKey) -> int:
+    """Model of the datapath's hash(sym_l4(0)): 32 bits, never 0 (0 means "not computed")."""
+    return (key_hash(key, 0) & 0xFFFFFFFF) or 1
+
+
+def entry_of(key: FlowKey, n_entries: int, hash_impl: str, basis: int = 0) -> int:
+    """The bucket-table entry a key hashes to: multipath's modulo, or dp_hash's low bits."""
+    if hash_impl == "multipath":
+        return bucket_of(key, n_entries, basis)
+    return dp_hash_of(key) & (n_entries - 1)
+
+
 def modn_assignment(backends: Sequence[T]) -> list[T]:
     """mod-N: bucket i -> backends[i] (n_links = len(backends); weights are not used)."""
     return list(backends)
@@ -113,9 +157,11 @@ def leastload_assignment(counts: Mapping[str, int], weights: Mapping[str, float]
     return out
 
 
-def backend_for(key: FlowKey, assignment: Sequence[T], basis: int = 0) -> T:
-    """Model of the whole fast path without conntrack: multipath then the bucket table."""
-    return assignment[bucket_of(key, len(assignment), basis)]
+def backend_for(key: FlowKey, assignment: Sequence[T], basis: int = 0,
+                hash_impl: str = "multipath") -> T:
+    """Model of the whole fast path without conntrack: the hash, then the bucket table."""
+    entries = expand(assignment, hash_impl)
+    return entries[entry_of(key, len(entries), hash_impl, basis)]
 
 
 def synthetic_keys(n: int, dst: str, dport: int = 80, seed: int = 1,

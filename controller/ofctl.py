@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.flows import (FLOOD, IN_PORT, Action, Controller, Ct, FlowSpec, Goto, Learn,
-                              Move, Multipath, Output, Resubmit, SetField)
+from controller.flows import (FLOOD, IN_PORT, Action, Controller, Ct, FlowSpec, Goto, Group,
+                              GroupSpec, Learn, Move, Multipath, Output, Resubmit, SetField)
 
 _OFCTL_MATCH = {"eth_type": "dl_type", "eth_src": "dl_src", "eth_dst": "dl_dst",
                 "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "ip_proto": "nw_proto",
@@ -22,6 +22,7 @@ _NXM = {"eth_src": "NXM_OF_ETH_SRC", "eth_dst": "NXM_OF_ETH_DST",
         "udp_src": "NXM_OF_UDP_SRC", "udp_dst": "NXM_OF_UDP_DST",
         "arp_op": "NXM_OF_ARP_OP", "arp_spa": "NXM_OF_ARP_SPA", "arp_tpa": "NXM_OF_ARP_TPA",
         "arp_sha": "NXM_NX_ARP_SHA", "arp_tha": "NXM_NX_ARP_THA", "in_port": "NXM_OF_IN_PORT",
+        "dp_hash": "NXM_NX_DP_HASH",
         **{f"reg{n}": f"NXM_NX_REG{n}" for n in range(8)}}
 
 
@@ -43,7 +44,10 @@ def action(a: Action) -> str:
     if isinstance(a, SetField):
         return f"set_field:{_val(a.field, a.value)}->{_OFCTL_SET.get(a.field, a.field)}"
     if isinstance(a, Move):
-        return f"move:{_NXM[a.src]}[]->{_NXM[a.dst]}[]"
+        bits = f"[0..{a.n_bits - 1}]" if a.n_bits else "[]"
+        return f"move:{_NXM[a.src]}{bits}->{_NXM[a.dst]}{bits}"
+    if isinstance(a, Group):
+        return f"group:{a.group_id}"
     if isinstance(a, Multipath):
         return (f"multipath({a.fields},{a.basis},{a.algorithm},{a.n_links},{a.arg},"
                 f"{_NXM[a.dst]}[0..{a.n_bits - 1}])")
@@ -91,3 +95,10 @@ def to_ofctl(flow: FlowSpec) -> str:
         head.append(f"{_OFCTL_MATCH.get(k, k)}={_val(k, v)}")
     acts = ",".join(action(a) for a in flow.actions) or "drop"
     return ",".join(head) + " actions=" + acts
+
+
+def group_to_ofctl(group: GroupSpec) -> str:
+    """One `add-group` (or `mod-group --may-create`) line."""
+    buckets = ",".join("bucket=weight:1,actions=" + ",".join(action(a) for a in b)
+                       for b in group.buckets)
+    return f"group_id={group.group_id},type=select,{buckets}"

@@ -13,6 +13,11 @@ Encoding choices:
 - goto -> OFPInstructionGotoTable after the apply-actions instruction (the L2 app's tables).
 - ct -> NXActionCT (zone immediate, NXActionNAT and a ct_mark set_field inside), ct_state
   matches as (value, mask).
+- group -> OFPActionGroup; a GroupSpec -> OFPGroupMod with OVS's OFPGC11_ADD_OR_MOD command
+  (an OpenFlow 1.1-1.4 extension, `ovs-ofctl mod-group --may-create`), so installing a group
+  is idempotent: no error when it exists, and no delete (which would take every flow that
+  points at the group with it).
+- dp_hash is Ryu's `_dp_hash` (the experimenter OXM OVS decodes in any version).
 - multipath: Ryu 4.34 lacks constants for symmetric_l3l4(+udp); the values below are OVS's
   (include/openflow/nicira-ext.h).
 """
@@ -22,8 +27,8 @@ import ipaddress
 from typing import Any
 
 from controller.flows import (FLOOD, IN_PORT, Action, Controller, Ct, FlowDiff, FlowSpec,
-                              Goto, Learn, Move, Multipath, Output, ReadBack, Resubmit,
-                              SetField, ct_state_bits, normalize_match)
+                              Goto, Group, GroupSpec, Learn, Move, Multipath, Output,
+                              ReadBack, Resubmit, SetField, ct_state_bits, normalize_match)
 
 NX_HASH_FIELDS = {"eth_src": 0, "symmetric_l4": 1, "symmetric_l3l4": 2,
                   "symmetric_l3l4+udp": 3, "nw_src": 4, "nw_dst": 5}
@@ -31,12 +36,15 @@ NX_CT_F_COMMIT = 1                # nicira-ext.h
 NX_CT_RECIRC_NONE = 0xFF
 NX_NAT_F_DST = 1 << 1
 NX_MP_ALG = {"modulo_n": 0, "hash_threshold": 1, "hrw": 2, "iter_hash": 3}
+OFPGC11_ADD_OR_MOD = 0x8000       # openflow-1.1.h: create or modify (OVS extension)
 # Fields without an OpenFlow 1.3 OXM code: loaded with NXActionRegLoad2.
 _NX_ONLY = {f"reg{n}" for n in range(16)} | {"tun_ipv4_dst", "tun_ipv4_src", "tunnel_id",
                                               "pkt_mark"}
 _WIDTH = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48, "arp_spa": 32,
           "arp_tpa": 32, "ipv4_src": 32, "ipv4_dst": 32, "arp_op": 16, "eth_type": 16,
-          "tcp_src": 16, "tcp_dst": 16, "ip_proto": 8, **{f"reg{n}": 32 for n in range(16)}}
+          "tcp_src": 16, "tcp_dst": 16, "ip_proto": 8, "dp_hash": 32,
+          **{f"reg{n}": 32 for n in range(16)}}
+_RYU_NAME = {"dp_hash": "_dp_hash"}
 # Learn specs name NXM fields (the *_nxm variants in Ryu's field table).
 _LEARN_NXM = {"eth_type": "eth_type_nxm", "ip_proto": "ip_proto_nxm",
               "ipv4_src": "ipv4_src_nxm", "ipv4_dst": "ipv4_dst_nxm",
@@ -73,7 +81,11 @@ def ryu_action(dp: Any, a: Action) -> Any:
             return p.NXActionRegLoad2(dst=a.field, value=a.value)
         return p.OFPActionSetField(**{a.field: a.value})
     if isinstance(a, Move):
-        return p.NXActionRegMove(src_field=a.src, dst_field=a.dst, n_bits=_WIDTH[a.src])
+        return p.NXActionRegMove(src_field=_RYU_NAME.get(a.src, a.src),
+                                 dst_field=_RYU_NAME.get(a.dst, a.dst),
+                                 n_bits=a.n_bits or _WIDTH[a.src])
+    if isinstance(a, Group):
+        return p.OFPActionGroup(a.group_id)
     if isinstance(a, Multipath):
         return p.NXActionMultipath(fields=NX_HASH_FIELDS[a.fields], basis=a.basis,
                                    algorithm=NX_MP_ALG[a.algorithm], max_link=a.n_links - 1,
@@ -135,6 +147,15 @@ def flow_mod(dp: Any, spec: FlowSpec | ReadBack, command: str = "add") -> Any:
                         buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
                         out_group=ofp.OFPG_ANY, flags=0,
                         match=ryu_match(dp, spec.match), instructions=inst)
+
+
+def group_mod(dp: Any, group: GroupSpec) -> Any:
+    """Create or replace a select group (OFPGC11_ADD_OR_MOD); buckets of weight 1."""
+    ofp, p = dp.ofproto, dp.ofproto_parser
+    buckets = [p.OFPBucket(weight=1, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY,
+                           actions=[ryu_action(dp, a) for a in bucket])
+               for bucket in group.buckets]
+    return p.OFPGroupMod(dp, OFPGC11_ADD_OR_MOD, ofp.OFPGT_SELECT, group.group_id, buckets)
 
 
 def diff_messages(dp: Any, d: FlowDiff) -> list[Any]:

@@ -6,7 +6,7 @@ of controller/vipmodel.py. Every backend's MAC and switch port is known in advan
 the plan fixes them. Shape:
     {"switches": {"<dpid>": {"dc", "uplink_port", "subnet", "hosts": {ip: {name, mac, port}},
                              "vips": [{name, index, address, mac, mode, algorithm,
-                                       conntrack, conntrack_impl?, ports,
+                                       conntrack, conntrack_impl?, hash_impl?, ports,
                                        backends: [...]}],
                              "ct_zone"?, "gre_port"?, "gre_mark"?,
                              "lb"?, "lb_mac"?}},
@@ -38,7 +38,8 @@ def vip_from_dict(d: dict) -> Vip:
                ports=tuple(d.get("ports", (80,))), mode=d["mode"], algorithm=d["algorithm"],
                conntrack=bool(d["conntrack"]), table_size=d.get("table_size"),
                backends=backends, index=int(d["index"]), reactive=bool(d.get("reactive")),
-               conntrack_impl=d.get("conntrack_impl", "ct"))
+               conntrack_impl=d.get("conntrack_impl", "ct"),
+               hash_impl=d.get("hash_impl", "dp_hash"))
 
 
 def load(config: dict) -> dict[int, SwitchConfig]:

@@ -17,7 +17,8 @@ Table layout contract with the base L2 app (controller/l2app.py, l2logic.py)
 - Tables `first_table`..`first_table+5` (default 10..15, leaving room after the L2 tables)
   belong to the VIP app alone, shared by all VIPs of the switch (told apart by reg2):
     conn    (10): learned exact 5-tuple flows -> reg1 := backend; miss = no-op
-    select  (11): per VIP: connection known? else hash: multipath -> reg0, bucket, backend
+    select  (11): per VIP: connection known? else hash -> reg0 (dp_hash: the VIP's select
+                  group; multipath: the action), then bucket, backend
     bucket  (12): per VIP and bucket value reg0 -> reg1 := backend (+ learn into conn)
     backend (13): per VIP and backend reg1 -> the forwarding mode's rewrites and output
   Tables are chained with Nicira `resubmit(,T)` (not goto_table) because a learned flow can
@@ -35,10 +36,17 @@ learned connection still names the right backend after the pool changes.
 Packet walk (client -> VIP:port, TCP)
 -------------------------------------
 table 0, prio 300: reg2 := vip index; [resubmit(,conn)]; resubmit(,select)
-select, prio 20 (reg1 == 0, i.e. no known connection): multipath(symmetric_l3l4+udp,
-    basis, modulo_n, n_buckets, 0, reg0[0..15]); resubmit(,bucket); resubmit(,backend)
+select, prio 20 (reg1 == 0, i.e. no known connection):
+    hash_impl dp_hash: group:G (G = vip_group_id(index), a select group of one bucket: OVS
+        emits hash(sym_l4(0)) and recirculates, then the bucket runs
+        move:dp_hash[0..k-1]->reg0[0..k-1]; resubmit(,bucket), with 2^k bucket entries,
+        entry v -> slot v mod M (hashing.expand), each ending in resubmit(,backend): a
+        bucket is an OpenFlow action set, where only the last resubmit would run)
+    hash_impl multipath: multipath(symmetric_l3l4+udp, basis, modulo_n, n_buckets, 0,
+        reg0[0..15]); resubmit(,bucket); resubmit(,backend)
 select, prio 10 (connection known): resubmit(,backend)
-bucket: reg1 := backend ip; learn(conn: exact 5-tuple -> reg1 := backend ip, idle 60 s)
+bucket: reg1 := backend ip; learn(conn: exact 5-tuple -> reg1 := backend ip, idle 60 s);
+        (dp_hash) resubmit(,backend)
 backend: nat: eth_dst, ipv4_dst := backend; output backend port
          dsr: eth_dst := backend; output backend port (an LB of a tier, one-armed:
               eth_src := the LB's MAC, eth_dst := backend; output IN_PORT, to the fabric)
@@ -93,9 +101,14 @@ Choices, and why
 - `symmetric_l3l4+udp` rather than `symmetric_l4`: the latter also hashes the Ethernet
   addresses, which carry no information here (always the router's) and are not in FlowKey;
   for TCP both hash the same 5-tuple fields otherwise.
-- multipath into a bucket table rather than an OpenFlow select group: OF1.3 select groups
-  give no control over the hash or bucket order (OVS's selection_method needs OF1.5), while a
-  bucket table is exactly the Maglev lookup table, updated bucket by bucket on pool changes.
+- A bucket table rather than a select group's buckets: OVS's dp_hash selection maps at
+  most 256 hash values to buckets, by its own (Webster) rule, while a bucket table is
+  exactly the Maglev lookup table, updated entry by entry on pool changes. The group is
+  there only to make the datapath compute the hash: with `multipath` the hash runs in the
+  slow path, so each new connection's first packet is an upcall and its megaflow matches
+  the whole 5-tuple (in the userspace datapath that, not conntrack, bounded the VIP's new
+  connection rate); with dp_hash the megaflows match k bits of the hash and new connections
+  stay in the datapath once the 2^k values have been seen.
 """
 from __future__ import annotations
 
@@ -105,7 +118,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from controller import hashing
-from controller.flows import (IN_PORT, Action, Controller, Ct, FlowDiff, FlowSpec, Learn,
+from controller.flows import (IN_PORT, Action, Controller, Ct, FlowDiff, FlowSpec, Group,
+                              GroupSpec, Learn,
                               Match, Move, Multipath, Output, Resubmit, SetField, diff,
                               make_flow, normalize_match)
 from controller.vipmodel import (BUCKET_BITS, Backend, LbSwitch, TableLayout, Vip,
@@ -133,6 +147,7 @@ PRIO_CT_REPLY = 20
 PRIO_ENTRY = 10                   # bucket and backend tables: one exact entry per value
 PRIO_MISS = 0
 
+GROUP_VIP = 0x1B1A0000            # + VIP index: the VIP's dp_hash select group
 REG_BUCKET = "reg0"
 REG_BACKEND = "reg1"
 REG_VIP = "reg2"
@@ -267,14 +282,43 @@ def pipeline_flows(switch: LbSwitch) -> list[FlowSpec]:
             _flow(0, t.reverse, PRIO_MISS, {}, [Resubmit(t.l2_dst)])]
 
 
+def vip_group_id(index: int) -> int:
+    return GROUP_VIP + index
+
+
+def _hash_bits(vip: Vip, table: Sequence[Backend]) -> int:
+    return (hashing.hash_entries(len(table), vip.hash_impl) - 1).bit_length()
+
+
+def vip_groups(switch: LbSwitch, vips: Sequence[Vip],
+               loads: Mapping[str, Mapping[str, int]] | None = None) -> list[GroupSpec]:
+    """The select groups the VIP flows point at (dp_hash VIPs with a backend up); their
+    bucket takes as many bits of dp_hash as the VIP's bucket table has entries."""
+    t = switch.tables
+    out = []
+    for v in vips:
+        if v.hash_impl != "dp_hash" or v.reactive:
+            continue
+        table = assignment(v, (loads or {}).get(v.name))
+        if table:
+            # A bucket is an OpenFlow action set: its set/move actions, then only ONE final
+            # action (the last resubmit), so the bucket entries resubmit to backend.
+            out.append(GroupSpec(vip_group_id(v.index), ((
+                Move("dp_hash", REG_BUCKET, n_bits=_hash_bits(v, table)),
+                Resubmit(t.bucket)),)))
+    return out
+
+
 def _new_connection(vip: Vip, t: TableLayout, table: list[Backend]) -> list[Action]:
     """select's actions for a connection no table knows: hash, or ask the controller."""
     if vip.reactive:
         return [Controller()]
-    if table:
-        return [Multipath(len(table), dst=REG_BUCKET, n_bits=BUCKET_BITS,
-                          basis=vip.hash_basis), Resubmit(t.bucket), Resubmit(t.backend)]
-    return []  # no backend up: new connections are dropped, known ones still flow
+    if not table:
+        return []  # no backend up: new connections are dropped, known ones still flow
+    if vip.hash_impl == "dp_hash":
+        return [Group(vip_group_id(vip.index))]   # its bucket: reg0, bucket, backend
+    return [Multipath(len(table), dst=REG_BUCKET, n_bits=BUCKET_BITS,
+                      basis=vip.hash_basis), Resubmit(t.bucket), Resubmit(t.backend)]
 
 
 def _bucket_flows(vip: Vip, t: TableLayout, table: list[Backend], learn: bool,
@@ -284,13 +328,15 @@ def _bucket_flows(vip: Vip, t: TableLayout, table: list[Backend], learn: bool,
         acts: list[Action] = [SetField(REG_BACKEND, ipv4_int(b.ip))]
         if learn:
             acts.append(_learn(vip, t, b))
+        if vip.hash_impl == "dp_hash":   # reached from the group's bucket (vip_groups)
+            acts.append(Resubmit(t.backend))
         per_backend[b.name] = tuple(acts)
     # Thousands of these per VIP (Maglev's M) on every pool change: the match is built from
     # the normalised TCP part once, not normalised again per bucket as _flow would.
     base = normalize_match(tcp)
     prefix = vip_cookie_prefix(vip.index)
     out = []
-    for bucket, b in enumerate(table):
+    for bucket, b in enumerate(hashing.expand(table, vip.hash_impl)):
         m = tuple(sorted(base + ((REG_BUCKET, bucket),)))
         acts = per_backend[b.name]
         out.append(FlowSpec(t.bucket, PRIO_ENTRY, m, acts,

@@ -13,13 +13,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from controller import hashing, maglev
-from topologies.scenario import ALGORITHMS, CONNTRACK_IMPLS, MODES
+from topologies.scenario import ALGORITHMS, CONNTRACK_IMPLS, HASH_IMPLS, MODES
 
 STATES = ("up", "down", "drain")
 # What may be set for a whole VIP: over REST, and for every VIP of a run (LiveNet overrides).
-SETTINGS = ("mode", "algorithm", "conntrack", "conntrack_impl", "reactive", "table_size")
+SETTINGS = ("mode", "algorithm", "conntrack", "conntrack_impl", "hash_impl", "reactive",
+            "table_size")
 
-BUCKET_BITS = 16                  # reg0[0..15]: multipath can address n_links <= 65536
+BUCKET_BITS = 16                  # reg0[0..15]: multipath addresses n_links <= 65536, and
+                                  # dp_hash's 2^k entries stay within 16 bits too
 MAX_BUCKETS = 1 << BUCKET_BITS
 LEASTLOAD_BUCKETS = 64
 DEFAULT_FIRST_TABLE = 10
@@ -61,6 +63,8 @@ class Vip:
     # learn: learned exact flows (controller/vipflows.py). The model's default is learn;
     # scenarios default to ct. `uses_ct` says where ct applies.
     conntrack_impl: str = "learn"
+    # dp_hash: the datapath hashes (select group); multipath: the slow path (controller/hashing.py)
+    hash_impl: str = "dp_hash"
     table_size: int | None = None     # maglev: M (prime >= 100 N); leastload: bucket count
     backends: tuple[Backend, ...] = ()
     index: int = 1                    # 1..255, unique per switch: reg2 value, cookie bits
@@ -151,6 +155,9 @@ def validate(switch: LbSwitch, vips: Sequence[Vip]) -> None:
         if v.conntrack_impl not in CONNTRACK_IMPLS:
             raise VipError(f"{where}: unknown conntrack_impl {v.conntrack_impl!r} "
                            f"(one of {', '.join(CONNTRACK_IMPLS)})")
+        if v.hash_impl not in HASH_IMPLS:
+            raise VipError(f"{where}: unknown hash_impl {v.hash_impl!r} "
+                           f"(one of {', '.join(HASH_IMPLS)})")
         if not v.ports or any(not 1 <= p <= 65535 for p in v.ports):
             raise VipError(f"{where}: ports must be 1..65535, got {v.ports}")
         if switch.one_armed_mac is not None and (v.mode == "nat" or uses_ct(v)):
@@ -258,4 +265,4 @@ def choose_backend(vip: Vip, key: hashing.FlowKey,
     """The backend the fast path would pick for a new connection (used by reactive mode,
     where the controller decides, and by experiments)."""
     table = assignment(vip, loads)
-    return hashing.backend_for(key, table, vip.hash_basis) if table else None
+    return hashing.backend_for(key, table, vip.hash_basis, vip.hash_impl) if table else None

@@ -13,7 +13,7 @@ import ipaddress
 import json
 from typing import Any
 
-from controller import vipmodel
+from controller import hashing, vipmodel
 from controller.vipmodel import ALGORITHMS, MODES, Backend, Vip, VipError
 
 
@@ -84,11 +84,12 @@ def change_vip(sw, vip: Vip, body: dict) -> Vip:
             raise BadRequest(f"unknown algorithm {body['algorithm']!r} "
                              f"(one of {', '.join(ALGORITHMS)})")
         changes["algorithm"] = body["algorithm"]
-    if "conntrack_impl" in body:
-        if body["conntrack_impl"] not in vipmodel.CONNTRACK_IMPLS:
-            raise BadRequest(f"unknown conntrack_impl {body['conntrack_impl']!r} "
-                             f"(one of {', '.join(vipmodel.CONNTRACK_IMPLS)})")
-        changes["conntrack_impl"] = body["conntrack_impl"]
+    for key, choices in (("conntrack_impl", vipmodel.CONNTRACK_IMPLS),
+                         ("hash_impl", vipmodel.HASH_IMPLS)):
+        if key in body:
+            if body[key] not in choices:
+                raise BadRequest(f"unknown {key} {body[key]!r} (one of {', '.join(choices)})")
+            changes[key] = body[key]
     for flag in ("conntrack", "reactive"):
         if flag in body:
             if not isinstance(body[flag], bool):
@@ -152,10 +153,12 @@ def describe(vip: Vip, health: dict[str, str], stats: dict, loads: dict[str, int
     return {
         "name": vip.name, "address": vip.address, "mac": vip.mac, "mode": vip.mode,
         "algorithm": vip.algorithm, "conntrack": vip.conntrack, "reactive": vip.reactive,
-        "conntrack_impl": vip.conntrack_impl,
+        "conntrack_impl": vip.conntrack_impl, "hash_impl": vip.hash_impl,
         "connection_table": ("conntrack" if vipmodel.uses_ct(vip) else
                              "learned flows" if vip.conntrack or vip.reactive else "none"),
         "table_size": len(table),
+        # entries of the switch's bucket table: table_size, or dp_hash's power of two
+        "bucket_entries": hashing.hash_entries(len(table), vip.hash_impl) if table else 0,
         "backends": [{"name": b.name, "ip": b.ip, "weight": b.weight, "admin": b.state,
                       "health": health.get(b.ip, "up"),
                       "state": effective_state(b, health),

@@ -7,7 +7,9 @@ holds one switch's config (VIPs, backends, the hosts on its segment), the comput
 it believes installed, the health checkers' view of the backends and per-backend counters.
 
 Life of a switch, and what each event returns (a list of operations, sent in order):
-- `connected()`: read the switch's computed VIP flows (ReadVipFlows). Until they arrive
+- `connected()`: install the VIPs' select groups (EnsureGroups: create-or-modify, so a
+  switch that kept them from a previous controller loses nothing), then read the switch's
+  computed VIP flows (ReadVipFlows). Until they arrive
   nothing is computed against it (`installed` is None): a switch that reconnects may still
   hold every flow of the previous controller.
 - `reply(request, result)`: the answer to one of the requests below. For ReadVipFlows, the
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from controller import ofmsg, vipflows, viprest
-from controller.flows import FlowDiff, FlowSpec
+from controller.flows import FlowDiff, FlowSpec, GroupSpec
 from controller.hashing import FlowKey
 from controller.vipconfig import SwitchConfig
 from controller.vipmodel import Vip, choose_backend, uses_ct
@@ -80,12 +82,22 @@ class DeleteCookie:
 
 
 @dataclass(frozen=True)
+class EnsureGroups:
+    """Create or modify these groups (sent before any flow that points at them). Groups a
+    VIP no longer uses are left in place: deleting a group deletes the flows that point at
+    it, and an unused one costs nothing."""
+
+    groups: tuple[GroupSpec, ...]
+
+
+@dataclass(frozen=True)
 class Resend:
     """Send the packet-in's packet back through the pipeline (after the flows it needs)."""
 
 
 Request = Union[ReadVipFlows, ReadBytes, CountConns]
-Op = Union[FlowDiff, DeleteCookie, Resend, ReadVipFlows, ReadBytes, CountConns, CountCt]
+Op = Union[FlowDiff, DeleteCookie, EnsureGroups, Resend, ReadVipFlows, ReadBytes, CountConns,
+           CountCt]
 REQUESTS = (ReadVipFlows, ReadBytes, CountConns)
 
 
@@ -97,6 +109,8 @@ def messages(dp: Any, op: Op, in_port: int | None = None, data: bytes = b"") -> 
         return ofmsg.diff_messages(dp, op)
     if isinstance(op, DeleteCookie):
         return [ofmsg.delete_by_cookie(dp, op.cookie, op.mask)]
+    if isinstance(op, EnsureGroups):
+        return [ofmsg.group_mod(dp, g) for g in op.groups]
     if isinstance(op, Resend):
         return [ofmsg.packet_out_to_table(dp, in_port, data)]
     if isinstance(op, ReadVipFlows):
@@ -120,6 +134,7 @@ class VipSwitch:
         self.log = log
         self.connected_now = False
         self.installed: list | None = None     # computed VIP flows now in the switch
+        self.groups: dict[int, GroupSpec] = {}  # select groups sent since it connected
         self.health: dict[str, str] = {}       # backend ip -> up|down (health checker)
         self.health_seq: object = None
         self.stats: dict[str, dict[str, dict]] = {}   # vip -> backend -> connections, bytes
@@ -150,6 +165,14 @@ class VipSwitch:
     def desired(self) -> list[FlowSpec]:
         return vipflows.desired_flows(self.config.lb, self.effective_vips(), self.loads())
 
+    def _groups(self) -> list[Op]:
+        """EnsureGroups for the groups the desired flows need that were not sent as they are."""
+        want = [g for g in vipflows.vip_groups(self.config.lb, self.effective_vips(),
+                                               self.loads())
+                if self.groups.get(g.group_id) != g]
+        self.groups.update({g.group_id: g for g in want})
+        return [EnsureGroups(tuple(want))] if want else []
+
     def _sync(self) -> list[Op]:
         """The diff from what is installed to what is desired; `installed` becomes the
         desired flows at once (see the module docstring).
@@ -170,24 +193,27 @@ class VipSwitch:
         self.installed = desired
         if change.empty:
             return []
+        groups = self._groups()
         tables = self.config.lb.tables
         indexes = {v.index for v in self.vips.values()}
         serving = {b.ip for v in self.vips.values() for b in v.backends}
         gone = sorted({(index, ip) for index, ip in (
             t for t in (vipflows.backend_flow_target(f, tables) for f in change.delete)
             if t is not None) if index in indexes or ip not in serving})
-        return [change] + [DeleteCookie(vipflows.conn_cookie(index, ip), vipflows.COOKIE_ALL)
-                           for index, ip in gone]
+        return groups + [change] + [DeleteCookie(vipflows.conn_cookie(index, ip),
+                                                 vipflows.COOKIE_ALL) for index, ip in gone]
 
     # -- switch lifecycle -------------------------------------------------------------------
     def connected(self) -> list[Op]:
         self.connected_now = True
         self.installed = None
-        return [ReadVipFlows()]
+        self.groups = {}
+        return [*self._groups(), ReadVipFlows()]
 
     def disconnected(self) -> None:
         self.connected_now = False
         self.installed = None
+        self.groups = {}
 
     def reply(self, request: Request, result: Any) -> list[Op]:
         """The switch's answer to a request this switch asked for."""

@@ -191,7 +191,8 @@ def one_variant(ctx, live, api, tier: Tier, dc, vip: str, index: int, clients, v
     before_lbs, after_lbs = EVENT_LBS[event]
     variant = f"{ecmp}-{algorithm}-{event}"
     tier.ensure(before_lbs)
-    tables = tier.wait_tables(index, table_size(algorithm, len(ips)), ips)
+    tables = tier.wait_tables(index, table_size(algorithm, len(ips),
+                                                hash_impl=api.vip(dc.name)["hash_impl"]), ips)
     agree = len({tuple(sorted(t.items())) for t in tables.values()}) == 1
     tier.clear_connections(index)
     phase_s = p["before_s"] + p["after_s"]

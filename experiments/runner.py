@@ -169,6 +169,8 @@ def run_experiment(exp: Experiment, *, scenario: str | Scenario | None = None,
             "tx_offload_off": sorted({i for n in nets for i in n.tx_offload_off}),
             "load_generators": generators,
             "lan_carriers": [n.lan_carriers for n in nets],
+            # each VIP's mode, algorithm, connection table and hash at the network's start
+            "vip_settings": [n.vip_settings for n in nets],
             # what each network's controller said it runs on (framework, version, hub, apps)
             "controller_runtime": [n.controller.info for n in nets],
             "gre": [n.gre.metadata() for n in nets if getattr(n, "gre", None) is not None],

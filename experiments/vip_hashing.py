@@ -29,8 +29,11 @@ SUMMARY_COLUMNS = ("variant", "algorithm", "conntrack", "change", "backends_befo
                    "keys")
 
 
-def key_owner(table: dict[int, int], keys, n_buckets: int) -> list[int | None]:
-    return [table.get(hashing.bucket_of(k, n_buckets)) for k in keys]
+def key_owner(table: dict[int, int], keys, n_buckets: int,
+              hash_impl: str = "dp_hash") -> list[int | None]:
+    """The backend each key reaches through a bucket table read from the switch (the
+    model hash of controller/hashing.py, not OVS's)."""
+    return [table.get(hashing.entry_of(k, n_buckets, hash_impl)) for k in keys]
 
 
 def installed_table(plan, dc, vip_index=1) -> dict[int, int]:
@@ -58,26 +61,30 @@ def wait_table(plan, dc, include: set[int] = frozenset(), exclude: set[int] = fr
                        f"wanted {sorted(include)} without {sorted(exclude)}")
 
 
-def table_size(algorithm: str, n_backends: int, removed: int = 0) -> int:
-    """Buckets the installed table must have once it has converged: modn one per up
-    backend; maglev M for the whole pool (it does not change when a backend goes); leastload
-    a fixed bucket count."""
+def table_size(algorithm: str, n_backends: int, removed: int = 0,
+               hash_impl: str = "dp_hash") -> int:
+    """Entries the installed bucket table must have once it has converged: of a table of
+    one slot per up backend (modn), Maglev's M for the whole pool (it does not change when
+    a backend goes) or leastload's fixed bucket count; dp_hash rounds up to its power of
+    two (controller/hashing.hash_entries)."""
     if algorithm == "modn":
-        return n_backends - removed
-    if algorithm == "maglev":
-        return maglev.default_table_size(n_backends)
-    return vipmodel.LEASTLOAD_BUCKETS
+        slots = n_backends - removed
+    elif algorithm == "maglev":
+        slots = maglev.default_table_size(n_backends)
+    else:
+        slots = vipmodel.LEASTLOAD_BUCKETS
+    return hashing.hash_entries(slots, hash_impl)
 
 
-def remap(before: dict, after: dict, keys) -> float:
+def remap(before: dict, after: dict, keys, hash_impl: str = "dp_hash") -> float:
     n_before, n_after = len(before), len(after)
-    a = key_owner(before, keys, n_before)
-    b = key_owner(after, keys, n_after)
+    a = key_owner(before, keys, n_before, hash_impl)
+    b = key_owner(after, keys, n_after, hash_impl)
     return round(sum(x != y for x, y in zip(a, b)) / len(keys), 4)
 
 
-def max_mean(table: dict, keys) -> float:
-    owners = key_owner(table, keys, len(table))
+def max_mean(table: dict, keys, hash_impl: str = "dp_hash") -> float:
+    owners = key_owner(table, keys, len(table), hash_impl)
     counts: dict = {}
     for o in owners:
         counts[o] = counts.get(o, 0) + 1
@@ -97,6 +104,7 @@ def run(ctx: Context) -> list[dict]:
     summary = []
     with ctx.open_net() as live:
         api = for_live(live)
+        hash_impl = api.vip(dc.name)["hash_impl"]     # the scenario's, or --set's
         control.start_http_backends(live, plan, dcs=[dc.name])
         live.start_health_checks()
         with ctx.phase("vip-hashing", len(variants)) as bar:
@@ -107,7 +115,7 @@ def run(ctx: Context) -> list[dict]:
                 n = len(ips)
                 t_full = wait_table(plan, dc.name, include={victim_ip} if
                                     algorithm == "leastload" else ips,
-                                    size=table_size(algorithm, n))
+                                    size=table_size(algorithm, n, hash_impl=hash_impl))
                 per_client = max(1, p["connections"] // len(clients))
                 procs = [control.start_json_lines(live, c.name, "streams", [
                     "--host", vip, "--count", str(per_client),
@@ -118,11 +126,12 @@ def run(ctx: Context) -> list[dict]:
                 time.sleep(p["stream_s"] * 0.25)  # let connections carry data first
                 api.remove_backend(dc.name, str(victim.ip))
                 t_removed = wait_table(plan, dc.name, exclude={victim_ip},
-                                       size=table_size(algorithm, n, removed=1))
+                                       size=table_size(algorithm, n, removed=1,
+                                                       hash_impl=hash_impl))
                 time.sleep(p["stream_s"] * 0.25)
                 api.add_backend(dc.name, str(victim.ip))
                 t_added = wait_table(plan, dc.name, include={victim_ip},
-                                     size=table_size(algorithm, n))
+                                     size=table_size(algorithm, n, hash_impl=hash_impl))
                 conns = []
                 for client, proc in zip(clients, procs):
                     for row in control.finish_json_lines(proc, p["stream_s"] + 60):
@@ -138,13 +147,14 @@ def run(ctx: Context) -> list[dict]:
                 common = dict(variant=variant, algorithm=algorithm, conntrack=conntrack,
                               live_connections=len(conns), broken_connections=broken,
                               broken_on_removed_backend=sum(not c["ok"] for c in on_victim),
-                              max_mean_share=max_mean(t_full, keys), keys=len(keys))
+                              max_mean_share=max_mean(t_full, keys, hash_impl),
+                              keys=len(keys))
                 summary.append({**common, "change": "remove",
                                 "backends_before": len(ips), "backends_after": len(ips) - 1,
-                                "remap_fraction": remap(t_full, t_removed, keys)})
+                                "remap_fraction": remap(t_full, t_removed, keys, hash_impl)})
                 summary.append({**common, "change": "add",
                                 "backends_before": len(ips) - 1, "backends_after": len(ips),
-                                "remap_fraction": remap(t_removed, t_added, keys)})
+                                "remap_fraction": remap(t_removed, t_added, keys, hash_impl)})
                 bar.advance()
     return summary
 

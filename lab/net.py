@@ -60,6 +60,7 @@ class LiveNet:
         self.net = None
         self.timing = Timing()
         self.tx_offload_off: list[str] = []
+        self.vip_settings: dict[str, dict] = {}
         self.calibrate_links = calibrate_links
         self.calibration: list[dict] = []
         self.lan_rtt_ms: dict[str, float | None] = {}
@@ -112,9 +113,13 @@ class LiveNet:
         if self.gre_enabled and self.mech.gre_decap == "none":
             raise LblabError("GRE mode needs a backend decapsulator: this kernel has no ip_gre "
                              "and the userspace decapsulator is unavailable (lblab doctor)")
-        vip_config.write(vip_config.from_plan(self.plan, self.health_dir, self.vip_overrides,
-                                            gre=self.gre_enabled),
-                        self.vip_config_path)
+        config = vip_config.from_plan(self.plan, self.health_dir, self.vip_overrides,
+                                      gre=self.gre_enabled)
+        vip_config.write(config, self.vip_config_path)
+        # what each DC's VIP started with (run metadata: experiments may change it later)
+        self.vip_settings = {v["name"]: {k: v.get(k) for k in (
+            "mode", "algorithm", "conntrack", "conntrack_impl", "hash_impl")}
+            for sw in config["switches"].values() for v in sw["vips"]}
         self.controller.start()
         self.state.data["rest_url"] = f"http://127.0.0.1:{self.controller.rest_port}"
         self.state.add("pids", self.controller.pid)

@@ -49,6 +49,7 @@ def from_plan(plan: NetworkPlan, health_dir: Path | None = None,
         vip = {"name": dc.name, "index": index, "address": str(dc.vip),
                "mac": vip_mac(dc.vip), "mode": dc.mode, "algorithm": dc.algorithm,
                "conntrack": dc.conntrack, "conntrack_impl": dc.conntrack_impl,
+               "hash_impl": dc.hash_impl,
                "ports": [SERVICE_PORT], "backends": backends}
         vip.update({k: v for k, v in overrides.items() if k in SETTINGS})
         tier = plan.lbs_of(dc.name)

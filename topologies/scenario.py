@@ -25,6 +25,9 @@ SITE_NAME = re.compile(r"^[a-z][a-z0-9]{0,3}$")
 MODES = ("nat", "dsr", "gre")
 ALGORITHMS = ("modn", "maglev", "leastload")
 CONNTRACK_IMPLS = ("ct", "learn")
+# Where the VIP's hash is computed: in the datapath (a select group's dp_hash) or in OVS's
+# slow path (the multipath action: an upcall per new connection). controller/hashing.py.
+HASH_IMPLS = ("dp_hash", "multipath")
 DNS_POLICIES = ("all", "geo", "capacity")
 DNS_ANSWERS = ("first_backend", "vip")
 
@@ -57,6 +60,8 @@ class DataCenter:
     remote_backends: tuple[str, ...] = ()
     # the VIP's connection table: ct (the datapath's conntrack) or learn (learned flows)
     conntrack_impl: str = "ct"
+    # where the switch computes the VIP's hash (HASH_IMPLS)
+    hash_impl: str = "dp_hash"
     # LB instances serving the VIP behind the DC router's ECMP route (BGP-announced): 1 is
     # the DC switch itself; K > 1 adds K one-armed LB switches (topologies/plan.py)
     lbs: int = 1
@@ -333,7 +338,7 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
         f = _Fields(source, f"dcs.{name}", spec, {"subnet", "vip", "backends", "capacity_rps",
                                                   "mode", "algorithm", "conntrack",
                                                   "conntrack_impl", "remote_backends",
-                                                  "lbs"})
+                                                  "lbs", "hash_impl"})
         subnet = f.get("subnet", _subnet)
         vip = f.get("vip", _address)
         if vip not in subnet:
@@ -350,6 +355,7 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
             capacity_rps=f.number("capacity_rps", 1000.0, minimum=1),
             mode=mode, algorithm=f.choice("algorithm", ALGORITHMS, "maglev"),
             conntrack=f.get("conntrack", _boolean, True), conntrack_impl=impl,
+            hash_impl=f.choice("hash_impl", HASH_IMPLS, "dp_hash"),
             remote_backends=tuple(f.get("remote_backends", _dc_name_list, [])), lbs=lbs))
         if out[-1].remote_backends and out[-1].mode != "gre":
             f.fail("remote backends are reached through GRE only: set mode: gre",

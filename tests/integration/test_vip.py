@@ -215,6 +215,31 @@ def test_controller_restart_keeps_connections_and_resyncs(vipnet):
     assert get(live, client, f"http://{dc.vip}/search")["status"] == 200
 
 
+def test_the_datapath_hashes_new_connections_unless_multipath_is_asked_for(vipnet):
+    """hash_impl dp_hash: the VIP's select group makes the datapath hash (a hash() action in
+    the datapath flows) and no megaflow matches a client's source port, so a new connection
+    costs no upcall; multipath: one exact megaflow per connection. Either way every request
+    is answered by a backend of the DC."""
+    plan, live, api = vipnet
+    dc = plan.scenario.dcs[0]
+    client = plan.by_role("client")[0].name
+    pool = {h.name for h in plan.hosts_in(dc.name, "backend")}
+    per_connection = {}
+    for impl in ("dp_hash", "multipath"):
+        assert api.change(dc.name, hash_impl=impl)["hash_impl"] == impl
+        subprocess.run(["ovs-appctl", "dpctl/del-flows"], check=True, capture_output=True)
+        served = [get(live, client, f"http://{dc.vip}/search")["backend"] for _ in range(12)]
+        assert set(served) <= pool and len(served) == 12, served
+        dump = subprocess.run(["ovs-appctl", "dpctl/dump-flows"], check=True,
+                              capture_output=True, text=True).stdout.splitlines()
+        vip_hash = [f for f in dump if "hash(" in f.split("actions:")[-1]]
+        per_connection[impl] = [f for f in dump if "tcp(src=" in f and
+                                f"dst={dc.vip}" in f]
+        assert bool(vip_hash) == (impl == "dp_hash"), dump
+    assert per_connection["dp_hash"] == []
+    assert len(per_connection["multipath"]) >= 12, per_connection
+
+
 def test_nothing_of_lblab_listens_on_all_interfaces(vipnet):
     plan, live, api = vipnet
     out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout

@@ -4,8 +4,10 @@ clib/fakeoftable.py. Test support, not shipped code.
 Unit tests install the computed flows of both apps here (the L2 app's and the VIP app's) and
 ask "where does this packet go, with which headers?" without a switch. It executes what
 lblab's flows use: matches with IPv4 prefixes, output (IN_PORT and FLOOD included),
-controller, set_field, move, multipath (with the model hash of controller.hashing, not
-OVS's), resubmit with the Nicira semantics (register changes persist, a miss is a no-op),
+controller, set_field, move (whole fields or low bits), multipath (with the model hash of
+controller.hashing, not OVS's), select groups of one bucket that compute dp_hash first (the
+model hash again; a group that was never installed is an error, as OVS refuses the flow),
+resubmit with the Nicira semantics (register changes persist, a miss is a no-op),
 goto_table, learn (adds an exact flow to the target table; fin_idle_timeout is not
 modelled, idle and hard timeouts are, through `expire(now)`), and ct with a small model of
 the datapath's connection tracker: per zone, committed connections by original and reply
@@ -26,7 +28,8 @@ from typing import Any
 
 from controller import hashing
 from controller.flows import (CT_STATE_BITS, FLOOD, IN_PORT, Controller, Ct, FlowDiff,
-                              FlowSpec, Goto, Learn, Move, Multipath, Output, ReadBack,
+                              FlowSpec, Goto, Group, GroupSpec, Learn, Move, Multipath,
+                              Output, ReadBack,
                               Resubmit, SetField, ct_state_bits, make_flow, normalize_match)
 
 MAX_RESUBMIT_DEPTH = 64  # OVS's limit on nested resubmits
@@ -145,6 +148,20 @@ class FakeOFTable:
         self._groups: dict[int, list[_Group]] = {}            # table -> by priority desc
         self._by_id: dict[tuple, tuple[_Group, Entry]] = {}
         self._conns: dict[tuple, tuple[Conn, bool]] = {}      # (zone, 5-tuple) -> (conn, reply?)
+        self.groups: dict[int, GroupSpec] = {}
+
+    def apply_vips(self, switch, vips, loads=None, now: float = 0.0) -> None:
+        """Install what the VIP app installs for these VIPs: their groups, then their flows."""
+        from controller import vipflows
+        for g in vipflows.vip_groups(switch, list(vips), loads):
+            self.add_group(g)
+        self.apply(vipflows.desired_flows(switch, list(vips), loads), now)
+
+    def add_group(self, group: GroupSpec) -> None:
+        """A group mod with OVS's ADD_OR_MOD: create or replace."""
+        if len(group.buckets) != 1:
+            raise FakeOFTableError(f"only one-bucket select groups are modelled: {group}")
+        self.groups[group.group_id] = group
 
     def conntrack(self, zone: int | None = None) -> list[Conn]:
         """Committed connections (of one zone), like `ovs-appctl dpctl/dump-conntrack`."""
@@ -258,6 +275,7 @@ class FakeOFTable:
             pkt.setdefault(f"reg{r}", 0)   # OVS zeroes registers for every packet
         pkt.setdefault("ct_state", 0)      # and a packet starts untracked
         pkt.setdefault("ct_mark", 0)
+        pkt.setdefault("dp_hash", 0)       # 0: not computed yet
         tr = Trace()
         self._run_table(0, pkt, tr, now, depth=0)
         return tr
@@ -300,7 +318,19 @@ class FakeOFTable:
         elif isinstance(a, SetField):
             pkt[a.field] = a.value.lower() if isinstance(a.value, str) else a.value
         elif isinstance(a, Move):
-            pkt[a.dst] = pkt.get(a.src)
+            if a.n_bits is None:
+                pkt[a.dst] = pkt.get(a.src)
+            else:
+                mask = (1 << a.n_bits) - 1
+                pkt[a.dst] = (int(pkt.get(a.dst) or 0) & ~mask) | (int(pkt.get(a.src)) & mask)
+        elif isinstance(a, Group):
+            group = self.groups.get(a.group_id)
+            if group is None:
+                raise FakeOFTableError(f"group {a.group_id:#x} does not exist")
+            if not pkt["dp_hash"]:   # the datapath's hash action, then the recirculation
+                pkt["dp_hash"] = hashing.dp_hash_of(hashing.FlowKey.from_fields(pkt))
+            for b in _action_set(group.buckets[0]):
+                self._exec(b, pkt, tr, now, depth + 1)
         elif isinstance(a, Multipath):
             key = hashing.FlowKey.from_fields(pkt)
             pkt[a.dst] = hashing.bucket_of(key, a.n_links, a.basis)
@@ -356,6 +386,23 @@ class FakeOFTable:
         pkt["ct_mark"] = conn.mark if conn is not None else 0
 
 
+def _action_set(actions) -> list:
+    """A group bucket is an OpenFlow action set (ofpacts_execute_action_set): its set_field
+    and move actions in order, then only the last of its final actions (ct, resubmit,
+    output, group, by that priority); anything else is not allowed in a set."""
+    final_rank = {Ct: 0, Resubmit: 1, Output: 2, Group: 3}
+    sets, final = [], None
+    for a in actions:
+        if isinstance(a, (SetField, Move)):
+            sets.append(a)
+        elif type(a) in final_rank:
+            if final is None or final_rank[type(a)] >= final_rank[type(final)]:
+                final = a
+        else:
+            raise FakeOFTableError(f"{a!r} is not allowed in a group bucket (an action set)")
+    return sets + ([final] if final is not None else [])
+
+
 def _headers(pkt: Mapping[str, Any], keep_regs: bool = False) -> dict[str, Any]:
     return {k: v for k, v in pkt.items()
-            if keep_regs or not k.startswith(("reg", "ct_"))}
+            if keep_regs or not k.startswith(("reg", "ct_", "dp_hash"))}

@@ -38,7 +38,9 @@ def vip(**kw) -> Vip:
 
 def installed(*vips: Vip, loads=None) -> FakeOFTable:
     t = FakeOFTable()
-    t.apply(vf.desired_flows(SWITCH, list(vips), loads))
+    for g in vf.vip_groups(SWITCH, list(vips), loads):
+        t.add_group(g)
+    t.apply_vips(SWITCH, list(vips), loads)
     return t
 
 
@@ -67,6 +69,8 @@ def without(v: Vip, name: str) -> Vip:
 
 
 def resync(t: FakeOFTable, *vips: Vip) -> flows.FlowDiff:
+    for g in vf.vip_groups(SWITCH, list(vips)):
+        t.add_group(g)
     d = vf.vip_diff(t.flows(), vf.desired_flows(SWITCH, list(vips)))
     t.apply_diff(d)
     return d

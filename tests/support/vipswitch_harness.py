@@ -34,6 +34,9 @@ class FakeSwitch:
             self._encode(op)
             if isinstance(op, FlowDiff):
                 self.table.apply_diff(op, self.now)
+            elif isinstance(op, vipswitch.EnsureGroups):
+                for g in op.groups:
+                    self.table.add_group(g)
             elif isinstance(op, vipswitch.DeleteCookie):
                 self.table.delete_cookie(op.cookie, op.mask)
             elif isinstance(op, vipswitch.REQUESTS):

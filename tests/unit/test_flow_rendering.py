@@ -35,7 +35,8 @@ def _all_modes_flows():
     for v in (vip(mode="nat", conn_fin_timeout=2), vip(mode="dsr", conntrack=False),
               vip(mode="gre", backends=far), vip(reactive=True),
               vip(mode="nat", conntrack_impl="ct"), vip(mode="dsr", conntrack_impl="ct"),
-              vip(algorithm="leastload", conntrack_impl="ct")):
+              vip(algorithm="leastload", conntrack_impl="ct"),
+              vip(hash_impl="multipath"), vip(hash_impl="multipath", conntrack_impl="ct")):
         flows += _shapes(vf.desired_flows(SWITCH, [v]))
     flows += vf.reactive_flows(vip(), key, backends()[0])
     delete, add = l2logic.learn_flows(l2logic.Learn("02:1b:0a:65:00:0b", 3, moved_from=2))
@@ -106,6 +107,28 @@ def test_ofmsg_bytes_decode_in_ovs_as_the_ofctl_text(tmp_path, fw):
                                    check=True).stdout.splitlines()[-1]
         strip = lambda s: re.sub(r"\(xid=0x[0-9a-f]+\)", "", s).strip()  # noqa: E731
         assert strip(from_bytes) == strip(from_text)
+
+
+@pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl not installed")
+@over_frameworks
+def test_group_mod_decodes_in_ovs_as_create_or_modify_with_the_ofctl_buckets(tmp_path, fw):
+    """The dp_hash select group: Ryu's bytes, decoded by OVS, are an ADD_OR_MOD (so
+    installing it again is harmless) with the bucket group_to_ofctl writes."""
+    from controller import ofmsg
+    from controller.ofctl import group_to_ofctl
+    dp = _dp(fw)
+    (group,) = vf.vip_groups(SWITCH, [vip()])
+    m = ofmsg.group_mod(dp, group)
+    m.serialize()
+    path = tmp_path / "group.bin"
+    path.write_bytes(bytes(m.buf))
+    decoded = subprocess.run(["ovs-ofctl", "ofp-parse", str(path)], capture_output=True,
+                             text=True, check=True).stdout
+    assert "ADD_OR_MOD" in decoded, decoded
+    bucket = group_to_ofctl(group).split("bucket=weight:1,")[1]
+    assert bucket.replace("NXM_NX_DP_HASH", "dp_hash").replace("NXM_NX_REG0", "reg0") in \
+        decoded.replace("NXM_NX_DP_HASH", "dp_hash").replace("NXM_NX_REG0", "reg0"), decoded
+    assert "dp_hash[0..12]" in decoded.replace("NXM_NX_DP_HASH", "dp_hash"), decoded
 
 
 @over_frameworks

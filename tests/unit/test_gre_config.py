@@ -29,7 +29,7 @@ VIP = Vip(name="us1", address="10.101.0.100", mac="02:1c:0a:65:00:64", mode="gre
 
 def test_gre_flows_mark_the_packet_for_the_lbs_own_underlay():
     t = FakeOFTable()
-    t.apply(vf.desired_flows(SWITCH, [VIP]))
+    t.apply_vips(SWITCH, [VIP])
     for key in synthetic_keys(30, VIP.address, seed=3):
         outs = t.lookup({"in_port": 1, "eth_dst": VIP.mac, **key.fields()})
         assert len(outs) == 1

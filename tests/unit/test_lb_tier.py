@@ -113,7 +113,7 @@ def one_armed_vip(**kw):
 def test_one_armed_dsr_returns_the_packet_to_the_fabric_as_the_lb():
     t = FakeOFTable()
     v = one_armed_vip()
-    t.apply(vf.desired_flows(ONE_ARMED, [v]))
+    t.apply_vips(ONE_ARMED, [v])
     macs = {b.mac for b in v.backends}
     for k in KEYS[:50]:
         pkt = client_packet(k)
@@ -186,7 +186,7 @@ def test_with_gre_every_lb_has_its_own_tunnel_endpoint():
     assert marks == {gre.mark_for(i) for i in indexes}
     flows = FakeOFTable()
     sw = next(iter(config.values()))
-    flows.apply(vf.desired_flows(sw.lb, list(sw.vips.values())))
+    flows.apply_vips(sw.lb, list(sw.vips.values()))
     (out,) = flows.lookup(client_packet(KEYS[0]))
     assert out.port == sw.lb.gre_port and out["pkt_mark"] == sw.lb.gre_mark
     cmds = gre.policy_routing_commands(plan)

@@ -31,7 +31,7 @@ def dc_switch(*vips) -> FakeOFTable:
         delete, add = l2logic.learn_flows(macs.packet_in(1, port, mac))
         assert not delete
         t.apply(add)
-    t.apply(vf.desired_flows(SWITCH, list(vips or [vip()])))
+    t.apply_vips(SWITCH, list(vips or [vip()]))
     return t
 
 
@@ -128,7 +128,7 @@ def test_vip_tables_elsewhere_still_leave_the_l2_tables_alone():
     sw = dataclasses.replace(SWITCH, tables=TableLayout.starting_at(20))
     t = FakeOFTable()
     t.apply(l2logic.table_miss_flows())
-    t.apply(vf.desired_flows(sw, [vip()]))
+    t.apply_vips(sw, [vip()])
     assert {f.table for f in t.flows() if f.cookie != BASE_COOKIE} == {0, *range(20, 26)}
     (out,) = t.lookup(client_packet(KEYS[0]))
     assert out.port in BY_PORT

@@ -33,7 +33,7 @@ def dc_switch(v) -> FakeOFTable:
     macs = MacTables()
     for mac, port in STATIONS:
         t.apply(l2logic.learn_flows(macs.packet_in(1, port, mac))[1])
-    t.apply(vf.desired_flows(SWITCH, [v]))
+    t.apply_vips(SWITCH, [v])
     return t
 
 
@@ -162,7 +162,7 @@ def test_restart_resync_is_a_no_op_and_conntrack_is_never_touched():
 def test_zone_is_the_switchs_own():
     sw = dataclasses.replace(SWITCH, ct_zone=7)
     t = FakeOFTable()
-    t.apply(vf.desired_flows(sw, [ct_vip(mode="nat")]))
+    t.apply_vips(sw, [ct_vip(mode="nat")])
     t.lookup(client_packet(KEYS[0]))
     assert len(t.conntrack(7)) == 1 and t.conntrack(1) == []
 

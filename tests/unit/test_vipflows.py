@@ -146,9 +146,10 @@ def test_without_conntrack_modn_moves_most_connections():
     assert moved / len(KEYS) >= 0.5
 
 
-def test_maglev_remap_through_the_installed_tables():
+@pytest.mark.parametrize("hash_impl", ["dp_hash", "multipath"])
+def test_maglev_remap_through_the_installed_tables(hash_impl):
     keys = synthetic_keys(10_000, VIP_IP)
-    v = vip(algorithm="maglev", conntrack=False)
+    v = vip(algorithm="maglev", conntrack=False, hash_impl=hash_impl)
     t = installed(v)
     before = [backend_of(send(t, k)) for k in keys]
     resync(t, without(v, "b5"))
@@ -211,6 +212,50 @@ def test_leastload_sends_new_connections_to_the_least_loaded():
     assert {backend_of(send(t, k)) for k in keys} == {"b4"}
     # Even with conntrack off, the learned entries count b4's connections (not consulted).
     assert len(t.flows(cookie=vf.conn_cookie(v.index, BY_PORT[14].ip))) == len(keys)
+
+
+# --- where the hash is computed --------------------------------------------------------------
+@pytest.mark.parametrize("algorithm", ["modn", "maglev"])
+@pytest.mark.parametrize("hash_impl", ["dp_hash", "multipath"])
+def test_both_hash_implementations_send_keys_where_the_model_says(algorithm, hash_impl):
+    v = vip(algorithm=algorithm, conntrack=False, hash_impl=hash_impl)
+    t = installed(v)
+    for k in KEYS[:200]:
+        assert backend_of(send(t, k)) == vipmodel.choose_backend(v, k).name
+
+
+def test_dp_hash_hashes_in_a_group_and_the_bucket_table_has_power_of_two_entries():
+    """select runs the VIP's group (the datapath computes dp_hash); the group's one bucket
+    moves as many low bits of it into reg0 as the bucket table needs, and every entry
+    resubmits to the backend table itself (a bucket is an action set: one final action)."""
+    for algorithm, entries, bits in (("maglev", 8192, 13), ("modn", 1024, 10)):
+        v = vip(algorithm=algorithm, conntrack=False)
+        (group,) = vf.vip_groups(SWITCH, [v])
+        assert group.group_id == vf.vip_group_id(v.index)
+        move, resubmit = group.buckets[0]
+        assert (move.src, move.dst, move.n_bits) == ("dp_hash", vf.REG_BUCKET, bits)
+        assert resubmit == flows.Resubmit(SWITCH.tables.bucket)
+        selects = [f for f in vf.desired_flows(SWITCH, [v]) if f.table == SWITCH.tables.select
+                   and f.priority != vf.PRIO_MISS]
+        assert [f.actions for f in selects] == [(flows.Group(group.group_id),)]
+        bucket = [f for f in vf.desired_flows(SWITCH, [v]) if f.table == SWITCH.tables.bucket
+                  and f.priority == vf.PRIO_ENTRY]
+        assert len(bucket) == entries
+        assert all(f.actions[-1] == flows.Resubmit(SWITCH.tables.backend) for f in bucket)
+    assert vf.vip_groups(SWITCH, [vip(hash_impl="multipath")]) == []
+    assert vf.vip_groups(SWITCH, [vip(reactive=True)]) == []
+
+
+def test_a_group_bucket_runs_as_an_action_set():
+    """The fake table runs a bucket as OVS does (one final action): a bucket that relied on
+    two resubmits in a row, as an action list would, loses the first."""
+    v = vip(algorithm="maglev", conntrack=False)
+    t = installed(v)
+    (group,) = vf.vip_groups(SWITCH, [v])
+    move, resubmit = group.buckets[0]
+    t.add_group(dataclasses.replace(group, buckets=((move, resubmit,
+                                                     flows.Resubmit(SWITCH.tables.out)),)))
+    assert send(t, KEYS[0]) is None    # only resubmit(,out) ran: no backend chosen
 
 
 # --- reactive ------------------------------------------------------------------------------
@@ -332,7 +377,7 @@ def test_gre_needs_a_gre_port_and_vips_need_unique_indexes():
 def test_table_layout_starting_elsewhere():
     sw = dataclasses.replace(SWITCH, tables=vipmodel.TableLayout.starting_at(20))
     t = FakeOFTable()
-    t.apply(vf.desired_flows(sw, [vip()]))
+    t.apply_vips(sw, [vip()])
     assert {f.table for f in t.flows()} == {0, *range(20, 26)}
     assert send(t, KEYS[0]).port in BY_PORT
     for overlapping_l2 in (0, 1):   # the L2 app's tables 0 and 1

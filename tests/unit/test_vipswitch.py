@@ -13,8 +13,8 @@ from controller.flows import FlowDiff
 from controller.hashing import synthetic_keys
 from controller.l2logic import BASE_COOKIE
 from controller.vipconfig import SwitchConfig
-from controller.vipswitch import (CountConns, DeleteCookie, ReadBytes, ReadVipFlows, Resend,
-                                  VipSwitch)
+from controller.vipswitch import (CountConns, DeleteCookie, EnsureGroups, ReadBytes,
+                                  ReadVipFlows, Resend, VipSwitch)
 from support.fakeoftable import CONTROLLER
 from support.vipcase import (BY_PORT, KEYS, SWITCH, VIP_IP, backend_of, backends,
                              client_packet, send, vip)
@@ -55,9 +55,10 @@ def test_a_whole_life_keeps_connections_and_leaves_no_stale_bucket():
     fake = FakeSwitch(VipSwitch(config(algorithm="maglev", conntrack=True)))
     l2 = fake.table.flows(cookie=BASE_COOKIE)
 
-    # Connect: read the switch's VIP flows (none yet), install the desired ones.
+    # Connect: the VIP's select group, then read the switch's VIP flows (none yet), install
+    # the desired ones.
     fake.event(fake.sw.connected)
-    assert isinstance(fake.sent[0], ReadVipFlows)
+    assert [type(op) for op in fake.sent[:2]] == [EnsureGroups, ReadVipFlows]
     assert_in_sync(fake)
     conns = {k: backend_of(send(fake.table, k)) for k in KEYS[:200]}   # learned entries
     assert set(conns.values()) == {f"b{i}" for i in range(8)}
@@ -128,7 +129,8 @@ def test_reconnect_with_nothing_changed_sends_nothing_but_the_read():
     fake.sw.disconnected()
     before = len(fake.sent)
     fake.event(fake.sw.connected)
-    assert [type(op) for op in fake.sent[before:]] == [ReadVipFlows]
+    # the groups again (create-or-modify: idempotent, nothing points elsewhere meanwhile)
+    assert [type(op) for op in fake.sent[before:]] == [EnsureGroups, ReadVipFlows]
     assert_in_sync(fake)
 
 
@@ -137,7 +139,7 @@ def test_nothing_is_computed_before_the_switch_is_read():
     assert sw.health_report(health(1, down=("b0",))) == []
     assert sw.poll() == []
     ops = sw.connected()
-    assert ops == [ReadVipFlows()]
+    assert [type(op) for op in ops] == [EnsureGroups, ReadVipFlows]
     assert sw.update("web", lambda c, v: viprest.set_admin(v, "b1", "drain")) == []
 
 
