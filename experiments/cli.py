@@ -253,7 +253,8 @@ def _parse_vip_settings(pairs: list[str]) -> dict:
     for pair in pairs:
         if "=" not in pair:
             raise InputError(f"{pair}: expected key=value (mode=dsr, algorithm=maglev, "
-                             f"conntrack=true, reactive=false, table_size=4093)")
+                             f"conntrack=true, hash_impl=multipath, reactive=false, "
+                             f"table_size=4093)")
         key, value = pair.split("=", 1)
         if value.lower() in ("true", "false"):
             out[key] = value.lower() == "true"
@@ -367,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     vsub.add_parser("list", help="VIPs with mode, algorithm and backends up")
     v = vsub.add_parser("show", help="one VIP: backends, state, connections, table share")
     v.add_argument("vip", help="VIP name (its DC) or address")
-    v = vsub.add_parser("set", help="change mode, algorithm, conntrack, reactive, table_size")
+    v = vsub.add_parser("set", help="change mode, algorithm, conntrack, conntrack_impl, "
+                                    "hash_impl, reactive, table_size")
     v.add_argument("vip")
     v.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     v = vsub.add_parser("add", help="add a backend (a host on the VIP's LB switch)")

@@ -102,15 +102,15 @@ class Tier:
                 for lb in self.lbs}
 
     def wait_tables(self, vip_index: int, size: int, backends: set[int],
-                    timeout_s: float = 20) -> dict[int, dict[int, int]]:
-        """Until every LB's bucket table has `size` buckets over exactly `backends` (leastload:
-        a subset); a readiness check, since REST changes are applied asynchronously."""
+                    timeout_s: float = 20, subset: bool = False) -> dict[int, dict[int, int]]:
+        """Until every LB's bucket table has `size` entries over exactly `backends` (with
+        `subset`, leastload's: some of them); a readiness check, since REST changes are
+        applied asynchronously."""
         deadline = time.monotonic() + timeout_s
         tables = {}
         while time.monotonic() < deadline:
             tables = self.tables(vip_index)
-            if all(len(t) == size and (set(t.values()) <= backends if size ==
-                                       vipmodel.LEASTLOAD_BUCKETS else
+            if all(len(t) == size and (set(t.values()) <= backends if subset else
                                        set(t.values()) == backends) for t in tables.values()):
                 return tables
             time.sleep(0.1)
@@ -192,7 +192,8 @@ def one_variant(ctx, live, api, tier: Tier, dc, vip: str, index: int, clients, v
     variant = f"{ecmp}-{algorithm}-{event}"
     tier.ensure(before_lbs)
     tables = tier.wait_tables(index, table_size(algorithm, len(ips),
-                                                hash_impl=api.vip(dc.name)["hash_impl"]), ips)
+                                                hash_impl=api.vip(dc.name)["hash_impl"]), ips,
+                              subset=algorithm == "leastload")
     agree = len({tuple(sorted(t.items())) for t in tables.values()}) == 1
     tier.clear_connections(index)
     phase_s = p["before_s"] + p["after_s"]

@@ -104,6 +104,16 @@ def test_bad_choice():
     assert "dcs.us1.conntrack_impl" in msg and "ct, learn" in msg
 
 
+def test_hash_impl_defaults_to_dp_hash_and_multipath_is_kept():
+    assert {d.hash_impl for d in scenario.load("three-dc").dcs} == {"dp_hash"}
+    data = three_dc()
+    data["dcs"]["us1"]["hash_impl"] = "multipath"
+    assert scenario.parse(data, "test").dcs[0].hash_impl == "multipath"
+    data["dcs"]["us1"]["hash_impl"] = "crc32"
+    msg = _error(data)
+    assert "dcs.us1.hash_impl" in msg and "dp_hash, multipath" in msg
+
+
 def test_conntrack_impl_defaults_to_ct_and_learn_is_kept():
     assert {d.conntrack_impl for d in scenario.load("three-dc").dcs} == {"ct"}
     data = three_dc()

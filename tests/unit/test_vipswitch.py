@@ -185,7 +185,26 @@ def test_a_bad_change_is_refused_and_changes_nothing():
         fake.sw.update("web", lambda c, v: viprest.add_backend(c, v, {"ip": "10.102.0.11"}))
     with pytest.raises(viprest.BadRequest, match="unknown mode"):
         fake.sw.update("web", lambda c, v: viprest.change_vip(c, v, {"mode": "tunnel"}))
+    with pytest.raises(viprest.BadRequest, match="unknown hash_impl 'crc'.*dp_hash, multipath"):
+        fake.sw.update("web", lambda c, v: viprest.change_vip(c, v, {"hash_impl": "crc"}))
     assert fake.sw.vips["web"] == vip() and computed(fake.table) == before
+
+
+def test_switching_the_hash_keeps_connections_and_sends_the_group_first():
+    """multipath -> dp_hash over REST: the group goes out before the flows pointing at it;
+    tracked connections keep their backend (the new hash only places new ones)."""
+    fake = FakeSwitch(VipSwitch(config(algorithm="maglev", conntrack=True,
+                                       hash_impl="multipath")))
+    fake.event(fake.sw.connected)
+    assert not fake.table.groups
+    conns = {k: backend_of(send(fake.table, k)) for k in KEYS[:100]}
+    ops = fake.sw.update("web", lambda c, v: viprest.change_vip(c, v, {"hash_impl": "dp_hash"}))
+    assert [type(op) for op in ops][:2] == [EnsureGroups, FlowDiff]
+    fake.apply(ops)
+    assert {k: backend_of(send(fake.table, k)) for k in conns} == conns
+    assert fake.sw.describe("web")["hash_impl"] == "dp_hash"
+    assert fake.sw.describe("web")["bucket_entries"] == 8192
+    assert_in_sync(fake)
 
 
 def test_entries_of_a_removed_backend_go_after_its_buckets():
