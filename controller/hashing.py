@@ -1,12 +1,11 @@
 """Flow keys and the bucket model of the switch's hash; bucket -> backend assignments.
 
-How backend choice works in lblab's fast path (see controller/vipflows.py): Open vSwitch runs
-the Nicira action `multipath(symmetric_l3l4+udp, basis, modulo_n, n_links, 0, reg0)`, which
-writes hash(5-tuple) mod n_links into reg0; a bucket table with one flow per value of reg0
-then names the backend. The controller only fills that bucket table:
-- `modn`: n_links = N healthy backends, bucket i -> backend i (plain mod-N hashing);
-- `maglev`: n_links = M, bucket i -> maglev_table[i];
-- `leastload`: n_links = a fixed bucket count, buckets handed to the least-loaded backends.
+How backend choice works in lblab's fast path (see controller/vipflows.py): Open vSwitch
+writes a hash of the 5-tuple into reg0, and a bucket table with one flow per value of reg0
+names the backend. The controller only fills that table, from a table of slots:
+- `modn`: N slots for N healthy backends, slot i -> backend i (plain mod-N hashing);
+- `maglev`: M slots, slot i -> maglev_table[i];
+- `leastload`: a fixed slot count, slots handed to the least-loaded backends.
 
 Two ways to compute the hash (`hash_impl`, topologies.scenario.HASH_IMPLS):
 - `dp_hash` (the default): a select group makes the datapath compute a 32-bit hash of the
@@ -14,12 +13,14 @@ Two ways to compute the hash (`hash_impl`, topologies.scenario.HASH_IMPLS):
   bits into reg0; the bucket table then has 2^k entries (`hash_entries`), entry v naming
   slot v mod M of the table (`expand`). No per-connection work in the slow path: the
   megaflows match k bits of dp_hash, not the 5-tuple. The basis is OVS's, 0 for all VIPs.
-- `multipath`: the Nicira action in the slow path, so every new 5-tuple is an upcall; the
-  bucket table has exactly M entries. The VIP's hash_basis applies.
+- `multipath`: the Nicira action `multipath(symmetric_l3l4+udp, basis, modulo_n, M, 0,
+  reg0)` in the slow path, so every new 5-tuple is an upcall; the bucket table has exactly
+  M entries. The VIP's hash_basis applies.
 
 The Python side does not reproduce OVS's hash (flow_hash_symmetric_l3l4 over the datapath's
-flow struct; not worth re-implementing byte for byte). `bucket_of` is a *model* of multipath
-with the same shape: symmetric in (src, dst), stable across processes, uniform mod n_links.
+flow struct, or the kernel's flow dissector hash; not worth re-implementing byte for byte).
+`bucket_of` (multipath) and `dp_hash_of` (dp_hash) are *models* with the same shape:
+symmetric in (src, dst), stable across processes, uniform.
 Synthetic remap experiments and the fake flow table use it; the integration experiment
 measures remapping on the real switch instead.
 """
