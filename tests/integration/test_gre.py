@@ -102,6 +102,10 @@ def test_cross_dc_backends_cost_the_extra_wan_latency(grenet):
         others = [h for h in plan.hosts_in("us1" if pool_dc == "eu1" else "eu1", "backend")]
         for h in others:
             api.drain("us1", str(h.ip))
+        # readiness: the switch's bucket table no longer names them (REST applies changes
+        # asynchronously; thousands of entries take a while)
+        from experiments.vip_hashing import wait_table
+        wait_table(plan, "us1", exclude={int(h.ip) for h in others})
         try:
             times = []
             for i in range(5):
