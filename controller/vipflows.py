@@ -123,7 +123,7 @@ from controller.flows import (IN_PORT, Action, Controller, Ct, FlowDiff, FlowSpe
                               Match, Move, Multipath, Output, Resubmit, SetField, diff,
                               make_flow, normalize_match)
 from controller.vipmodel import (BUCKET_BITS, Backend, LbSwitch, TableLayout, Vip,
-                                 assignment, uses_ct, validate)
+                                 assignment, table_slots, uses_ct, validate)
 
 # --- cookies -------------------------------------------------------------------------------
 COOKIE_VIP = 0x1B1AC << 44        # computed VIP flows (base app: 0x1B1AB00000000000)
@@ -286,26 +286,21 @@ def vip_group_id(index: int) -> int:
     return GROUP_VIP + index
 
 
-def _hash_bits(vip: Vip, table: Sequence[Backend]) -> int:
-    return (hashing.hash_entries(len(table), vip.hash_impl) - 1).bit_length()
-
-
-def vip_groups(switch: LbSwitch, vips: Sequence[Vip],
-               loads: Mapping[str, Mapping[str, int]] | None = None) -> list[GroupSpec]:
+def vip_groups(switch: LbSwitch, vips: Sequence[Vip]) -> list[GroupSpec]:
     """The select groups the VIP flows point at (dp_hash VIPs with a backend up); their
-    bucket takes as many bits of dp_hash as the VIP's bucket table has entries."""
+    bucket takes as many bits of dp_hash as the VIP's bucket table has entries (from the
+    table's size alone: no table is built here)."""
     t = switch.tables
     out = []
     for v in vips:
-        if v.hash_impl != "dp_hash" or v.reactive:
+        slots = table_slots(v)
+        if v.hash_impl != "dp_hash" or v.reactive or not slots:
             continue
-        table = assignment(v, (loads or {}).get(v.name))
-        if table:
-            # A bucket is an OpenFlow action set: its set/move actions, then only ONE final
-            # action (the last resubmit), so the bucket entries resubmit to backend.
-            out.append(GroupSpec(vip_group_id(v.index), ((
-                Move("dp_hash", REG_BUCKET, n_bits=_hash_bits(v, table)),
-                Resubmit(t.bucket)),)))
+        bits = (hashing.hash_entries(slots, v.hash_impl) - 1).bit_length()
+        # A bucket is an OpenFlow action set: its set/move actions, then only ONE final
+        # action (the last resubmit), so the bucket entries resubmit to backend.
+        out.append(GroupSpec(vip_group_id(v.index), ((
+            Move("dp_hash", REG_BUCKET, n_bits=bits), Resubmit(t.bucket)),)))
     return out
 
 

@@ -240,6 +240,22 @@ def eligible(vip: Vip) -> list[Backend]:
     return [b for b in vip.backends if b.state == "up"]
 
 
+def slot_count(algorithm: str, up: int, pool: int, table_size: int | None = None) -> int:
+    """Slots of a lookup table: modn one per up backend; maglev M for the whole pool (up,
+    down and drain, so health flaps keep M); leastload a fixed count."""
+    if algorithm == "modn":
+        return up
+    if algorithm == "maglev":
+        return table_size or maglev.default_table_size(pool)
+    return table_size or LEASTLOAD_BUCKETS
+
+
+def table_slots(vip: Vip) -> int:
+    """len(assignment(vip)) without building the table (0 when no backend is up)."""
+    up = len(eligible(vip))
+    return slot_count(vip.algorithm, up, len(vip.backends), vip.table_size) if up else 0
+
+
 def assignment(vip: Vip, loads: Mapping[str, int] | None = None) -> list[Backend]:
     """bucket -> backend for the VIP's algorithm over its up backends ([] if none is up)."""
     up = eligible(vip)
@@ -248,15 +264,14 @@ def assignment(vip: Vip, loads: Mapping[str, int] | None = None) -> list[Backend
     by_name = {b.name: b for b in up}
     names = [b.name for b in up]
     weights = {b.name: b.weight for b in up}
+    slots = table_slots(vip)
     if vip.algorithm == "modn":
         table = hashing.modn_assignment(names)
     elif vip.algorithm == "maglev":
-        m = vip.table_size or maglev.default_table_size(len(vip.backends))
-        table = hashing.maglev_assignment(names, m, weights)
+        table = hashing.maglev_assignment(names, slots, weights)
     else:
         counts = {n: int((loads or {}).get(n, 0)) for n in names}
-        table = hashing.leastload_assignment(counts, weights,
-                                             vip.table_size or LEASTLOAD_BUCKETS)
+        table = hashing.leastload_assignment(counts, weights, slots)
     return [by_name[n] for n in table]
 
 

@@ -167,8 +167,7 @@ class VipSwitch:
 
     def _groups(self) -> list[Op]:
         """EnsureGroups for the groups the desired flows need that were not sent as they are."""
-        want = [g for g in vipflows.vip_groups(self.config.lb, self.effective_vips(),
-                                               self.loads())
+        want = [g for g in vipflows.vip_groups(self.config.lb, self.effective_vips())
                 if self.groups.get(g.group_id) != g]
         self.groups.update({g.group_id: g for g in want})
         return [EnsureGroups(tuple(want))] if want else []

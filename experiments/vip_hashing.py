@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from controller import hashing, maglev, vipmodel
+from controller import hashing, vipmodel
 from topologies import ovsstats
 from experiments.base import Context, Experiment, Param
 from experiments.tolerance import Tol
@@ -67,12 +67,7 @@ def table_size(algorithm: str, n_backends: int, removed: int = 0,
     one slot per up backend (modn), Maglev's M for the whole pool (it does not change when
     a backend goes) or leastload's fixed bucket count; dp_hash rounds up to its power of
     two (controller/hashing.hash_entries)."""
-    if algorithm == "modn":
-        slots = n_backends - removed
-    elif algorithm == "maglev":
-        slots = maglev.default_table_size(n_backends)
-    else:
-        slots = vipmodel.LEASTLOAD_BUCKETS
+    slots = vipmodel.slot_count(algorithm, n_backends - removed, n_backends)
     return hashing.hash_entries(slots, hash_impl)
 
 

@@ -153,9 +153,14 @@ class FakeOFTable:
     def apply_vips(self, switch, vips, loads=None, now: float = 0.0) -> None:
         """Install what the VIP app installs for these VIPs: their groups, then their flows."""
         from controller import vipflows
-        for g in vipflows.vip_groups(switch, list(vips), loads):
-            self.add_group(g)
+        self.add_vip_groups(switch, vips)
         self.apply(vipflows.desired_flows(switch, list(vips), loads), now)
+
+    def add_vip_groups(self, switch, vips) -> None:
+        """The VIPs' select groups (vipflows.vip_groups), as the app sends them."""
+        from controller import vipflows
+        for g in vipflows.vip_groups(switch, list(vips)):
+            self.add_group(g)
 
     def add_group(self, group: GroupSpec) -> None:
         """A group mod with OVS's ADD_OR_MOD: create or replace."""

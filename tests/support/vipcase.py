@@ -38,8 +38,6 @@ def vip(**kw) -> Vip:
 
 def installed(*vips: Vip, loads=None) -> FakeOFTable:
     t = FakeOFTable()
-    for g in vf.vip_groups(SWITCH, list(vips), loads):
-        t.add_group(g)
     t.apply_vips(SWITCH, list(vips), loads)
     return t
 
@@ -69,8 +67,7 @@ def without(v: Vip, name: str) -> Vip:
 
 
 def resync(t: FakeOFTable, *vips: Vip) -> flows.FlowDiff:
-    for g in vf.vip_groups(SWITCH, list(vips)):
-        t.add_group(g)
+    t.add_vip_groups(SWITCH, vips)
     d = vf.vip_diff(t.flows(), vf.desired_flows(SWITCH, list(vips)))
     t.apply_diff(d)
     return d

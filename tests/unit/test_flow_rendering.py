@@ -89,6 +89,15 @@ def test_ofmsg_serialises_and_parses_back(fw):
         d.serialize()
 
 
+def _decoded_by_ovs(tmp_path, msg) -> str:
+    """A message serialised by the framework, as OVS's own parser prints it."""
+    msg.serialize()
+    path = tmp_path / "msg.bin"
+    path.write_bytes(bytes(msg.buf))
+    return subprocess.run(["ovs-ofctl", "ofp-parse", str(path)], capture_output=True,
+                          text=True, check=True).stdout
+
+
 @pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl not installed")
 @over_frameworks
 def test_ofmsg_bytes_decode_in_ovs_as_the_ofctl_text(tmp_path, fw):
@@ -96,12 +105,7 @@ def test_ofmsg_bytes_decode_in_ovs_as_the_ofctl_text(tmp_path, fw):
     dp = _dp(fw)
     from controller import ofmsg
     for f in _all_modes_flows():
-        m = ofmsg.flow_mod(dp, f)
-        m.serialize()
-        path = tmp_path / "msg.bin"
-        path.write_bytes(bytes(m.buf))
-        from_bytes = subprocess.run(["ovs-ofctl", "ofp-parse", str(path)], capture_output=True,
-                                    text=True, check=True).stdout
+        from_bytes = _decoded_by_ovs(tmp_path, ofmsg.flow_mod(dp, f))
         from_text = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "parse-flow",
                                     to_ofctl(f)], capture_output=True, text=True,
                                    check=True).stdout.splitlines()[-1]
@@ -118,12 +122,7 @@ def test_group_mod_decodes_in_ovs_as_create_or_modify_with_the_ofctl_buckets(tmp
     from controller.ofctl import group_to_ofctl
     dp = _dp(fw)
     (group,) = vf.vip_groups(SWITCH, [vip()])
-    m = ofmsg.group_mod(dp, group)
-    m.serialize()
-    path = tmp_path / "group.bin"
-    path.write_bytes(bytes(m.buf))
-    decoded = subprocess.run(["ovs-ofctl", "ofp-parse", str(path)], capture_output=True,
-                             text=True, check=True).stdout
+    decoded = _decoded_by_ovs(tmp_path, ofmsg.group_mod(dp, group))
     assert "ADD_OR_MOD" in decoded, decoded
     bucket = group_to_ofctl(group).split("bucket=weight:1,")[1]
     assert bucket.replace("NXM_NX_DP_HASH", "dp_hash").replace("NXM_NX_REG0", "reg0") in \

@@ -246,6 +246,16 @@ def test_dp_hash_hashes_in_a_group_and_the_bucket_table_has_power_of_two_entries
     assert vf.vip_groups(SWITCH, [vip(reactive=True)]) == []
 
 
+def test_table_slots_is_the_size_of_the_built_table():
+    """The group's bit count comes from vipmodel.table_slots, which must agree with the
+    table assignment() builds, for every algorithm and with backends down or none up."""
+    for v in (vip(algorithm="maglev"), vip(algorithm="modn"), vip(algorithm="leastload"),
+              vip(algorithm="maglev", table_size=1021), vip(algorithm="leastload", table_size=9),
+              replace_backend(vip(algorithm="modn"), "b2", state="down"),
+              vip(backends=tuple(dataclasses.replace(b, state="drain") for b in backends()))):
+        assert vipmodel.table_slots(v) == len(vipmodel.assignment(v)), v
+
+
 def test_a_group_bucket_runs_as_an_action_set():
     """The fake table runs a bucket as OVS does (one final action): a bucket that relied on
     two resubmits in a row, as an action list would, loses the first."""
