@@ -128,6 +128,22 @@ def maglev_assignment(backends: Sequence[str], m: int | None = None,
     return build_table(backends, m, weights)
 
 
+def dealt(table: Sequence[T], seed: int) -> list[T]:
+    """`table` with its buckets in an order of `seed`'s own (seed 0: unchanged).
+
+    Least-load decides from one LB's own counts; which bucket a flow's hash lands in plays
+    no part in that choice. Without this, two LBs with the same counts (at start, every
+    count 0) would build the same bucket list and send a flow that moves between them to
+    the same backend: a correlation of this bucket implementation, not of the LBs' state.
+    Each LB of a tier deals its buckets in its own order, so the choice is not reproducible
+    on another LB; the share of buckets (new connections) each backend gets is unchanged."""
+    if not seed:
+        return list(table)
+    order = list(range(len(table)))
+    random.Random(f"lblab-leastload-deal-{seed}").shuffle(order)
+    return [table[i] for i in order]
+
+
 def leastload_assignment(counts: Mapping[str, int], weights: Mapping[str, float] | None,
                          n_buckets: int, per_bucket: float = 1.0) -> list[str]:
     """Least-load: hand the buckets out to the least-loaded backends (water filling).

@@ -30,7 +30,7 @@ class SwitchConfig:
     lb_number: int = 0     # k of an LB tier's instance (0: the DC's only LB)
 
 
-def vip_from_dict(d: dict) -> Vip:
+def vip_from_dict(d: dict, lb: int = 0) -> Vip:
     backends = tuple(Backend(name=b["name"], ip=b["ip"], mac=b.get("mac"),
                              switch_port=b.get("port"), weight=float(b.get("weight", 1.0)),
                              state=b.get("state", "up")) for b in d["backends"])
@@ -39,7 +39,7 @@ def vip_from_dict(d: dict) -> Vip:
                conntrack=bool(d["conntrack"]), table_size=d.get("table_size"),
                backends=backends, index=int(d["index"]), reactive=bool(d.get("reactive")),
                conntrack_impl=d.get("conntrack_impl", "ct"),
-               hash_impl=d.get("hash_impl", "dp_hash"))
+               hash_impl=d.get("hash_impl", "dp_hash"), lb=lb)
 
 
 def load(config: dict) -> dict[int, SwitchConfig]:
@@ -49,7 +49,8 @@ def load(config: dict) -> dict[int, SwitchConfig]:
         lb = LbSwitch(uplink_port=int(sw["uplink_port"]), dc_subnet=sw["subnet"],
                       gre_port=sw.get("gre_port"), gre_mark=int(sw.get("gre_mark") or 0),
                       ct_zone=int(sw.get("ct_zone") or 1), one_armed_mac=sw.get("lb_mac"))
-        vips = {v["name"]: vip_from_dict(v) for v in sw["vips"]}
+        lb_number = int(sw.get("lb") or 0)
+        vips = {v["name"]: vip_from_dict(v, lb_number) for v in sw["vips"]}
         out[dpid] = SwitchConfig(dpid, sw["dc"], lb, vips, sw.get("hosts", {}),
-                                 lb_number=int(sw.get("lb") or 0))
+                                 lb_number=lb_number)
     return out

@@ -187,6 +187,11 @@ def is_conn(cookie: int) -> bool:
     return cookie & COOKIE_PREFIX_MASK == COOKIE_CONN
 
 
+def conn_backend(cookie: int) -> int | None:
+    """The backend (IPv4 as int) a connection entry's cookie names (None for other cookies)."""
+    return cookie & 0xFFFFFFFF if is_conn(cookie) else None
+
+
 def cookie_vip_index(cookie: int) -> int | None:
     """The VIP index a computed or connection cookie carries (None for anyone else's)."""
     if not (is_computed(cookie) or is_conn(cookie)):

@@ -72,6 +72,9 @@ class Vip:
     conn_idle_timeout: int = 60
     conn_fin_timeout: int = 0         # >0: learned entry idles out this fast after FIN/RST
     hash_basis: int = 0
+    # k of the LB tier's instance this config is for (0: the DC's only LB); only leastload
+    # uses it: its buckets are dealt in an order of each LB's own (hashing.dealt)
+    lb: int = 0
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,7 @@ def assignment(vip: Vip, loads: Mapping[str, int] | None = None) -> list[Backend
         table = hashing.maglev_assignment(names, slots, weights)
     else:
         counts = {n: int((loads or {}).get(n, 0)) for n in names}
-        table = hashing.leastload_assignment(counts, weights, slots)
+        table = hashing.dealt(hashing.leastload_assignment(counts, weights, slots), vip.lb)
     return [by_name[n] for n in table]
 
 

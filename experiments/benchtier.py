@@ -99,7 +99,7 @@ def bench_lb_tier() -> list[Row]:
                  f"{bird.BFD_INTERVAL_MS} ms x {bird.BFD_MULTIPLIER}"),
         Row("lb_tier_broken_maglev", mag["broken_connections"], "connections",
             baseline=modn["broken_connections"], target=0,
-            note=f"LB fails + a backend leaves 0.2 s later; {mag['live_connections']} "
+            note=f"a backend leaves, then (every LB has the new table) an LB fails; {mag['live_connections']} "
                  f"{'(' + '; '.join(warnings) + ') ' if warnings else ''}"
                  f"connections, {mag['moved_connections']} moved (maglev), "
                  f"{modn['moved_connections']} moved (baseline mod N, same run); removed "

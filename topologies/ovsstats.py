@@ -97,6 +97,7 @@ def bucket_table(bridge: str, table: int, vip_index: int) -> dict[int, int]:
 
 _CONN = re.compile(r"duration=([\d.]+)s.*?nw_src=([\d.]+),nw_dst=([\d.]+),"
                    r"tp_src=(\d+),tp_dst=(\d+)")
+_COOKIE = re.compile(r"cookie=(0x[0-9a-f]+)")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class LearnedConnection:
     dst: str
     dport: int
     age_s: float        # since the entry was learned (OpenFlow 1.3 reports no idle age)
+    cookie: int = 0     # the learn's cookie (controller/vipflows.py decodes it)
 
 
 def learned_connections(bridge: str, table: int, cookie: int, mask: int
@@ -117,6 +119,8 @@ def learned_connections(bridge: str, table: int, cookie: int, mask: int
     for line in out.splitlines():
         m = _CONN.search(line)
         if m:
+            c = _COOKIE.search(line)
             conns.append(LearnedConnection(m.group(2), int(m.group(4)), m.group(3),
-                                           int(m.group(5)), float(m.group(1))))
+                                           int(m.group(5)), float(m.group(1)),
+                                           int(c.group(1), 16) if c else 0))
     return conns

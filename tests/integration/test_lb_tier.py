@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from experiments.lb_tier import Tier
+from experiments.lb_tier import Tier, carrier, sent_to
 from experiments.vip_hashing import table_size
 from experiments.vipclient import for_live
 from experiments.workloads import control
@@ -88,13 +88,15 @@ def test_the_vip_is_served_through_every_lb_and_bgp_listens_on_lan_addresses(lbl
 @pytest.mark.parametrize("algorithm, ecmp, mode", [("maglev", "hash-threshold", "dsr"),
                                                    ("maglev", "resilient", "dsr"),
                                                    ("modn", "hash-threshold", "dsr"),
+                                                   ("leastload", "hash-threshold", "dsr"),
                                                    ("maglev", "hash-threshold", "gre")])
 def test_an_lb_fails_as_a_backend_leaves_and_only_consistent_hashing_keeps_connections(
         lblab_clean, tmp_path, algorithm, ecmp, mode):
-    """The hard case: the LB carrying most connections stops forwarding and, 0.2 s later, one
-    backend leaves the pool (mod N: the backend leaves just before, see below). The LB's route is withdrawn; the connections it carried reach
-    other LBs, which have no entry for them: maglev sends each to its backend again, mod N
-    (of a changed pool) mostly elsewhere."""
+    """The hard case: one backend leaves the pool and, once every LB has the new table, the
+    LB carrying most connections stops forwarding. Its route is withdrawn; the connections
+    it carried reach other LBs, which have no entry for them: maglev sends each to its
+    backend again, mod N (of a changed pool) mostly elsewhere, and leastload wherever the
+    new LB's own counts say."""
     plan, net = tier_net(tmp_path, ecmp, mode)
     with net as live:
         route = live.node(plan.router("us1").name).cmd(f"ip route show {VIP}/32")
@@ -117,40 +119,43 @@ def test_an_lb_fails_as_a_backend_leaves_and_only_consistent_hashing_keeps_conne
         while len(tier.entries(1)) < 4 * len(clients):
             assert time.monotonic() < deadline, "streams did not reach the LBs"
             time.sleep(0.1)
-        before = {key: found[0][0] for key, found in tier.entries(1).items()}
+        first = tier.entries(1)
+        before = {key: found[0][0] for key, found in first.items()}
         busiest = max((1, 2, 3), key=lambda k: list(before.values()).count(k))
         removed = backends[-1]
-        if algorithm == "modn":
-            # mod N breaks the moved connections only if they meet the changed pool: the
-            # backend leaves and every LB has the new table before the LB fails (with
-            # dp_hash a pool change rewrites 1,024 entries per LB, which can take longer
-            # than the router needs to move the flows).
-            api.remove_backend("us1", str(removed.ip))
-            tier.wait_tables(1, table_size(algorithm, len(backends), removed=1),
-                             {int(h.ip) for h in backends[:-1]})
-            t_fail = live.tier.fail_lb("us1", busiest)
-        else:
-            t_fail = live.tier.fail_lb("us1", busiest)
-            time.sleep(0.2)                    # the schedule of the event, not a wait
-            api.remove_backend("us1", str(removed.ip))
+        # The backend leaves and every LB has the new table before the LB fails (as the
+        # experiment's fail-remove does): the moved connections meet the changed pool.
+        api.remove_backend("us1", str(removed.ip))
+        tier.wait_tables(1, table_size(algorithm, len(backends), removed=1),
+                         {int(h.ip) for h in backends[:-1]}, subset=algorithm == "leastload")
+        t_fail = live.tier.fail_lb("us1", busiest)
         withdrawn = live.tier.wait_nexthops("us1", {1, 2, 3} - {busiest}, 5)
         assert withdrawn - t_fail < 3.0
         rows = [dict(r, src=str(c.ip)) for c, proc in zip(clients, streams)
                 for r in control.finish_json_lines(proc, 60)]
         assert len(rows) == 4 * len(clients)
         after = tier.entries(1)
-        moved = {k for k, lb in before.items() if lb == busiest and
-                 any(other != busiest for other, _ in after.get(k, []))}
-        assert moved, "no connection moved off the failed LB: the test tested nothing"
+        now = {k: carrier(after.get(k), True) for k in before}
+        moved = {k for k, lb in before.items() if now[k] not in (None, lb)}
+        assert any(before[k] == busiest for k in moved), \
+            "no connection moved off the failed LB: the test tested nothing"
+        # moved connections the LB they reached sent to another backend than before
+        rehashed = {k for k in moved if sent_to(after[k], now[k]) != sent_to(first[k], before[k])}
         survivors = [r for r in rows if r["backend"] != removed.name]
-        broken = [r for r in survivors if not r["ok"]]
-        broken_moved = [r for r in broken if (r["src"], r["sport"]) in moved]
+        broken = {(r["src"], r["sport"]) for r in survivors if not r["ok"]}
         if algorithm == "maglev":
-            assert not broken, f"{len(broken)} connections to surviving backends broke"
+            # Maglev's table for the new pool also remaps about 0.7% of the surviving
+            # backends' entries (it is not minimally disruptive): a moved connection on one
+            # of those may break; any other broken connection is a failure of the tier.
+            assert broken <= rehashed, f"{len(broken - rehashed)} connections to surviving " \
+                                       "backends broke that Maglev's table kept"
+            assert len(rehashed) <= 2, f"Maglev's table sent {len(rehashed)} of {len(moved)} " \
+                                       "moved connections elsewhere"
             if mode == "gre":   # the packets really went through the LBs' tunnels
                 assert live.gre.port_counters("us1")["tx_packets"] > 0
         else:
-            assert broken_moved, f"mod N kept all {len(moved)} moved connections"
+            assert broken & moved, f"{algorithm} kept all {len(moved)} moved connections"
+            assert broken & moved <= rehashed
 
 
 def test_a_killed_speaker_is_withdrawn(lblab_clean, tmp_path):

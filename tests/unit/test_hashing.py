@@ -65,3 +65,12 @@ def test_leastload_bad_input():
         hashing.leastload_assignment({}, None, 4)
     with pytest.raises(ValueError):
         hashing.leastload_assignment({"a": 1}, None, 0)
+
+
+def test_dealt_keeps_the_shares_and_seed_zero_keeps_the_order():
+    table = hashing.leastload_assignment({"a": 0, "b": 3, "c": 1}, None, 64)
+    assert hashing.dealt(table, 0) == table
+    one, two = hashing.dealt(table, 1), hashing.dealt(table, 2)
+    assert sorted(one) == sorted(two) == sorted(table)
+    assert one != table and one != two
+    assert hashing.dealt(table, 1) == one                     # reproducible

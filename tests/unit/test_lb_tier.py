@@ -147,6 +147,31 @@ def test_every_lb_computes_the_same_maglev_table_whatever_the_order():
     assert tables[0] == tables[1] == tables[2]
 
 
+def test_leastload_is_an_lbs_own_choice_but_modn_and_maglev_are_shared():
+    """With the same counts (at start every count is 0) leastload gives each backend the
+    same share of buckets on every LB, but in an order of the LB's own: a connection moved
+    to another LB is not sent to its backend by the hash (state only), while mod N and
+    Maglev give every LB the same table. The DC's only LB (lb 0) keeps the plain order."""
+    plan = build_plan(tier_scenario())
+    config = vipconfig.load(vip_config.from_plan(plan))
+    for algorithm in ("leastload", "modn", "maglev"):
+        tables = {sw.lb_number: [b.ip for b in assignment(dataclasses.replace(v, algorithm=algorithm))]
+                  for sw in config.values() for v in sw.vips.values()}
+        assert sorted(tables) == [1, 2, 3]
+        first = tables[1]
+        for table in tables.values():
+            assert sorted(table) == sorted(first)            # the same shares
+        same = sum(x == y for x, y in zip(tables[2], tables[3])) / len(first)
+        if algorithm == "leastload":
+            assert same < 0.4, f"leastload's tables agree on {same:.0%} of the buckets"
+        else:
+            assert tables[1] == tables[2] == tables[3]
+    (v,) = next(iter(config.values())).vips.values()
+    alone = dataclasses.replace(v, algorithm="leastload", lb=0)
+    assert [b.name for b in assignment(alone)] == \
+        [b.name for b in v.backends] * 8          # 64 buckets, equal counts: interleaved
+
+
 def test_find_tier_returns_every_lb_of_the_vip():
     plan = build_plan(tier_scenario())
     switches = {d: VipSwitch(c) for d, c in vipconfig.load(vip_config.from_plan(plan)).items()}
