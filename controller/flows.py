@@ -259,6 +259,8 @@ def diff(current: Iterable[Any], desired: Iterable[FlowSpec],
         ident = d.identity
         want.add(ident)
         old = cur.get(ident)
+        if old is d:          # the same object (kept by its builder): unchanged
+            continue
         if old is None:
             add.append(d)
         elif old.cookie != d.cookie or (isinstance(old, FlowSpec) and old != d):

@@ -123,21 +123,31 @@ def ryu_action(dp: Any, a: Action) -> Any:
     raise TypeError(f"no Ryu encoding for {a!r}")
 
 
-def flow_mod(dp: Any, spec: FlowSpec | ReadBack, command: str = "add") -> Any:
+def instructions(dp: Any, actions: tuple) -> list:
+    """The OpenFlow 1.3 instructions of a FlowSpec's actions (apply-actions, then goto)."""
+    ofp, p = dp.ofproto, dp.ofproto_parser
+    inst = []
+    apply = [ryu_action(dp, a) for a in actions if not isinstance(a, Goto)]
+    if apply:
+        inst.append(p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, apply))
+    return inst + [p.OFPInstructionGotoTable(a.table) for a in actions if isinstance(a, Goto)]
+
+
+def flow_mod(dp: Any, spec: FlowSpec | ReadBack, command: str = "add",
+             inst: list | None = None) -> Any:
     """OFPFlowMod for one spec; command: add | delete_strict. (Changes are sent as add,
-    which replaces the flow with the same table/priority/match, cookie included.)"""
+    which replaces the flow with the same table/priority/match, cookie included.) `inst`:
+    the spec's instructions, if already built (flow mods may share them: serialising
+    does not change them)."""
     ofp, p = dp.ofproto, dp.ofproto_parser
     cmd = {"add": ofp.OFPFC_ADD, "delete_strict": ofp.OFPFC_DELETE_STRICT}[command]
     # A delete matches on table, priority, match and cookie only, and its spec may be a
     # ReadBack of a flow read from the switch at resync, which has no actions or timeouts.
     adding = command == "add"
-    inst = []
-    if adding:
-        apply = [ryu_action(dp, a) for a in spec.actions if not isinstance(a, Goto)]
-        if apply:
-            inst.append(p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, apply))
-        inst += [p.OFPInstructionGotoTable(a.table) for a in spec.actions
-                 if isinstance(a, Goto)]
+    if not adding:
+        inst = []
+    elif inst is None:
+        inst = instructions(dp, spec.actions)
     return p.OFPFlowMod(datapath=dp, cookie=spec.cookie,
                         cookie_mask=0 if adding else 0xFFFFFFFFFFFFFFFF,
                         table_id=spec.table, command=cmd,
@@ -160,7 +170,14 @@ def group_mod(dp: Any, group: GroupSpec) -> Any:
 
 def diff_messages(dp: Any, d: FlowDiff) -> list[Any]:
     """Messages that apply a diff: adds, changes (as add), strict deletes, then a barrier."""
-    msgs = [flow_mod(dp, s) for s in d.add + d.modify]
+    shared: dict[int, list] = {}   # a table's entries share a few action tuples (by id:
+    # the specs, and so their tuples, live through this call)
+    msgs = []
+    for s in d.add + d.modify:
+        inst = shared.get(id(s.actions))
+        if inst is None:
+            inst = shared[id(s.actions)] = instructions(dp, s.actions)
+        msgs.append(flow_mod(dp, s, inst=inst))
     msgs += [flow_mod(dp, s, "delete_strict") for s in d.delete]
     if msgs:
         msgs.append(dp.ofproto_parser.OFPBarrierRequest(dp))

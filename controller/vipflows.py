@@ -331,17 +331,34 @@ def _bucket_flows(vip: Vip, t: TableLayout, table: list[Backend], learn: bool,
         if vip.hash_impl == "dp_hash":   # reached from the group's bucket (vip_groups)
             acts.append(Resubmit(t.backend))
         per_backend[b.name] = tuple(acts)
-    # Thousands of these per VIP (Maglev's M) on every pool change: the match is built from
-    # the normalised TCP part once, not normalised again per bucket as _flow would.
+    # Thousands of these per VIP (Maglev's M) on every pool change, of which a pool change
+    # of one backend of N alters about 1/N: each entry is built once (its digest is most of
+    # the cost) and kept while its bucket and backend's actions stay the same, so a change
+    # costs in proportion to the entries it alters. The match is built from the normalised
+    # TCP part once, not normalised again per bucket as _flow would.
     base = normalize_match(tcp)
     prefix = vip_cookie_prefix(vip.index)
+    if sum(map(len, _BUCKET_ENTRIES.values())) > _BUCKET_ENTRIES_MAX:
+        _BUCKET_ENTRIES.clear()
+    built = {name: _BUCKET_ENTRIES.setdefault((t.bucket, base, prefix, acts), {})
+             for name, acts in per_backend.items()}
     out = []
     for bucket, b in enumerate(hashing.expand(table, vip.hash_impl)):
-        m = tuple(sorted(base + ((REG_BUCKET, bucket),)))
-        acts = per_backend[b.name]
-        out.append(FlowSpec(t.bucket, PRIO_ENTRY, m, acts,
-                            prefix | _digest(t.bucket, PRIO_ENTRY, m, acts, 0, 0)))
+        mine = built[b.name]
+        f = mine.get(bucket)
+        if f is None:
+            m = tuple(sorted(base + ((REG_BUCKET, bucket),)))
+            acts = per_backend[b.name]
+            f = mine[bucket] = FlowSpec(t.bucket, PRIO_ENTRY, m, acts,
+                                        prefix | _digest(t.bucket, PRIO_ENTRY, m, acts, 0, 0))
+        out.append(f)
     return out
+
+
+# (bucket table, match base, cookie prefix, one backend's actions) -> bucket -> its entry;
+# emptied when it holds more entries than this (tens of MB: a few VIPs' churned tables)
+_BUCKET_ENTRIES: dict[tuple, dict[int, FlowSpec]] = {}
+_BUCKET_ENTRIES_MAX = 1 << 17
 
 
 def ct_vip_flows(switch: LbSwitch, vip: Vip, loads: Mapping[str, int] | None = None

@@ -341,6 +341,21 @@ def test_pool_change_diff_touches_only_what_changed():
     assert len([f for f in d.modify if f.table == SWITCH.tables.bucket]) < 0.15 * m
 
 
+def test_unchanged_bucket_entries_are_kept_not_rebuilt_and_equal_a_fresh_build():
+    """A pool change builds only the entries it alters (the others are the same objects
+    as before); every entry still equals one built from scratch, digest included."""
+    v = vip(algorithm="maglev")
+    old = [f for f in vf.desired_flows(SWITCH, [v]) if f.table == SWITCH.tables.bucket]
+    new = [f for f in vf.desired_flows(SWITCH, [without(v, "b6")])
+           if f.table == SWITCH.tables.bucket]
+    kept = sum(a is b for a, b in zip(old, new))
+    assert 0.8 * len(old) < kept < len(old)
+    vf._BUCKET_ENTRIES.clear()
+    fresh = [f for f in vf.desired_flows(SWITCH, [without(v, "b6")])
+             if f.table == SWITCH.tables.bucket]
+    assert fresh == new and not any(a is b for a, b in zip(fresh, new))
+
+
 def test_diff_works_from_cookies_alone_as_read_from_the_switch():
     want = vf.desired_flows(SWITCH, [vip()])
 
