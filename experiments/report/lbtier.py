@@ -168,6 +168,17 @@ def readings(agg: pd.DataFrame, records: pd.DataFrame, bfd: str = "100 x 5") -> 
                            f"{fmt(num(r['disagreement_ms']), 4)} ms ({r['ecmp']}, "
                            f"{r['algorithm']})" for _, r in dis.iterrows())
                        + " (first flow mod sent to the last LB's barrier reply).")
+    if "moved_rehashed" in agg.columns:
+        rows = [(num(r["broken_moved"]), num(r["moved_rehashed"])) for _, r in agg.iterrows()]
+        same = sum(b == h for b, h in rows)
+        out.append(f"Moved connections that broke vs moved connections the LB they reached sent "
+                   f"to another backend (from the LBs' learned entries): equal in {same} of "
+                   f"{len(rows)} variants, {fmt(sum(b for b, _ in rows))} vs "
+                   f"{fmt(sum(h for _, h in rows))} in all — a moved connection breaks when, "
+                   "and only when, the new LB does not reproduce its backend"
+                   + (" — consistent with the chapter." if same == len(rows) else
+                      "; where they differ, something other than the choice broke "
+                      "connections (in-flight loss, resets) or a broken one was re-learned."))
     if "removal_lead_s" in agg.columns:
         lead = [num(x) for x in agg["removal_lead_s"].dropna()]
         if lead:
