@@ -218,6 +218,8 @@ class LblabVip(BaseApp):
         return [
             Route("GET", "/vips", lambda params, body: self.rest_list()),
             Route("GET", "/vips/{vip}", lambda params, body: self.rest_get(params["vip"])),
+            Route("GET", "/vips/{vip}/change",
+                  lambda params, body: self.rest_last_change(params["vip"])),
             Route("PUT", "/vips/{vip}", change),
             Route("POST", "/vips/{vip}", change),
             Route("POST", "/vips/{vip}/backends", body_change(viprest.add_backend)),
@@ -245,6 +247,15 @@ class LblabVip(BaseApp):
         with self._apply_lock:
             _, vip = viprest.find_vip(self.switches, key)
             return self._describe(vip.name)
+
+    def rest_last_change(self, key: str) -> dict:
+        """The last REST change of a VIP and whether every LB's barrier reply confirmed it
+        (`number` 0: none yet); cheap, for a client waiting until its change is in."""
+        with self._apply_lock:
+            _, vip = viprest.find_vip(self.switches, key)
+            record = self.changes.get(vip.name)
+            return record.describe() if record else {"number": 0, "confirmed": 0,
+                                                     "disagreement_ms": None}
 
     def _describe(self, key: str) -> dict:
         """A VIP as its first LB sees it; with an LB tier, each LB's own view (connection

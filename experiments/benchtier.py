@@ -101,6 +101,9 @@ def bench_lb_tier() -> list[Row]:
             baseline=modn["broken_connections"], target=0,
             note=f"a backend leaves, then (every LB has the new table) an LB fails; {mag['live_connections']} "
                  f"{'(' + '; '.join(warnings) + ') ' if warnings else ''}"
-                 f"connections, {mag['moved_connections']} moved (maglev), "
+                 f"connections, {mag['moved_connections']} moved (maglev; "
+                 f"{mag['moved_rehashed']} of them sent to another backend by Maglev's own "
+                 f"table, which remapped {mag['remapped_share'] or 0:.2%} of the surviving "
+                 f"backends' entries), "
                  f"{modn['moved_connections']} moved (baseline mod N, same run); removed "
                  f"backend's own not counted")]

@@ -274,30 +274,16 @@ def _event(ctx, live, api, dc: str, victim, event: str, removed_table):
     # connections the router then moves meet the changed pool on LBs that never saw them,
     # the case where only consistent hashing keeps them. (Failing first and removing a
     # fixed delay later made the outcome a race between BFD and the pool change.)
-    number = (api.vip(dc).get("last_change") or {}).get("number", -1)
+    number = api.last_change(dc)["number"]
     t_remove = time.time()
     api.remove_backend(dc, str(victim.ip))
-    _wait_confirmed(api, dc, number)       # every LB's barrier reply: the flows are in
+    api.wait_change(dc, number)            # every LB's barrier reply: the flows are in
     t = live.tier.fail_lb(dc, FAILED_LB)
     tables = removed_table()               # and they are the new pool's (checked after)
     if t - t_remove > REMOVE_WITHIN_S:
         ctx.warn(f"lb-tier fail-remove: the pool change took {t - t_remove:.2f} s to reach "
                  f"every LB (more than {REMOVE_WITHIN_S:g} s: not the same second)")
     return t, round(t - t_remove, 4), tables
-
-
-def _wait_confirmed(api, dc: str, number: int, timeout_s: float = 10) -> None:
-    """Until the controller reports a change after `number` confirmed by every LB's barrier
-    reply (cheaper and sooner than dumping thousands of flows from three switches)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        last = api.vip(dc).get("last_change") or {}
-        if last.get("number", -1) > number and last.get("disagreement_ms") is not None:
-            return
-        if time.monotonic() > deadline:
-            raise LblabError(f"the pool change did not reach every LB of {dc} within "
-                             f"{timeout_s:g} s (controller: {last})")
-        time.sleep(0.01)
 
 
 def remapped_share(before: dict[int, dict[int, int]], after: dict[int, dict[int, int]],

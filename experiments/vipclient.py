@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -47,6 +48,24 @@ class VipApi:
 
     def vip(self, name: str) -> dict:
         return self.call("GET", f"/vips/{name}")[1]
+
+    def last_change(self, name: str) -> dict:
+        """The VIP's last REST change: `number`, and `disagreement_ms` once every LB's
+        barrier reply confirmed it (None until then)."""
+        return self.call("GET", f"/vips/{name}/change")[1]
+
+    def wait_change(self, name: str, after: int, timeout_s: float = 10) -> dict:
+        """Until a change numbered above `after` is confirmed by every LB of the VIP (its
+        flows are in the switches: the barrier replies came back)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            last = self.last_change(name)
+            if last.get("number", 0) > after and last.get("disagreement_ms") is not None:
+                return last
+            if time.monotonic() > deadline:
+                raise LblabError(f"the change of VIP {name} was not confirmed by every LB "
+                                 f"within {timeout_s:g} s (controller: {last})")
+            time.sleep(0.005)
 
     def change(self, name: str, **fields) -> dict:
         return self.call("PUT", f"/vips/{name}", fields)[1]

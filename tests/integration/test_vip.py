@@ -129,7 +129,8 @@ def test_rest_rejects_bad_input_and_changes_nothing(vipnet):
            ("POST", "/vips/us1/backends", {"ip": "10.102.0.11"}),   # another DC's segment
            ("POST", "/vips/us1/backends", {"ip": "10.101.0.11"}),   # already a backend
            ("DELETE", "/vips/us1/backends/10.101.0.99", None),
-           ("POST", "/vips/eu9/backends/10.101.0.11/drain", None)]
+           ("POST", "/vips/eu9/backends/10.101.0.11/drain", None),
+           ("GET", "/vips/nope/change", None)]
     for method, path, body in bad:
         status, payload = api.call(method, path, body, expect_ok=False)
         assert status == 400, (method, path, status, payload)
@@ -173,14 +174,13 @@ def test_drain_stops_new_connections_and_lets_existing_ones_finish(vipnet):
         assert time.monotonic() < deadline, backends
         time.sleep(0.1)
     target = max(backends, key=lambda b: b["active_connections"] or 0)
+    number = api.last_change(dc.name)["number"]
     api.drain(dc.name, target["ip"])
-    deadline = time.monotonic() + 5
-    while True:
-        share = {b["name"]: b["table_share"] for b in api.vip(dc.name)["backends"]}
-        if share[target["name"]] == 0:
-            break
-        assert time.monotonic() < deadline, share
-        time.sleep(0.1)
+    # the switch's barrier reply after the drain's flow mods: the new table is in
+    change = api.wait_change(dc.name, number, timeout_s=5)
+    assert change["confirmed"] == change["lbs"] == 1
+    share = {b["name"]: b["table_share"] for b in api.vip(dc.name)["backends"]}
+    assert share[target["name"]] == 0, share
     new = [get(live, client, f"http://{dc.vip}/search")["backend"] for _ in range(20)]
     assert target["name"] not in new
     rows = control.finish_json_lines(streams, 60)
