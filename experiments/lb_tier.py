@@ -365,11 +365,12 @@ def _account(ctx, variant, ecmp, algorithm, event, before_lbs, after_lbs, before
 
 
 TOLERANCES = {
-    "moved_connections": Tol(abs=6, rel=0.5, why="which connections an LB change moves "
-                                                 "depends on kernel-chosen source ports"),
-    "broken_connections": Tol(abs=6, rel=0.5, why="follows moved_connections"),
-    "broken_moved": Tol(abs=6, rel=0.5, why="follows moved_connections"),
-    "moved_rehashed": Tol(abs=6, rel=0.5, why="follows moved_connections"),
+    "moved_connections": Tol(abs=10, rel=0.5, why="which connections an LB change moves "
+                                                  "depends on kernel-chosen source ports "
+                                                  "(8 vs 18 seen off the failed LB)"),
+    "broken_connections": Tol(abs=10, rel=0.5, why="follows moved_connections"),
+    "broken_moved": Tol(abs=10, rel=0.5, why="follows moved_connections"),
+    "moved_rehashed": Tol(abs=10, rel=0.5, why="follows moved_connections"),
     "moved_from_surviving": Tol(abs=12, why="how much of the hash space a failure re-cuts "
                                             "depends on the failed LB's place in the "
                                             "route's next-hop list (3 vs 13 seen)"),
@@ -383,9 +384,9 @@ TOLERANCES = {
     "failed_before_withdrawal": Tol(abs=5),
     "slow_requests": Tol(abs=10, rel=0.5, why="requests that waited for a retransmission: "
                                                 "those in flight on the failed LB"),
-    "lb_share_max_mean": Tol(abs=0.4, why="about 150 flows per variant over 2-3 LBs "
-                                          "(1.09 vs 1.37 seen); the pooled share is the "
-                                          "claim"),
+    "lb_share_max_mean": Tol(abs=0.6, why="about 150 flows per variant over 2-3 LBs "
+                                          "(1.09 vs 1.37, 1.64 vs 1.14 seen); the pooled "
+                                          "share is the claim"),
     "live_connections": Tol(abs=0),
     "carrier_known": Tol(abs=3),
     "disagreement_ms": Tol(abs=200, rel=1.0, why="controller timing on a loaded machine"),

@@ -41,9 +41,10 @@ def broken_figure(agg: pd.DataFrame):
         for j, algo in enumerate(algos):
             rows = part[part["algorithm"] == algo].set_index("event").reindex(events)
             offset = x + (j - (len(algos) - 1) / 2) * width
+            c = color(ALGORITHMS.index(algo))      # one colour per algorithm in every panel
             ax.bar(offset, rows["moved_connections"].astype(float), width, color="none",
-                   edgecolor=color(j), linewidth=1.2)
-            ax.bar(offset, rows["broken_connections"].astype(float), width, color=color(j),
+                   edgecolor=c, linewidth=1.2)
+            ax.bar(offset, rows["broken_connections"].astype(float), width, color=c,
                    label=algo)
         ax.set_xticks(x, events)
         ax.set_ylabel("connections")

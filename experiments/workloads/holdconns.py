@@ -2,7 +2,8 @@
 host:port, opened at `--rate` per second, each proven alive by one keep-alive HTTP request
 (GET /health, answered), then left idle until stdin closes.
 
-Prints one JSON line once every connection was tried: opened, failed, seconds, then waits;
+Prints one JSON line once every connection was tried (`--retries`: a failed attempt connects
+again, as a client would): opened, failed, errors_by, retried, seconds, then waits;
 on stdin EOF closes them all and prints a second line: still_open (connections whose server
 had not closed them meanwhile). For `make bench` (vip_concurrent_connections).
 
@@ -30,20 +31,26 @@ async def one(host: str, port: int, timeout_s: float):
     return reader, writer
 
 
-async def run(host: str, port: int, count: int, rate: float, timeout_s: float) -> None:
-    held, failed, why = [], 0, {}
+async def run(host: str, port: int, count: int, rate: float, timeout_s: float,
+              retries: int = 0) -> None:
+    held, failed, why, retried = [], 0, {}, 0
     t0 = time.monotonic()
     pending = set()
 
     async def attempt():
-        nonlocal failed
-        try:
-            held.append(await one(host, port, timeout_s))
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
-                ConnectionError) as exc:
-            failed += 1
-            kind = type(exc).__name__
-            why[kind] = why.get(kind, 0) + 1
+        nonlocal failed, retried
+        for tries_left in range(retries, -1, -1):
+            try:
+                held.append(await one(host, port, timeout_s))
+                return
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                    ConnectionError) as exc:
+                kind = type(exc).__name__
+                why[kind] = why.get(kind, 0) + 1
+                if tries_left:
+                    retried += 1       # as a client would: connect again
+                else:
+                    failed += 1
     for i in range(count):
         delay = t0 + i / rate - time.monotonic()
         if delay > 0:
@@ -53,7 +60,8 @@ async def run(host: str, port: int, count: int, rate: float, timeout_s: float) -
         task.add_done_callback(pending.discard)
     if pending:
         await asyncio.gather(*pending)
-    print(json.dumps({"opened": len(held), "failed": failed, "failed_by": why,
+    print(json.dumps({"opened": len(held), "failed": failed, "errors_by": why,
+                      "retried": retried,
                       "seconds": round(time.monotonic() - t0, 3)}), flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)
@@ -70,11 +78,15 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=2000.0, help="new connections per s")
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--retries", type=int, default=0,
+                        help="connect again this many times after a failed attempt")
     args = parser.parse_args(argv)
     if args.count <= 0 or args.rate <= 0:
         parser.error("--count and --rate must be positive")
+    if args.retries < 0:
+        parser.error("--retries must be >= 0")
     raise_fd_limit(args.count + 1024)
-    run_loop(run(args.host, args.port, args.count, args.rate, args.timeout))
+    run_loop(run(args.host, args.port, args.count, args.rate, args.timeout, args.retries))
     return 0
 
 
