@@ -42,7 +42,8 @@ class LblabVip(BaseApp):
         self.pending: dict[int, tuple] = {}     # xid -> (dpid, request, replies so far)
         self._apply_lock = hub.BoundedSemaphore(1)
         self._ct_counting: set[int] = set()     # zones whose conntrack dump is running
-        self.barriers: dict[int, tuple] = {}    # xid -> (TierChange, dpid) awaiting reply
+        # xid -> ([TierChange, ...], dpid) awaiting the barrier's reply
+        self.barriers: dict[int, tuple[list, int]] = {}
         self.changes: dict[str, TierChange] = {}   # VIP name -> its last REST change
         self._next_change = 1
         hub.spawn(self._health_loop)
@@ -76,7 +77,13 @@ class LblabVip(BaseApp):
                 ops = sw.commit(candidate)
                 if sw.installed is not None and not any(isinstance(op, FlowDiff)
                                                         for op in ops):
-                    record.confirm(sw.dpid)          # connected, nothing to change
+                    # connected, nothing to change: done once the switch has answered the
+                    # barriers of earlier changes still in flight (replies come in order)
+                    waiting = [x for x, (_, d) in self.barriers.items() if d == sw.dpid]
+                    if waiting:
+                        self.barriers[max(waiting)][0].append(record)
+                    else:
+                        record.confirm(sw.dpid)
                 self._queue(sw.dpid, ops, change=record)
 
     def _encode(self, dp, op, msg=None, change=None) -> list[bytes]:
@@ -96,7 +103,7 @@ class LblabVip(BaseApp):
             if isinstance(op, vipswitch.REQUESTS):   # its reply comes back by xid
                 self.pending[m.xid] = (dp.id, op, [])
             elif change is not None and isinstance(m, dp.ofproto_parser.OFPBarrierRequest):
-                self.barriers[m.xid] = (change, dp.id)
+                self.barriers[m.xid] = ([change], dp.id)
             m.serialize()
             out.append(bytes(m.buf))
         return out
@@ -151,8 +158,9 @@ class LblabVip(BaseApp):
         with self._apply_lock:
             found = self.barriers.pop(ev.msg.xid, None)
             if found is not None:
-                change, dpid = found
-                change.confirm(dpid)
+                changes, dpid = found
+                for change in changes:
+                    change.confirm(dpid)
 
     @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN_DISPATCHER)
     def aggregate_reply(self, ev):

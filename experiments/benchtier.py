@@ -103,7 +103,8 @@ def bench_lb_tier() -> list[Row]:
                  f"{'(' + '; '.join(warnings) + ') ' if warnings else ''}"
                  f"connections, {mag['moved_connections']} moved (maglev; "
                  f"{mag['moved_rehashed']} of them sent to another backend by Maglev's own "
-                 f"table, which remapped {mag['remapped_share'] or 0:.2%} of the surviving "
-                 f"backends' entries), "
+                 f"table, which remapped "
+                 f"{'an unknown share' if mag['remapped_share'] is None else format(mag['remapped_share'], '.2%')}"
+                 f" of the surviving backends' entries), "
                  f"{modn['moved_connections']} moved (baseline mod N, same run); removed "
                  f"backend's own not counted")]

@@ -219,11 +219,11 @@ def one_variant(ctx, live, api, tier: Tier, dc, vip: str, index: int, clients, v
     time.sleep(p["before_s"])              # the steady phase before the event (a schedule)
     before = tier.entries(index)
 
-    def removed_table():                   # fail-remove: every LB has the pool without it
-        return tier.wait_tables(index, table_size(algorithm, len(ips), removed=1,
-                                                  hash_impl=hash_impl),
-                                ips - {int(victim.ip)}, subset=algorithm == "leastload")
-    t_event, lead, new_tables = _event(ctx, live, api, dc.name, victim, event, removed_table)
+    hashed = algorithm != "leastload"      # a table that is a function of the pool alone
+    # fail-remove: the hashed tables just before the removal (a dump of every LB's, outside
+    # the timed window), for the share of entries the removal remaps
+    pre_tables = tier.tables(index) if event == "fail-remove" and hashed else None
+    t_event, lead = _event(ctx, live, api, dc.name, victim, event)
     search_rows = [dict(r, src=c.name, src_ip=str(c.ip))
                    for c, proc in zip(clients, searches) for r in control.finish_search(proc)]
     after = tier.entries(index)
@@ -237,16 +237,22 @@ def one_variant(ctx, live, api, tier: Tier, dc, vip: str, index: int, clients, v
         ctx.warn(f"lb-tier {variant}: the router's route changed {len(changes)} times during "
                  "the variant (expected 1: the event's); a BFD or BGP session flapped without "
                  "an event (CPU starvation of the data path?)")
-    disagreement = None
-    if event == "fail-remove":   # how long the LBs held different tables after the removal
+    disagreement = new_tables = None
+    if event == "fail-remove":
+        # every LB has the pool without it (checked after the phase: dumping three switches'
+        # tables competes with the data path being measured), and how long the LBs held
+        # different tables after the removal; then the backend is back for what follows
+        new_tables = tier.wait_tables(index, table_size(algorithm, len(ips), removed=1,
+                                                        hash_impl=hash_impl),
+                                      ips - {int(victim.ip)}, subset=not hashed)
         disagreement = (api.vip(dc.name).get("last_change") or {}).get("disagreement_ms")
         api.add_backend(dc.name, str(victim.ip))
     row = _account(ctx, variant, ecmp, algorithm, event, before_lbs, after_lbs, before, after,
                    stream_rows, search_rows, victim, t_event, detect, agree, disagreement)
     row["route_changes"] = len(changes)
     row["removal_lead_s"] = lead
-    row["remapped_share"] = remapped_share(tables, new_tables, int(victim.ip)) \
-        if new_tables else None
+    row["remapped_share"] = remapped_share(pre_tables, new_tables, int(victim.ip)) \
+        if pre_tables and new_tables else None
     return row
 
 
@@ -261,15 +267,15 @@ def _wait_learned(tier: Tier, index: int, count: int, timeout_s: float = 15) -> 
                      f"reached an LB within {timeout_s:g} s")
 
 
-def _event(ctx, live, api, dc: str, victim, event: str, removed_table):
+def _event(ctx, live, api, dc: str, victim, event: str) -> tuple[float, float | None]:
     """The event's time (wall clock) and, for fail-remove, how long before it the backend
-    was removed and the LBs' tables after the removal."""
+    was removed."""
     if event == "fail":
-        return live.tier.fail_lb(dc, FAILED_LB), None, None
+        return live.tier.fail_lb(dc, FAILED_LB), None
     if event == "return":
-        return live.tier.restore_lb(dc, FAILED_LB), None, None
+        return live.tier.restore_lb(dc, FAILED_LB), None
     if event == "add":
-        return live.tier.start_speaker(dc, ADDED_LB), None, None
+        return live.tier.start_speaker(dc, ADDED_LB), None
     # The backend leaves first and the LB fails once every LB holds the new table: the
     # connections the router then moves meet the changed pool on LBs that never saw them,
     # the case where only consistent hashing keeps them. (Failing first and removing a
@@ -279,11 +285,10 @@ def _event(ctx, live, api, dc: str, victim, event: str, removed_table):
     api.remove_backend(dc, str(victim.ip))
     api.wait_change(dc, number)            # every LB's barrier reply: the flows are in
     t = live.tier.fail_lb(dc, FAILED_LB)
-    tables = removed_table()               # and they are the new pool's (checked after)
     if t - t_remove > REMOVE_WITHIN_S:
         ctx.warn(f"lb-tier fail-remove: the pool change took {t - t_remove:.2f} s to reach "
                  f"every LB (more than {REMOVE_WITHIN_S:g} s: not the same second)")
-    return t, round(t - t_remove, 4), tables
+    return t, round(t - t_remove, 4)
 
 
 def remapped_share(before: dict[int, dict[int, int]], after: dict[int, dict[int, int]],

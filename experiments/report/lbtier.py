@@ -111,8 +111,9 @@ def _maglev_remapped(mag: pd.DataFrame) -> str:
         return " (no moved connection was sent to another backend)"
     return (", except where Maglev's own table for the changed pool moved the entry: "
             + ", ".join(f"{e} {fmt(n)} of {fmt(m)} moved connections sent elsewhere "
-                        f"(the new table remapped {share:.2%} of the surviving backends' "
-                        "entries)" for e, n, m, share in rows)
+                        "(the new table remapped "
+                        + ("an unknown share" if math.isnan(share) else f"{share:.2%}")
+                        + " of the surviving backends' entries)" for e, n, m, share in rows)
             + "; consistent hashing moves about 1/N, not exactly the removed backend's share")
 
 
@@ -169,8 +170,10 @@ def readings(agg: pd.DataFrame, records: pd.DataFrame, bfd: str = "100 x 5") -> 
                            f"{fmt(num(r['disagreement_ms']), 4)} ms ({r['ecmp']}, "
                            f"{r['algorithm']})" for _, r in dis.iterrows())
                        + " (first flow mod sent to the last LB's barrier reply).")
-    if "moved_rehashed" in agg.columns:
-        rows = [(num(r["broken_moved"]), num(r["moved_rehashed"])) for _, r in agg.iterrows()]
+    rows = [(num(r["broken_moved"]), num(r["moved_rehashed"])) for _, r in agg.iterrows()] \
+        if {"broken_moved", "moved_rehashed"} <= set(agg.columns) else []
+    rows = [(b, h) for b, h in rows if not (math.isnan(b) or math.isnan(h))]
+    if rows:
         same = sum(b == h for b, h in rows)
         out.append(f"Moved connections that broke vs moved connections the LB they reached sent "
                    f"to another backend (from the LBs' learned entries): equal in {same} of "
