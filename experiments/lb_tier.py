@@ -395,8 +395,8 @@ TOLERANCES = {
     "live_connections": Tol(abs=0),
     "carrier_known": Tol(abs=3),
     "disagreement_ms": Tol(abs=200, rel=1.0, why="controller timing on a loaded machine"),
-    "remapped_share": Tol(abs=0.02, why="maglev and mod N: fixed by the backend names; "
-                                        "leastload: by each LB's counts"),
+    "remapped_share": Tol(abs=0.02, why="mod N and maglev only: fixed by the backend "
+                                        "names"),
     "removal_lead_s": Tol(abs=0.5, rel=1.0, why="how fast the pool change reaches every LB: "
                                                 "controller and switch timing"),
 }
