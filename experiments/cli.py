@@ -153,12 +153,16 @@ def cmd_topo_up(args) -> int:
     with LiveNet(plan, mech, run_id, work, ecmp=args.ecmp) as live:
         print(f"up in {live.timing.up_s:.1f}s; hosts: "
               f"{', '.join(h.name for h in plan.hosts)}; type 'exit' to tear down")
-        from experiments.workloads import control
-        control.start_http_backends(live, plan)   # so the VIPs answer: curl http://<vip>/
-        live.start_health_checks()
+        from experiments.dnsnet import start_dns_service
+        from lab.dns_config import gslb_config
+        # the whole lab: backends (so the VIPs answer: curl http://<vip>/), health checks,
+        # the authority with the scenario's policy and global view, each resolver's unbound
+        config = gslb_config(plan)
+        svc = start_dns_service(live, plan, config, work)
         print(f"backends serve HTTP on port 80; VIPs: "
               f"{', '.join(f'{dc.name} {dc.vip}' for dc in plan.scenario.dcs)}; "
               f"REST: http://127.0.0.1:{live.controller.rest_port}/vips (lblab vip list)")
+        print(_dns_banner(plan, config, svc))
         for dc in (live.tier.dcs if live.tier else []):
             lbs = plan.lbs_of(dc)
             print(f"LB tier {dc}: {', '.join(lb.switch.name for lb in lbs)} announced by "
@@ -173,6 +177,22 @@ def cmd_topo_up(args) -> int:
             setLogLevel("error")
     print("torn down")
     return 0
+
+
+def _dns_banner(plan, config, svc) -> str:
+    """Where to ask: the name, the authority, and each region's resolver."""
+    lines = [f"DNS: {config.service_fqdn} from the authority on {svc.authority.host} "
+             f"({svc.authority.ip}; policy {config.policy}, TTL {config.ttl_s} s)"]
+    client = next(iter(plan.by_role("client")), None)
+    for name, r in svc.resolvers.items():
+        lines.append(f"  resolver {name} {r.ip} (unbound, ECS {'on' if r.ecs else 'off'})")
+    if svc.resolvers and client is not None:
+        first = next(iter(svc.resolvers.values()))
+        lines.append(f"  try: {client.name} dig +short @{first.ip} {config.service_fqdn}")
+    elif client is not None:
+        lines.append(f"  no resolvers in this scenario; ask the authority: {client.name} "
+                     f"dig +short @{svc.authority.ip} {config.service_fqdn}")
+    return "\n".join(lines)
 
 
 def cmd_clean(args) -> int:

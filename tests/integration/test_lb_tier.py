@@ -139,8 +139,10 @@ def test_an_lb_fails_as_a_backend_leaves_and_only_consistent_hashing_keeps_conne
         moved = {k for k, lb in before.items() if now[k] not in (None, lb)}
         assert any(before[k] == busiest for k in moved), \
             "no connection moved off the failed LB: the test tested nothing"
-        # moved connections the LB they reached sent to another backend than before
-        rehashed = {k for k in moved if sent_to(after[k], now[k]) != sent_to(first[k], before[k])}
+        # moved connections to a surviving backend that the LB they reached sent to another
+        # backend than before (those of the removed backend go elsewhere by necessity)
+        rehashed = {k for k in moved if sent_to(first[k], before[k]) != int(removed.ip) and
+                    sent_to(after[k], now[k]) != sent_to(first[k], before[k])}
         survivors = [r for r in rows if r["backend"] != removed.name]
         broken = {(r["src"], r["sport"]) for r in survivors if not r["ok"]}
         if algorithm == "maglev":
