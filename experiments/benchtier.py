@@ -88,6 +88,8 @@ def bench_lb_tier() -> list[Row]:
     total = sum(counts.values())
     bfd_s = bird.BFD_INTERVAL_MS * bird.BFD_MULTIPLIER / 1000
     mag, modn = broken["maglev"], broken["modn"]
+    remapped = "an unknown share" if mag["remapped_share"] is None else \
+        f"{mag['remapped_share']:.2%}"
     return [
         Row("lb_tier_ecmp_share_max_mean", share, "ratio",
             baseline=uniform_share(total, len(counts)), target=1.2,
@@ -99,12 +101,11 @@ def bench_lb_tier() -> list[Row]:
                  f"{bird.BFD_INTERVAL_MS} ms x {bird.BFD_MULTIPLIER}"),
         Row("lb_tier_broken_maglev", mag["broken_connections"], "connections",
             baseline=modn["broken_connections"], target=0,
-            note=f"a backend leaves, then (every LB has the new table) an LB fails; {mag['live_connections']} "
+            note=f"a backend leaves, then (every LB has the new table) an LB fails; "
+                 f"{mag['live_connections']} "
                  f"{'(' + '; '.join(warnings) + ') ' if warnings else ''}"
                  f"connections, {mag['moved_connections']} moved (maglev; "
                  f"{mag['moved_rehashed']} of them sent to another backend by Maglev's own "
-                 f"table, which remapped "
-                 f"{'an unknown share' if mag['remapped_share'] is None else format(mag['remapped_share'], '.2%')}"
-                 f" of the surviving backends' entries), "
+                 f"table, which remapped {remapped} of the surviving backends' entries), "
                  f"{modn['moved_connections']} moved (baseline mod N, same run); removed "
                  f"backend's own not counted")]

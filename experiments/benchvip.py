@@ -35,6 +35,7 @@ def _iperf_to(live, client: str, servers: list[str], target: str, seconds: float
 
 CONCURRENT_CONNECTIONS = 50_000
 CONCURRENT_OPEN_RATE = 1000      # new connections per second while filling the table
+LAB_ZONE = 1                     # bench-vip's one LB switch's conntrack zone
 CONCURRENT_RETRIES = 2           # a connect that failed (SYNs lost for 10 s) is tried again
 
 
@@ -178,6 +179,12 @@ def _ovs_rss_mb() -> float:
     return float("nan")
 
 
+def _flush_zone(zone: int) -> None:
+    """Empty one conntrack zone of the userspace datapath (the lab's own, never another)."""
+    from topologies.system import run
+    run(["ovs-appctl", "dpctl/flush-conntrack", f"zone={zone}"])
+
+
 def _ct_open(zone: int) -> int:
     from controller import ctcount
     from topologies.system import run
@@ -194,15 +201,14 @@ def _concurrent(live, api, client: str, vip: str, dc: str) -> Row:
     import resource
     import subprocess
     import sys
-    zone = 1
+    zone = LAB_ZONE
     node = live.node(client)
     node.cmd("sysctl -qw net.ipv4.ip_local_port_range='1024 65535'")
     # From a clean tracker: the rate runs before this one leave tens of thousands of
     # TIME_WAIT entries of the same client, whose ports the new connections would collide
     # with (ct(nat) remaps them; 1,200-1,300 of 50,000 then went missing from the count).
-    # Nothing is open at this point: only the lab's own zone is flushed.
-    from topologies.system import run
-    run(["ovs-appctl", "dpctl/flush-conntrack", f"zone={zone}"])
+    # Nothing is open at this point.
+    _flush_zone(zone)
     per_proc = max(1000, min(CONCURRENT_CONNECTIONS,
                              resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 2000))
     n_procs = math.ceil(CONCURRENT_CONNECTIONS / per_proc)
@@ -254,9 +260,8 @@ def _pool_change(live, api, plan, dc: str, ip: str, repeats: int = 3) -> Row:
     bridge = plan.switch(dc).name
     times = []
     # From a quiet switch: the rate runs before this one leave tens of thousands of
-    # TIME_WAIT entries that ovs-vswitchd's conntrack sweeps meanwhile (the lab's zone only)
-    from topologies.system import run
-    run(["ovs-appctl", "dpctl/flush-conntrack", "zone=1"])
+    # TIME_WAIT entries that ovs-vswitchd's conntrack sweeps meanwhile
+    _flush_zone(LAB_ZONE)
 
     def installed_matches(vip_state) -> bool:
         table = ovsstats.bucket_table(bridge, TableLayout().bucket, 1)

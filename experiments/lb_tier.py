@@ -138,6 +138,12 @@ def sent_to(found: list[tuple[int, object]] | None, lb: int | None) -> int | Non
     return None
 
 
+def rehashed(found_before, lb_before: int | None, found_after, lb_after: int | None) -> bool:
+    """Whether the LB a connection reached sent it to another backend than the LB that
+    carried it before (from each LB's own entry for it)."""
+    return sent_to(found_after, lb_after) != sent_to(found_before, lb_before)
+
+
 def share_max_mean(counts: dict[int, int]) -> float | None:
     total = sum(counts.values())
     if not counts or not total:
@@ -245,7 +251,7 @@ def one_variant(ctx, live, api, tier: Tier, dc, vip: str, index: int, clients, v
         new_tables = tier.wait_tables(index, table_size(algorithm, len(ips), removed=1,
                                                         hash_impl=hash_impl),
                                       ips - {int(victim.ip)}, subset=not hashed)
-        disagreement = (api.vip(dc.name).get("last_change") or {}).get("disagreement_ms")
+        disagreement = api.last_change(dc.name)["disagreement_ms"]
         api.add_backend(dc.name, str(victim.ip))
     row = _account(ctx, variant, ecmp, algorithm, event, before_lbs, after_lbs, before, after,
                    stream_rows, search_rows, victim, t_event, detect, agree, disagreement)
@@ -308,7 +314,7 @@ def remapped_share(before: dict[int, dict[int, int]], after: dict[int, dict[int,
 def _account(ctx, variant, ecmp, algorithm, event, before_lbs, after_lbs, before, after,
              stream_rows, search_rows, victim, t_event, detect, agree,
              disagreement) -> dict:
-    moved = broken = broken_moved = known = needless = rehashed = 0
+    moved = broken = broken_moved = known = needless = n_rehashed = 0
     for r in stream_rows:
         key = (r["src_ip"], r["sport"])
         lb_before, lb_after = carrier(before.get(key), True), carrier(after.get(key), True)
@@ -323,8 +329,9 @@ def _account(ctx, variant, ecmp, algorithm, event, before_lbs, after_lbs, before
         # a moved connection the LB it reached sent to another backend than its first LB
         # did: the choice was not reproduced (mod N of a changed pool, leastload's own
         # state, or the few entries Maglev's own table remaps when the pool changes)
-        other = is_moved and not on_victim and sent_to(after.get(key), lb_after) != sent_to(before.get(key), lb_before)
-        rehashed += other
+        other = is_moved and not on_victim and rehashed(before.get(key), lb_before,
+                                                        after.get(key), lb_after)
+        n_rehashed += other
         needless += is_moved and lb_before in after_lbs   # its LB still serves
         ctx.record(variant=variant, workload="stream", src=r["src"], src_region=r["src_region"],
                    sport=r["sport"], backend=r["backend"], lb_before=lb_before,
@@ -358,7 +365,7 @@ def _account(ctx, variant, ecmp, algorithm, event, before_lbs, after_lbs, before
             "live_connections": len(stream_rows), "carrier_known": known,
             "moved_connections": moved, "moved_from_surviving": needless,
             "broken_connections": broken,
-            "broken_moved": broken_moved, "moved_rehashed": rehashed,
+            "broken_moved": broken_moved, "moved_rehashed": n_rehashed,
             "broken_on_removed_backend": sum(not r["ok"] for r in stream_rows
                                              if event == "fail-remove" and
                                              r["backend"] == victim.name),

@@ -38,32 +38,30 @@ def _server(refuse_first: int):
     return sock, held
 
 
-def _hold(port: int, retries: int) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.workloads.holdconns", "--host", "127.0.0.1",
-         "--port", str(port), "--count", "3", "--rate", "100", "--timeout", "5",
-         "--retries", str(retries)], input="", capture_output=True, text=True, cwd=REPO,
-        timeout=60)
+def _hold(refuse_first: int, retries: int) -> dict:
+    """holdconns' first line: 3 connections to a server that closes the first
+    `refuse_first` unanswered."""
+    sock, _ = _server(refuse_first)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "experiments.workloads.holdconns", "--host", "127.0.0.1",
+             "--port", str(sock.getsockname()[1]), "--count", "3", "--rate", "100",
+             "--timeout", "5", "--retries", str(retries)], input="", capture_output=True,
+            text=True, cwd=REPO, timeout=60)
+    finally:
+        sock.close()
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[0])
 
 
 def test_a_failed_connection_is_tried_again_when_asked():
-    sock, _ = _server(refuse_first=2)
-    try:
-        first = _hold(sock.getsockname()[1], retries=2)
-    finally:
-        sock.close()
+    first = _hold(refuse_first=2, retries=2)
     assert first["opened"] == 3 and first["failed"] == 0
     assert first["retried"] == 2 and sum(first["errors_by"].values()) == 2
 
 
 def test_without_retries_a_failed_connection_counts_as_failed():
-    sock, _ = _server(refuse_first=1)
-    try:
-        first = _hold(sock.getsockname()[1], retries=0)
-    finally:
-        sock.close()
+    first = _hold(refuse_first=1, retries=0)
     assert first["opened"] == 2 and first["failed"] == 1 and first["retried"] == 0
 
 
