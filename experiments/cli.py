@@ -143,14 +143,33 @@ def cmd_topo_up(args) -> int:
     work = Path("/tmp") / f"lblab-{run_id}"
     print(f"bringing up {plan.scenario.name} (link delay: {mech.link_delay}, OVS datapath: "
           f"{mech.ovs_datapath}); controller log in {work}/controller.log")
-    from mininet.cli import CLI
+    import signal
 
-    class LblabCLI(CLI):
-        # lblab's node names contain '-' (lbc-na1): let the CLI read them as one word
-        identchars = CLI.identchars + "-"
+    class Terminated(BaseException):
+        """SIGTERM: leave the CLI (which treats Ctrl-C as 'stop this command') and tear
+        the lab down."""
 
-    from mininet.log import setLogLevel
-    with LiveNet(plan, mech, run_id, work, ecmp=args.ecmp) as live:
+    def terminate(signum, frame):
+        raise Terminated()
+    old_term = signal.signal(signal.SIGTERM, terminate)
+    try:
+        _topo_up(plan, LiveNet(plan, mech, run_id, work, ecmp=args.ecmp,
+                                     gre=args.gre or None))
+    except Terminated:
+        print("lblab: terminated; the lab was torn down", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    print("torn down")
+    return 0
+
+
+def _topo_up(plan, net) -> None:
+    """Bring `net` up with the whole lab, run the CLI until exit, tear it down."""
+    from experiments.livecli import LiveLab, cli_class
+    from mininet.log import output, setLogLevel
+    work = net.work_dir
+    with net as live:
         print(f"up in {live.timing.up_s:.1f}s; hosts: "
               f"{', '.join(h.name for h in plan.hosts)}; type 'exit' to tear down")
         from experiments.dnsnet import start_dns_service
@@ -170,13 +189,13 @@ def cmd_topo_up(args) -> int:
                   f"{live.tier.ecmp}); route: {plan.router(dc).name} ip route show "
                   f"{plan.scenario.dc(dc).vip}; sessions: birdc -s "
                   f"{live.tier.routers[dc].ctl} show protocols")
+        print("lab commands (help NAME): vip, dns, fail, recover, ask, load")
         setLogLevel("output")  # the CLI prints commands' output at this level
         try:
-            LblabCLI(live.net)
+            lab = LiveLab(live, plan, config, svc, work, say=lambda text: output(text + "\n"))
+            cli_class()(lab)
         finally:
             setLogLevel("error")
-    print("torn down")
-    return 0
 
 
 def _dns_banner(plan, config, svc) -> str:
@@ -353,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="force a link delay mechanism")
     t.add_argument("--ecmp", choices=("hash-threshold", "resilient"), default="hash-threshold",
                    help="the DC routers' ECMP for LB tiers (scenarios with lbs > 1)")
+    t.add_argument("--gre", action="store_true",
+                   help="wire the GRE underlay and decapsulators, so `vip mode DC gre` works")
     t.set_defaults(func=cmd_topo_up)
 
     p = sub.add_parser("dns", help="the GSLB authoritative DNS server")

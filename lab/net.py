@@ -240,8 +240,17 @@ class LiveNet:
                 for node in self.net.values():
                     # A KeyboardInterrupt inside node.cmd() leaves the shell "waiting";
                     # Mininet would then refuse every teardown command on that node.
+                    # A command still running in a shell (SIGTERM during `lbc-na1 sleep
+                    # 30` in the CLI) is interrupted first, or teardown waits for it.
                     if getattr(node, "waiting", False):
+                        node.sendInt()
                         node.waiting = False
+                    # A node whose shell has exited (`lbc-na1 exit` typed in the CLI)
+                    # would block teardown's `ip link del` in it forever; its namespace
+                    # and interfaces went with its last process.
+                    shell = getattr(node, "shell", None)
+                    if shell is not None and shell.poll() is not None:
+                        node.cmd = lambda *args, **kwargs: ""
                 controllers = list(self.net.controllers)
                 self.net.stop()
                 # RemoteController.stop() is a no-op in Mininet 2.3: its helper shell
