@@ -166,7 +166,8 @@ def cmd_topo_up(args) -> int:
 
 def _topo_up(plan, net) -> None:
     """Bring `net` up with the whole lab, run the CLI until exit, tear it down."""
-    from experiments.livecli import LiveLab, cli_class
+    from experiments.labshell import LblabCLI
+    from experiments.livecli import LiveLab
     from mininet.log import output, setLogLevel
     work = net.work_dir
     with net as live:
@@ -191,10 +192,11 @@ def _topo_up(plan, net) -> None:
                   f"{live.tier.routers[dc].ctl} show protocols")
         print("lab commands (help NAME): vip, dns, fail, recover, ask, load")
         setLogLevel("output")  # the CLI prints commands' output at this level
+        lab = LiveLab(live, plan, config, svc, work, say=lambda text: output(text + "\n"))
         try:
-            lab = LiveLab(live, plan, config, svc, work, say=lambda text: output(text + "\n"))
-            cli_class()(lab)
+            LblabCLI(lab)
         finally:
+            lab.closing = True  # loads still running are stopped by teardown, not reported
             setLogLevel("error")
 
 

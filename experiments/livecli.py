@@ -70,12 +70,11 @@ def _backend_host(cmd: str, plan: NetworkPlan, word: str):
 
 
 def _client(cmd: str, plan: NetworkPlan, word: str):
-    from lab.dns_config import resolver_of
-    clients = [h for h in plan.by_role("client") if resolver_of(plan, h.name) is not None]
+    clients = plan.by_role("client")
     for h in clients:
         if word == h.name:
             return h
-    raise Usage(cmd, f"{word!r} is not a client host with a resolver (clients: "
+    raise Usage(cmd, f"{word!r} is not a client host (clients: "
                      f"{', '.join(h.name for h in clients) or 'none'})")
 
 
@@ -227,6 +226,7 @@ class LiveLab:
         self.failed_links: set[int] = set()
         self.loads: list[threading.Thread] = []
         self._load_no = 0
+        self.closing = False                # set at exit: teardown stops running loads
 
     def dc_of(self, address: str) -> str:
         from experiments.dnsnet import dc_of_address
@@ -270,8 +270,8 @@ class LiveLab:
             self.live.gre.levers.unclamp_mss()
             if mode == "gre":
                 self.live.gre.levers.clamp_mss()
-        return [f"{dc}: mode {mode}, in the switches ({done.get('disagreement_ms')} ms "
-                "between the first and last LB's confirmation)"]
+        return [f"{dc}: mode {mode}, in the switches {done.get('disagreement_ms')} ms after "
+                "the first flow mod (every LB confirmed)"]
 
     def vip_pool(self, action: str, dc: str, ip: str) -> list[str]:
         calls = {"drain": self.api.drain, "undrain": self.api.undrain,
@@ -425,39 +425,47 @@ class LiveLab:
 
     # -- ask and load -----------------------------------------------------------------
 
-    def ask(self, host: str, name: str) -> list[str]:
+    def _resolver(self, host: str) -> tuple[str, str, bool | None]:
+        """(name, address, ECS) of what a client resolves through: its resolver, or the
+        authority itself when the scenario gives the client none (ECS None)."""
         from lab.dns_config import resolver_of
         res = resolver_of(self.plan, host)
+        if res is None:
+            return ("the authority", self.svc.authority.ip, None)
         resolver = self.svc.resolvers.get(res.name)
         if resolver is None:
             raise LblabError(f"{host}'s resolver {res.name} is not running")
+        return (res.name, resolver.ip, resolver.ecs)
+
+    def ask(self, host: str, name: str) -> list[str]:
+        res, res_ip, ecs = self._resolver(host)
         dig = "dig +time=1 +tries=2"
-        got = parse_dig(self.live.node(host).cmd(f"{dig} @{resolver.ip} {name} A"))
-        lines = [f"{host} asks {res.name} {resolver.ip} (unbound, ECS "
-                 f"{'on' if resolver.ecs else 'off'}): " + _answer_text(got, self.dc_of)]
+        got = parse_dig(self.live.node(host).cmd(f"{dig} @{res_ip} {name} A"))
+        if ecs is None:
+            return [f"{host} has no resolver in this scenario and asks the authority "
+                    f"{res_ip} directly (it sees the client's own address): "
+                    + _answer_text(got, self.dc_of)]
+        lines = [f"{host} asks {res} {res_ip} (unbound, ECS {'on' if ecs else 'off'}): "
+                 + _answer_text(got, self.dc_of)]
         # what the authority says to that resolver for this user, asked from the resolver's
         # own address with the subnet it would forward
         ip = self.plan.host(host).ip
-        subnet = f"{ipaddress.IPv4Network(f'{ip}/24', strict=False)}" if resolver.ecs else None
+        subnet = f"{ipaddress.IPv4Network(f'{ip}/24', strict=False)}" if ecs else None
         opt = f" +subnet={subnet}" if subnet else ""
-        auth = parse_dig(self.live.node(res.name).cmd(
+        auth = parse_dig(self.live.node(res).cmd(
             f"{dig}{opt} @{self.svc.authority.ip} {name} A"))
         scope = (f"ECS {auth.ecs[0]}, scope /{auth.ecs[1]}" if auth.ecs else
                  "no ECS: the authority sees only the resolver's address")
-        lines.append(f"the authority now answers {res.name} for this user ({scope}): "
+        lines.append(f"the authority now answers {res} for this user ({scope}): "
                      + _answer_text(auth, self.dc_of, ttl=False))
         return lines
 
     def load(self, host: str, rate: float, seconds: float) -> list[str]:
         from experiments import dnsnet
         from experiments.seeds import derive
-        from lab.dns_config import resolver_of
-        res = resolver_of(self.plan, host)
-        resolver = self.svc.resolvers.get(res.name)
-        if resolver is None:
-            raise LblabError(f"{host}'s resolver {res.name} is not running")
+        res, res_ip, _ = self._resolver(host)
         self._load_no += 1
-        job = dnsnet.ClientJob(host, resolver.ip, rate, "random",
+        job = dnsnet.ClientJob(host, res_ip, rate, "random",
                                derive(1, "cli-load", str(self._load_no)))
         _, running = dnsnet.start_clients(self.live, [job], seconds, self.work_dir,
                                           start_in_s=0.5)
@@ -467,15 +475,17 @@ class LiveLab:
             try:
                 rows = dnsnet.collect_clients(running, seconds)
             except LblabError as exc:
-                self.say(f"load #{number} on {host}: {exc}")
+                if not self.closing:
+                    self.say(f"load #{number} on {host}: {exc}")
                 return
-            self.say(f"load #{number} on {host} ended: " + load_summary(rows, self.dc_of))
+            if not self.closing:
+                self.say(f"load #{number} on {host} ended: " + load_summary(rows, self.dc_of))
 
         thread = threading.Thread(target=report, name=f"lblab-load-{number}", daemon=True)
         thread.start()
         self.loads.append(thread)
         return [f"load #{number}: {host} sends {rate:g} search requests/s for {seconds:g} s "
-                f"through {res.name} (each request resolves first); shares follow when it "
+                f"through {res} (each request resolves first); shares follow when it "
                 "ends"]
 
 
@@ -502,127 +512,3 @@ def load_summary(rows: list[dict], dc_of) -> str:
     shares = ", ".join(f"{dc} {n / len(ok):.0%}" for dc, n in
                        sorted(counts.items(), key=lambda kv: -kv[1]))
     return f"{len(rows)} requests, {len(ok)} answered" + (f": {shares}" if ok else "")
-
-
-# ---------------------------------------------------------------------------------------
-# the Mininet CLI with the lab's commands
-
-
-def _command(name: str):
-    """A CLI command from a method taking the argument words and returning lines: wrong
-    arguments and errors are one line each, never a traceback; the CLI goes on."""
-    def wrap(fn):
-        def do(self, line: str) -> None:
-            from mininet.log import error, output
-            try:
-                lines = fn(self, line.split())
-            except Usage as exc:
-                error(f"*** {name}: {exc}\n")
-            except LblabError as exc:
-                error(f"*** {name}: {str(exc).splitlines()[0] if str(exc) else 'failed'}\n")
-            except KeyboardInterrupt:
-                error(f"*** {name}: interrupted\n")
-            except Exception as exc:  # noqa: BLE001 -- the CLI must survive any command
-                error(f"*** {name}: internal error ({type(exc).__name__}: {exc})\n")
-            else:
-                output("".join(f"{text}\n" for text in lines))
-        do.__doc__ = fn.__doc__
-        do.__name__ = f"do_{name}"
-        return do
-    return wrap
-
-
-def cli_class():
-    """The Mininet CLI class of `lblab topo up`: Mininet's own commands plus the lab's."""
-    from mininet.cli import CLI
-
-    class LblabCLI(CLI):
-        # lblab's node names contain '-' (lbc-na1): let the CLI read them as one word
-        identchars = CLI.identchars + "-"
-
-        def __init__(self, lab: LiveLab, **kwargs) -> None:
-            self.lab = lab
-            super().__init__(lab.live.net, **kwargs)
-
-        def default(self, line: str) -> None:
-            """A command for a node, as in Mininet; but not one that ends the node's shell
-            (the host would be gone and Mininet would wait for it forever)."""
-            from mininet.log import error
-            first, args, _ = self.parseline(line)
-            if first in self.mn:
-                shell = getattr(self.mn[first], "shell", None)
-                if args and args.split()[0] in ("exit", "logout"):
-                    error(f"*** `{first} exit` would end {first}'s shell and take the host "
-                          "down; type exit alone to tear the lab down\n")
-                    return
-                if shell is not None and shell.poll() is not None:
-                    error(f"*** {first}'s shell has exited: the host is gone until the lab "
-                          "is brought up again\n")
-                    return
-            super().default(line)
-
-        @_command("vip")
-        def do_vip(self, words):
-            """Show or change a DC's VIP (the VIP app's REST API; a change returns once
-            every LB of the DC confirmed its flows).
-               vip                      every VIP: mode, algorithm, backends up
-               vip DC                   its pool: admin state, health, active
-                                        connections, bytes, share of the hash table
-               vip mode DC nat|dsr|gre  forwarding mode (gre needs topo up --gre)
-               vip drain|undrain|remove|add DC BACKEND
-                                        BACKEND: a backend's name or address"""
-            cmd = parse_vip(self.lab.plan, words)
-            if cmd[0] == "show":
-                return self.lab.vip_show(cmd[1])
-            if cmd[0] == "mode":
-                return self.lab.vip_mode(cmd[1], cmd[2])
-            return self.lab.vip_pool(*cmd)
-
-        @_command("dns")
-        def do_dns(self, words):
-            """The GSLB authority: its state and what it answers a user of each region.
-               dns                          policy, TTL, each DC's health and load vs
-                                            capacity, the answer per region (ECS)
-               dns policy all|geo|capacity  switch the answering policy
-               dns ttl SECONDS              the TTL of new answers (cached ones keep
-                                            theirs)"""
-            cmd = parse_dns(words)
-            if cmd[0] == "show":
-                return self.lab.dns_show()
-            return self.lab.dns_set(*cmd)
-
-        @_command("fail")
-        def do_fail(self, words):
-            """Fail part of the lab on purpose (recover undoes it).
-               fail dc DC            stop every backend server of the DC (connections
-                                     refused); waits until the authority drops it
-               fail backend BACKEND  stop one backend's server; waits until health
-                                     checks take it out of the VIP's table
-               fail link SITE-SITE   cut a WAN link (e.g. ap-ap1): both routers drop
-                                     what arrives on it; static routes do not reroute"""
-            return self.lab.fail(*parse_fault("fail", self.lab.plan, words))
-
-        @_command("recover")
-        def do_recover(self, words):
-            """Undo a fail: recover dc DC | recover backend BACKEND | recover link SITE-SITE.
-               Waits until the authority (dc) or the health checks (backend) see it again."""
-            return self.lab.recover(*parse_fault("recover", self.lab.plan, words))
-
-        @_command("ask")
-        def do_ask(self, words):
-            """ask HOST [NAME]: resolve NAME (default the service name) as HOST does,
-               through its resolver, and show which DC the answer points to and its TTL
-               left; then what the authority answers that resolver for this user now,
-               with the ECS scope (or that it sees only the resolver)."""
-            cmd = parse_ask(self.lab.plan, words, self.lab.config.service_fqdn)
-            return self.lab.ask(*cmd)
-
-        @_command("load")
-        def do_load(self, words):
-            """load HOST RATE SECONDS: open-loop search traffic from a client host in the
-               background (each request resolves through the host's resolver, then GETs
-               /search on the answer); prints each DC's share of the answered requests
-               when it ends. RATE at most 500 requests/s."""
-            return self.lab.load(*parse_load(self.lab.plan, words))
-
-    return LblabCLI

@@ -29,7 +29,7 @@ RUNTIMES = ("mininet", "ryu", "os_ken", "eventlet")
 # live network's node classes and lifecycle, and the CLI (the Mininet CLI for `topo up`).
 GLUE = {"topologies.topo", "topologies.relay.node", "controller.compat", "controller.shim",
         "controller.launch", "controller.l2app", "controller.vipapp", "lab.nodes", "lab.net",
-        "lab.minimal", "experiments.cli", "experiments.__main__"}
+        "lab.minimal", "experiments.cli", "experiments.labshell", "experiments.__main__"}
 
 
 def module_name(path: Path) -> str:
