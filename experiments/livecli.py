@@ -503,12 +503,26 @@ def _fault_table(intf: str) -> str:
 
 
 def load_summary(rows: list[dict], dc_of) -> str:
-    """'N requests, M answered: us1 70%, eu1 30%' from dnssearch rows (shares of answered)."""
+    """'N requests, M answered: us1 70%, eu1 30%; K failed: ap1 K' from dnssearch rows:
+    each DC's share of the answered requests, and where the failed ones were sent."""
     ok = [r for r in rows if r["ok"]]
+    text = f"{len(rows)} requests, {len(ok)} answered"
+    if ok:
+        text += ": " + _shares([dc_of(r["dst"]) for r in ok], len(ok))
+    failed = [r for r in rows if not r["ok"]]
+    if failed:
+        counts: dict[str, int] = {}
+        for r in failed:
+            dc = dc_of(r["dst"]) if r["dst"] else "unresolved"
+            counts[dc] = counts.get(dc, 0) + 1
+        text += f"; {len(failed)} failed, sent to: " + ", ".join(
+            f"{dc} {n}" for dc, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return text
+
+
+def _shares(dcs: list[str], total: int) -> str:
     counts: dict[str, int] = {}
-    for r in ok:
-        dc = dc_of(r["dst"])
+    for dc in dcs:
         counts[dc] = counts.get(dc, 0) + 1
-    shares = ", ".join(f"{dc} {n / len(ok):.0%}" for dc, n in
-                       sorted(counts.items(), key=lambda kv: -kv[1]))
-    return f"{len(rows)} requests, {len(ok)} answered" + (f": {shares}" if ok else "")
+    return ", ".join(f"{dc} {n / total:.0%}" for dc, n in
+                     sorted(counts.items(), key=lambda kv: -kv[1]))

@@ -132,8 +132,10 @@ def test_load_summary_gives_each_dcs_share_of_the_answered_requests():
     dc_of = {"10.101.0.100": "us1", "10.102.0.100": "eu1"}.get
     rows = [{"ok": True, "dst": "10.101.0.100"}] * 3 + [{"ok": True, "dst": "10.102.0.100"}] \
         + [{"ok": False, "dst": "10.102.0.100"}]
-    assert livecli.load_summary(rows, dc_of) == "5 requests, 4 answered: us1 75%, eu1 25%"
-    assert livecli.load_summary([{"ok": False, "dst": ""}], dc_of) == "1 requests, 0 answered"
+    assert livecli.load_summary(rows, dc_of) == \
+        "5 requests, 4 answered: us1 75%, eu1 25%; 1 failed, sent to: eu1 1"
+    assert livecli.load_summary([{"ok": False, "dst": ""}], dc_of) == \
+        "1 requests, 0 answered; 1 failed, sent to: unresolved 1"
 
 
 def test_every_command_has_help_in_the_cli():
