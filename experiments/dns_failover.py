@@ -129,13 +129,9 @@ def one_variant(ctx, live, plan, svc, config, kind, ttl, dc, vip, subnet, region
 
 def cached_ttl(live, host: str, resolver_ip: str, name: str) -> int | None:
     """The TTL the resolver's cached answer for `name` has left, seen from a client of it."""
-    out = live.node(host).cmd(f"dig +noall +answer +time=1 +tries=1 @{resolver_ip} "
-                              f"{name} A")
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) >= 5 and parts[3] == "A":
-            return int(parts[1])
-    return None
+    got = dns.parse_dig(live.node(host).cmd(f"dig +noall +answer +time=1 +tries=1 "
+                                           f"@{resolver_ip} {name} A"))
+    return got.answers[0][1] if got.answers else None
 
 
 # Reproducibility tolerances (experiments/tolerance.py; README table).

@@ -23,7 +23,14 @@ def _command(name: str):
             except LblabError as exc:
                 error(f"*** {name}: {str(exc).splitlines()[0] if str(exc) else 'failed'}\n")
             except KeyboardInterrupt:
-                error(f"*** {name}: interrupted\n")
+                # as Mininet's CLI.run does after a Ctrl-C: a node shell interrupted
+                # mid-command would refuse every later command
+                for node in self.mn.values():
+                    while node.waiting:
+                        node.sendInt()
+                        node.waitOutput()
+                error(f"*** {name}: interrupted (what was done so far stays; `vip`, `dns` "
+                      "show it)\n")
             except Exception as exc:  # noqa: BLE001 -- the CLI must survive any command
                 error(f"*** {name}: internal error ({type(exc).__name__}: {exc})\n")
             else:
@@ -92,7 +99,8 @@ class LblabCLI(CLI):
     def do_fail(self, words):
         """Fail part of the lab on purpose (recover undoes it).
            fail dc DC            stop every backend server of the DC (connections
-                                 refused); waits until the authority drops it
+                                 refused); waits until the authority's probes mark
+                                 it down, then shows what each region gets
            fail backend BACKEND  stop one backend's server; waits until health
                                  checks take it out of the VIP's table
            fail link SITE-SITE   cut a WAN link (e.g. ap-ap1): both routers drop
@@ -102,6 +110,7 @@ class LblabCLI(CLI):
     @_command("recover")
     def do_recover(self, words):
         """Undo a fail: recover dc DC | recover backend BACKEND | recover link SITE-SITE.
+           recover dc restarts every backend of the DC (also those failed one by one).
            Waits until the authority (dc) or the health checks (backend) see it again."""
         return self.lab.recover(*parse_fault("recover", self.lab.plan, words))
 

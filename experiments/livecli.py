@@ -17,9 +17,9 @@ import ipaddress
 import re
 import threading
 import time
-from dataclasses import dataclass
 
 from gslb.config import MAX_TTL_S, POLICIES
+from lab.dns import DigResult, parse_dig
 from topologies.plan import NetworkPlan, WanPlan
 from topologies.system import LblabError
 
@@ -28,7 +28,6 @@ POOL_ACTIONS = ("drain", "undrain", "remove", "add")
 FAULT_KINDS = ("dc", "backend", "link")
 MAX_LOAD_RPS = 500          # the DNS-resolving Python client, one resolution per request
 MAX_LOAD_S = 3600
-DETECT_WAIT_S = 15.0        # a DC leaves the authority's answers in about 1.5 s (prober)
 HEALTH_WAIT_S = 10.0        # a backend's health check: 0.5 s interval
 FAULT_TABLE = "lblab_fault"  # the nftables table a link fault adds in each router
 
@@ -173,35 +172,43 @@ def parse_load(plan: NetworkPlan, words: list[str]) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------
-# dig output
+# WAN link faults
 
 
-@dataclass
-class DigResult:
-    status: str | None             # NOERROR, NXDOMAIN, ...; None when nothing answered
-    answers: list[tuple[str, int]]  # (address, TTL) of the A records
-    ecs: tuple[str, int] | None    # (subnet/source, scope) of the reply's CLIENT-SUBNET
+def wan_ends(live, wan: WanPlan) -> list[tuple[str, str]]:
+    """(router, interface name) of both ends of a WAN link, whatever carries it (a relay
+    node between the routers, or a netem veth pair between them)."""
+    net = live.net
+    ends = []
+    for router, peer in ((wan.a_router, wan.b_router), (wan.b_router, wan.a_router)):
+        other = wan.relay_name if wan.relay_name in net else peer
+        links = net.linksBetween(net[router], net[other])
+        if not links:
+            raise LblabError(f"no link between {router} and {other}")
+        link = links[0]
+        intf = link.intf1 if link.intf1.node.name == router else link.intf2
+        ends.append((router, intf.name))
+    return ends
 
 
-def parse_dig(text: str) -> DigResult:
-    """What one full `dig` run printed: status, A records with TTLs, and the ECS option."""
-    status = None
-    answers: list[tuple[str, int]] = []
-    ecs = None
-    for line in text.splitlines():
-        m = re.search(r"status: ([A-Z]+)", line)
-        if line.startswith(";; ->>HEADER<<-") and m:
-            status = m.group(1)
-            continue
-        m = re.match(r"; CLIENT-SUBNET: (\S+)/(\d+)$", line.strip())
-        if m:
-            ecs = (m.group(1), int(m.group(2)))
-            continue
-        parts = line.split()
-        if not line.startswith(";") and len(parts) >= 5 and parts[3] == "A" and \
-                parts[1].isdigit():
-            answers.append((parts[4], int(parts[1])))
-    return DigResult(status, answers, ecs)
+def cut_wan(live, wan: WanPlan) -> None:
+    """Drop everything that arrives on the link's interface in both routers (an nftables
+    netdev ingress chain per interface, in the router's namespace: it goes with it)."""
+    for router, intf in wan_ends(live, wan):
+        table = _fault_table(intf)
+        out = live.node(router).cmd(
+            f"nft 'add table netdev {table}; add chain netdev {table} in {{ type filter "
+            f"hook ingress device \"{intf}\" priority 0; policy drop; }}' 2>&1 "
+            "&& echo LBLAB_OK")
+        if "LBLAB_OK" not in out:
+            restore_wan(live, wan)
+            last = out.strip().splitlines()[-1] if out.strip() else "nft failed"
+            raise LblabError(f"could not cut {wan.link.a}-{wan.link.b} in {router}: {last}")
+
+
+def restore_wan(live, wan: WanPlan) -> None:
+    for router, intf in wan_ends(live, wan):
+        live.node(router).cmd(f"nft delete table netdev {_fault_table(intf)} 2>/dev/null")
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,10 +273,12 @@ class LiveLab:
             raise LblabError("GRE is not wired in this lab: bring it up with "
                              "`lblab topo up --gre` (needs a GRE decapsulator, `lblab doctor`)")
         done = self._changed(dc, lambda: self.api.change(dc, mode=mode))
-        if getattr(self.live, "gre", None) is not None:  # the MSS clamp goes with GRE
-            self.live.gre.levers.unclamp_mss()
-            if mode == "gre":
-                self.live.gre.levers.clamp_mss()
+        if getattr(self.live, "gre", None) is not None:
+            # the MSS clamp (at every client edge) stays on while any VIP tunnels
+            levers = self.live.gre.levers
+            levers.unclamp_mss()
+            if any(v["mode"] == "gre" for v in self.api.vips()):
+                levers.clamp_mss()
         return [f"{dc}: mode {mode}, in the switches {done.get('disagreement_ms')} ms after "
                 "the first flow mod (every LB confirmed)"]
 
@@ -288,6 +297,11 @@ class LiveLab:
         for name, d in st["dcs"].items():
             lines.append(f"  {name:<6} {d['vip']:<15} {'healthy' if d['healthy'] else 'DOWN':<8}"
                          f" load {d['load']:g} of {d['capacity_rps']:g} req/s")
+        return lines + self.region_answers()
+
+    def region_answers(self) -> list[str]:
+        """What the authority answers a user of each region now (ECS: the region's subnet)."""
+        lines = []
         for region in self.plan.scenario.regions:
             got = self.svc.authority.answer(subnet=str(region.subnet))
             named = ", ".join(f"{a} ({self.dc_of(a)})" for a in got) or "no answer"
@@ -304,8 +318,9 @@ class LiveLab:
 
     # -- faults -----------------------------------------------------------------------
 
-    def _wait(self, check, timeout_s: float, what: str) -> float:
-        start = time.monotonic()
+    def _wait(self, check, timeout_s: float, what: str, since: float | None = None) -> float:
+        """Poll `check` until true; seconds from `since` (a time.monotonic(), default now)."""
+        start = time.monotonic() if since is None else since
         while not check():
             if time.monotonic() - start > timeout_s:
                 raise LblabError(f"{what} did not happen within {timeout_s:g} s")
@@ -320,9 +335,17 @@ class LiveLab:
         return next((b["health"] for b in v["backends"] if b["ip"] == str(host.ip)), "absent")
 
     def _start_servers(self, hosts) -> None:
+        """Start the hosts' servers; if one does not come up, stop all that were started
+        (nothing half-recovered, nothing untracked)."""
         from experiments.workloads.control import start_http_backends
+        from topologies.system import stop_processes
         names = {h.name for h in hosts}
-        started = start_http_backends(self.live, self.plan, hosts=names)
+        first = len(self.live.procs)
+        try:
+            started = start_http_backends(self.live, self.plan, hosts=names)
+        except BaseException:
+            stop_processes(self.live.procs[first:])
+            raise
         for dc, procs in started.items():  # in the plan's order within each DC
             ordered = [h for h in self.plan.hosts_in(dc, "backend") if h.name in names]
             for host, proc in zip(ordered, procs):
@@ -333,23 +356,33 @@ class LiveLab:
         if kind == "dc":
             if name in self.failed_dcs:
                 raise LblabError(f"{name} is already failed (recover dc {name})")
+            from experiments.dns_failover import DETECT_BUDGET_S
+            state = self.svc.authority.state()
+            others = [d for d, v in state["dcs"].items() if d != name and v["healthy"]]
             hosts = [h for h in self.plan.hosts_in(name, "backend")
                      if h.name not in self.failed_backends]
+            start = time.monotonic()
             stop_processes([self.servers[h.name] for h in hosts])
             self.failed_dcs.add(name)
-            took = self._wait(lambda: not self._dc_healthy(name), DETECT_WAIT_S,
-                              f"the authority marking {name} down")
-            return [f"{name} failed: its backends' servers stopped (connections refused); "
-                    f"the authority took it out of its answers after {took:.1f} s",
-                    f"resolvers keep a cached answer up to its TTL (now "
-                    f"{self.svc.authority.state()['ttl_s']} s): ask HOST shows what a "
-                    "client gets"]
+            took = self._wait(lambda: not self._dc_healthy(name), DETECT_BUDGET_S,
+                              f"the authority marking {name} down", since=start)
+            lines = [f"{name} failed: its backends' servers stopped (connections refused); "
+                     f"the authority's probes marked it down {took:.1f} s after the stop"]
+            if not others:
+                lines.append(f"no other DC is healthy: the authority fails open and keeps "
+                             f"answering with {name}")
+            return lines + self.region_answers() + [
+                f"resolvers keep a cached answer up to its TTL (now {state['ttl_s']} s): "
+                "ask HOST shows what a client gets"]
         if kind == "backend":
             host = self.plan.host(name)
             if host.site in self.failed_dcs:
                 raise LblabError(f"{host.site} is failed: recover dc {host.site} first")
             if name in self.failed_backends:
                 raise LblabError(f"{name} is already failed (recover backend {name})")
+            if self._backend_health(host) == "absent":
+                raise LblabError(f"{name} is not in {host.site}'s pool (vip add {host.site} "
+                                 f"{name}), so no health check would see it fail")
             stop_processes([self.servers[name]])
             self.failed_backends.add(name)
             took = self._wait(lambda: self._backend_health(host) == "down", HEALTH_WAIT_S,
@@ -359,16 +392,11 @@ class LiveLab:
         wan = self.plan.wans[name]
         if name in self.failed_links:
             raise LblabError(f"{wan.link.a}-{wan.link.b} is already failed")
-        for router, intf in self._wan_ends(wan):
-            table = _fault_table(intf)
-            out = self.live.node(router).cmd(
-                f"nft 'add table netdev {table}; add chain netdev {table} in {{ type filter "
-                f"hook ingress device \"{intf}\" priority 0; policy drop; }}' 2>&1 "
-                "&& echo LBLAB_OK")
-            if "LBLAB_OK" not in out:
-                self._unblock(wan)
-                raise LblabError(f"could not cut {wan.link.a}-{wan.link.b} in {router}: "
-                                 f"{out.strip().splitlines()[-1] if out.strip() else 'nft failed'}")
+        try:
+            cut_wan(self.live, wan)
+        except KeyboardInterrupt:
+            restore_wan(self.live, wan)   # not half cut
+            raise
         self.failed_links.add(name)
         return [f"link {wan.link.a}-{wan.link.b} cut: both routers drop every packet that "
                 "arrives on it (routes unchanged: traffic routed over it is lost)"]
@@ -377,14 +405,16 @@ class LiveLab:
         if kind == "dc":
             if name not in self.failed_dcs:
                 raise LblabError(f"{name} is not failed")
-            hosts = [h for h in self.plan.hosts_in(name, "backend")
-                     if h.name not in self.failed_backends]
+            from experiments.dns_failover import DETECT_BUDGET_S
+            hosts = self.plan.hosts_in(name, "backend")  # those failed one by one too
+            start = time.monotonic()
             self._start_servers(hosts)
             self.failed_dcs.discard(name)
-            took = self._wait(lambda: self._dc_healthy(name), DETECT_WAIT_S,
-                              f"the authority marking {name} healthy")
-            return [f"{name} recovered: servers answer again; the authority answers with it "
-                    f"again after {took:.1f} s"]
+            self.failed_backends -= {h.name for h in hosts}
+            took = self._wait(lambda: self._dc_healthy(name), DETECT_BUDGET_S,
+                              f"the authority marking {name} healthy", since=start)
+            return [f"{name} recovered: all {len(hosts)} backend servers answer again; the "
+                    f"authority's probes marked it healthy {took:.1f} s after the start"]
         if kind == "backend":
             host = self.plan.host(name)
             if name not in self.failed_backends:
@@ -400,28 +430,9 @@ class LiveLab:
         wan = self.plan.wans[name]
         if name not in self.failed_links:
             raise LblabError(f"{wan.link.a}-{wan.link.b} is not failed")
-        self._unblock(wan)
+        restore_wan(self.live, wan)
         self.failed_links.discard(name)
         return [f"link {wan.link.a}-{wan.link.b} restored"]
-
-    def _wan_ends(self, wan: WanPlan) -> list[tuple[str, str]]:
-        """(router, interface name) of both ends of a WAN link, whatever carries it."""
-        net = self.live.net
-        ends = []
-        for router, peer in ((wan.a_router, wan.b_router), (wan.b_router, wan.a_router)):
-            other = wan.relay_name if wan.relay_name in net else peer
-            links = net.linksBetween(net[router], net[other])
-            if not links:
-                raise LblabError(f"no link between {router} and {other}")
-            link = links[0]
-            intf = link.intf1 if link.intf1.node.name == router else link.intf2
-            ends.append((router, intf.name))
-        return ends
-
-    def _unblock(self, wan: WanPlan) -> None:
-        for router, intf in self._wan_ends(wan):
-            self.live.node(router).cmd(f"nft delete table netdev {_fault_table(intf)} "
-                                       "2>/dev/null")
 
     # -- ask and load -----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ the files (files cross network namespaces, loopback ports do not).
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -76,6 +77,34 @@ def dig(live, host: str, server: str, name: str, qtype: str = "A",
                               f"{name} {qtype}")
     return [line.strip() for line in out.splitlines()
             if line.strip() and not line.startswith(";")]
+
+
+@dataclass
+class DigResult:
+    status: str | None             # NOERROR, NXDOMAIN, ...; None when nothing answered
+    answers: list[tuple[str, int]]  # (address, TTL) of the A records
+    ecs: tuple[str, int] | None    # (subnet/source, scope) of the reply's CLIENT-SUBNET
+
+
+def parse_dig(text: str) -> DigResult:
+    """What one full `dig` run printed: status, A records with TTLs, and the ECS option."""
+    status = None
+    answers: list[tuple[str, int]] = []
+    ecs = None
+    for line in text.splitlines():
+        m = re.search(r"status: ([A-Z]+)", line)
+        if line.startswith(";; ->>HEADER<<-") and m:
+            status = m.group(1)
+            continue
+        m = re.match(r"; CLIENT-SUBNET: (\S+)/(\d+)$", line.strip())
+        if m:
+            ecs = (m.group(1), int(m.group(2)))
+            continue
+        parts = line.split()
+        if not line.startswith(";") and len(parts) >= 5 and parts[3] == "A" and \
+                parts[1].isdigit():
+            answers.append((parts[4], int(parts[1])))
+    return DigResult(status, answers, ecs)
 
 
 def launch_spec(config: GslbConfig, plan: NetworkPlan, work_dir: Path, *,

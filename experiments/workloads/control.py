@@ -40,12 +40,12 @@ def backend_server_process(net, backend: str):
 def start_http_backends(net, plan, port: int = SERVICE_PORT, dcs=None,
                         server: str | None = None, hosts=None) -> dict[str, list]:
     """One backend HTTP server per backend host (of the DCs named in `dcs` and the hosts
-    named in `hosts`, else all), each naming itself and its DC; returns DC name -> the servers' processes, once every one
-    answers /health. `server`: nginx or python (default: the run's mechanism,
-    `--set backend_server=...`)."""
+    named in `hosts`, else all), each naming itself and its DC; returns DC name -> the
+    servers' processes, once every one answers /health. `server`: nginx or python (default:
+    the run's mechanism, `--set backend_server=...`)."""
     server = server or getattr(getattr(net, "mech", None), "backend_server", "python")
-    backends = [h for h in plan.by_role("backend") if (dcs is None or h.site in dcs)
-                and (hosts is None or h.name in hosts)]
+    backends = [h for h in plan.by_role("backend")
+                if (dcs is None or h.site in dcs) and (hosts is None or h.name in hosts)]
     out: dict[str, list] = {}
     for host in backends:
         out.setdefault(host.site, []).append(net.spawn(

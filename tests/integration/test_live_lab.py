@@ -62,15 +62,20 @@ class CliSession:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()  # lblab tears the lab down on SIGTERM
-            self.proc.wait(60)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()   # lblab_clean then reports what was left
+                self.proc.wait(10)
 
 
-def answer_dc(ask_output: str) -> str:
-    """The DC named in `ask`'s first line (what the host's resolver answered)."""
+def answer_dc(ask_output: str) -> str | None:
+    """The DC named in `ask`'s first line (what the host's resolver answered); None when
+    the query got no reply (a timeout under load: ask again)."""
     first = ask_output.splitlines()[0]
     m = re.search(r": \S+ \((\w+)\) TTL", first)
-    assert m, ask_output
-    return m.group(1)
+    assert m or "no reply" in first, ask_output
+    return m.group(1) if m else None
 
 
 @pytest.fixture
@@ -93,20 +98,22 @@ def test_the_live_lab_fails_a_dc_and_dns_follows(lab):
     # every region's resolver answers its clients with the nearest DC (geo policy)
     for host, dc in (("lbc-na1", "us1"), ("lbc-eu1", "eu1"), ("lbc-ap1", "ap1")):
         got = lab.run(f"ask {host}")
+        if answer_dc(got) is None:
+            got = lab.run(f"ask {host}")
         assert answer_dc(got) == dc, got
         assert "scope /24" in got, got   # ECS forwarded by the resolver, honoured
     ttl_left = int(re.search(r"TTL (\d+) s", got).group(1))   # lbc-ap1's cached answer
 
     failed = lab.run("fail dc ap1")
-    m = re.search(r"out of its answers after ([\d.]+) s", failed)
+    m = re.search(r"marked it down ([\d.]+) s after the stop", failed)
     assert m and float(m.group(1)) <= DETECT_BUDGET_S, failed
+    ap_line = next(line for line in failed.splitlines() if "a user in ap" in line)
+    assert "ap1" not in ap_line.split("gets", 1)[1], failed   # out of the answers
     state = lab.run("dns")
     assert re.search(r"ap1 +10\.103\.0\.100 +DOWN", state), state
-    ap_line = next(line for line in state.splitlines() if "a user in ap" in line)
-    assert "ap1" not in ap_line.split("gets", 1)[1], state
     # lbc-ap1's resolver may still hold ap1 for what its TTL had left: then another DC
     deadline = time.monotonic() + ttl_left + DETECT_BUDGET_S + 3
-    while answer_dc(got := lab.run("ask lbc-ap1")) == "ap1":
+    while answer_dc(got := lab.run("ask lbc-ap1")) in ("ap1", None):
         assert time.monotonic() < deadline, f"lbc-ap1 still sent to ap1: {got}"
         time.sleep(0.5)
     assert answer_dc(got) in ("us1", "eu1"), got
@@ -116,11 +123,13 @@ def test_the_live_lab_fails_a_dc_and_dns_follows(lab):
     assert "cut" in lab.run("fail link ap-ap1")
     assert " 0 received" in lab.run("lbc-ap1 ping -c 2 -W 1 10.103.0.11")
     assert "restored" in lab.run("recover link ap-ap1")
-    assert " 2 received" in lab.run("lbc-ap1 ping -c 2 -W 2 10.103.0.11")
+    # (the first packet may wait for ARP entries the cut let expire)
+    assert " 0 received" not in lab.run("lbc-ap1 ping -c 3 -W 2 10.103.0.11")
 
     # background load: its shares come when it ends (na's users all go to us1 under geo)
     assert "load #1" in lab.run("load lbc-na1 10 1")
-    lab.read_until("load #1 on lbc-na1 ended: ", 30)   # printed while the CLI waits
+    # printed while the CLI waits for input: type nothing until it came
+    lab.read_until("load #1 on lbc-na1 ended: ", 30)
     line = lab.read_until("\n", 10)
     assert "answered: us1 100%" in line, line
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from experiments import livecli
-from experiments.livecli import Usage, parse_ask, parse_dig, parse_dns, parse_fault, \
-    parse_load, parse_vip
+from experiments.livecli import Usage, parse_ask, parse_dns, parse_fault, parse_load, \
+    parse_vip
+from lab.dns import parse_dig
 from topologies import scenario
 from topologies.plan import build_plan
 
@@ -14,7 +15,7 @@ PLAN = build_plan(scenario.load("three-dc"))
 
 # What dig 9.18 printed for a query with ECS to lblab's authority, and for one nobody answered
 DIG_ECS = """
-; <<>> DiG 9.18.49-1~deb12u3-Debian <<>> +time=1 +tries=2 +subnet=10.3.0.11/24 @10.101.0.54 www.lblab.test A
+; <<>> DiG 9.18.49-1~deb12u3-Debian <<>> +subnet=10.3.0.11/24 @10.101.0.54 www.lblab.test A
 ;; Got answer:
 ;; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 12673
 ;; flags: qr aa rd; QUERY: 1, ANSWER: 2, AUTHORITY: 0, ADDITIONAL: 1
