@@ -20,7 +20,7 @@ from typing import Callable
 from experiments.cpu import CpuIdleSampler
 from experiments.results import write_csv, write_json
 from topologies.state import new_run_id
-from topologies.system import REPO_ROOT
+from topologies.system import REPO_ROOT, InputError
 
 BENCH_COLUMNS = ("metric", "value", "unit", "baseline", "ratio", "target", "note")
 
@@ -264,6 +264,10 @@ def run_bench(out_root: Path | None = None, only: list[str] | None = None, log=p
     from experiments.runner import git_info
     from lab import mechanisms
     from topologies import ovs
+    unknown = sorted(set(only or ()) - set(METRICS))
+    if unknown:  # a typo would otherwise run nothing and write an empty table
+        raise InputError(f"--only {unknown[0]}: no such bench group (one of: "
+                         f"{', '.join(METRICS)})")
     ovs.ensure_running(log)
     run_id = new_run_id("bench")
     out_dir = Path(out_root or REPO_ROOT / "results") / "bench" / run_id

@@ -186,9 +186,20 @@ def _flush_zone(zone: int) -> None:
 
 
 def _ct_open(zone: int) -> int:
+    return _ct_states(zone)[0]
+
+
+def _ct_states(zone: int) -> tuple[int, dict[str, int], str]:
+    """Open entries of a zone, every entry's TCP state counted, and the datapath's own
+    connection count (ct-get-nconns, all zones): the dump and the tracker side by side."""
     from controller import ctcount
     from topologies.system import run
-    return sum(e.open for e in ctcount.parse(run(ctcount.command(zone)).stdout))
+    entries = ctcount.parse(run(ctcount.command(zone)).stdout)
+    states: dict[str, int] = {}
+    for e in entries:
+        states[e.state] = states.get(e.state, 0) + 1
+    nconns = run(["ovs-appctl", "dpctl/ct-get-nconns"], check=False).stdout.strip()
+    return sum(e.open for e in entries), states, nconns or "?"
 
 
 def _concurrent(live, api, client: str, vip: str, dc: str) -> Row:
@@ -223,7 +234,7 @@ def _concurrent(live, api, client: str, vip: str, dc: str) -> Row:
                 "--retries", str(CONCURRENT_RETRIES)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         firsts = [json.loads(p.stdout.readline() or "{}") for p in procs]
-        tracked = _ct_open(zone)
+        tracked, states, nconns = _ct_states(zone)
         rss1 = _ovs_rss_mb()
         for p in procs:
             p.stdin.close()
@@ -247,7 +258,7 @@ def _concurrent(live, api, client: str, vip: str, dc: str) -> Row:
                     f"up to {CONCURRENT_RETRIES} per connection; errors {why}; failed "
                     f"{failed}), {held} "
                     f"still open when released, {tracked} open conntrack entries in the "
-                    f"zone; ovs-vswitchd RSS {rss0:.0f} -> {rss1:.0f} MB "
+                    f"zone (states {states}; ct-get-nconns {nconns}); ovs-vswitchd RSS {rss0:.0f} -> {rss1:.0f} MB "
                     f"({1024 * (rss1 - rss0) / max(tracked, 1):.2f} KB per connection)")
 
 

@@ -3,6 +3,8 @@ dns, fail, recover, ask, load), parsed and carried out by experiments/livecli.py
 only part of the live lab that imports Mininet."""
 from __future__ import annotations
 
+import inspect
+
 from mininet.cli import CLI
 from mininet.log import error, output
 
@@ -35,7 +37,7 @@ def _command(name: str):
                 error(f"*** {name}: internal error ({type(exc).__name__}: {exc})\n")
             else:
                 output("".join(f"{text}\n" for text in lines))
-        do.__doc__ = fn.__doc__
+        do.__doc__ = inspect.cleandoc(fn.__doc__)   # `help NAME` prints it as is
         do.__name__ = f"do_{name}"
         return do
     return wrap
@@ -67,14 +69,13 @@ class LblabCLI(CLI):
 
     @_command("vip")
     def do_vip(self, words):
-        """Show or change a DC's VIP (the VIP app's REST API; a change returns once
-        every LB of the DC confirmed its flows).
-           vip                      every VIP: mode, algorithm, backends up
-           vip DC                   its pool: admin state, health, active
-                                    connections, bytes, share of the hash table
-           vip mode DC nat|dsr|gre  forwarding mode (gre needs topo up --gre)
-           vip drain|undrain|remove|add DC BACKEND
-                                    BACKEND: a backend's name or address"""
+        """Show or change a DC's VIP (REST; a change returns once every LB confirmed it).
+          vip                      every VIP: mode, algorithm, backends up
+          vip DC                   its pool: admin state, health, active connections,
+                                   bytes, share of the hash table
+          vip mode DC nat|dsr|gre  forwarding mode (gre needs topo up --gre)
+          vip drain|undrain|remove|add DC BACKEND
+                                   BACKEND: a backend's name or address"""
         cmd = parse_vip(self.lab.plan, words)
         if cmd[0] == "show":
             return self.lab.vip_show(cmd[1])
@@ -85,11 +86,10 @@ class LblabCLI(CLI):
     @_command("dns")
     def do_dns(self, words):
         """The GSLB authority: its state and what it answers a user of each region.
-           dns                          policy, TTL, each DC's health and load vs
-                                        capacity, the answer per region (ECS)
-           dns policy all|geo|capacity  switch the answering policy
-           dns ttl SECONDS              the TTL of new answers (cached ones keep
-                                        theirs)"""
+          dns                          policy, TTL, each DC's health and load against
+                                       capacity, the answer per region (ECS)
+          dns policy all|geo|capacity  switch the answering policy
+          dns ttl SECONDS              the TTL of new answers (cached ones keep theirs)"""
         cmd = parse_dns(words)
         if cmd[0] == "show":
             return self.lab.dns_show()
@@ -98,35 +98,40 @@ class LblabCLI(CLI):
     @_command("fail")
     def do_fail(self, words):
         """Fail part of the lab on purpose (recover undoes it).
-           fail dc DC            stop every backend server of the DC (connections
-                                 refused); waits until the authority's probes mark
-                                 it down, then shows what each region gets
-           fail backend BACKEND  stop one backend's server; waits until health
-                                 checks take it out of the VIP's table
-           fail link SITE-SITE   cut a WAN link (e.g. ap-ap1): both routers drop
-                                 what arrives on it; static routes do not reroute"""
+          fail dc DC            stop every backend server of the DC (connections
+                                refused); waits until the authority's probes mark it
+                                down, then shows what each region gets
+          fail backend BACKEND  stop one backend's server; waits until health checks
+                                take it out of the VIP's table
+          fail link SITE-SITE   cut a WAN link (e.g. ap-ap1): both routers drop what
+                                arrives on it; static routes do not reroute"""
         return self.lab.fail(*parse_fault("fail", self.lab.plan, words))
 
     @_command("recover")
     def do_recover(self, words):
-        """Undo a fail: recover dc DC | recover backend BACKEND | recover link SITE-SITE.
-           recover dc restarts every backend of the DC (also those failed one by one).
-           Waits until the authority (dc) or the health checks (backend) see it again."""
+        """Undo a fail.
+          recover dc DC            restart every backend of the DC (also those failed
+                                   one by one); waits until the authority sees it
+          recover backend BACKEND  restart one; waits for the health checks
+          recover link SITE-SITE   stop dropping on the link"""
         return self.lab.recover(*parse_fault("recover", self.lab.plan, words))
 
     @_command("ask")
     def do_ask(self, words):
-        """ask HOST [NAME]: resolve NAME (default the service name) as HOST does,
-           through its resolver, and show which DC the answer points to and its TTL
-           left; then what the authority answers that resolver for this user now,
-           with the ECS scope (or that it sees only the resolver)."""
+        """Resolve a name as a client host does.
+          ask HOST [NAME]  through HOST's resolver (NAME: the service by default): the
+                           answer, the DC it points to, the TTL left; then what the
+                           authority answers that resolver for this user now, with
+                           the ECS scope (or that it sees only the resolver)"""
         cmd = parse_ask(self.lab.plan, words, self.lab.config.service_fqdn)
         return self.lab.ask(*cmd)
 
     @_command("load")
     def do_load(self, words):
-        """load HOST RATE SECONDS: open-loop search traffic from a client host in the
-           background (each request resolves through the host's resolver, then GETs
-           /search on the answer); prints each DC's share of the answered requests
-           when it ends. RATE at most 500 requests/s."""
+        """Search traffic from a client host, in the background.
+          load HOST RATE SECONDS  open loop, RATE requests/s (at most 500), each
+                                  resolving through HOST's resolver, then GET /search
+                                  on the answer; prints each DC's share of the
+                                  answered requests, and where failures went, when
+                                  it ends"""
         return self.lab.load(*parse_load(self.lab.plan, words))

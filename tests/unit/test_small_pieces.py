@@ -169,3 +169,12 @@ def test_search_schedule_is_fixed_in_advance_and_lateness_is_reported():
     stats = search.client_stats(late, 1.0, 100)
     assert stats["behind_schedule"] and stats["start_lag_p99_ms"] == 40.0
     assert stats["load_generator"].startswith("lblab search (")
+
+
+def test_bench_only_with_an_unknown_group_is_a_one_line_error_before_anything_runs():
+    from experiments.bench import run_bench
+    from topologies.system import InputError
+    with pytest.raises(InputError) as exc:   # before OVS or any network is touched
+        run_bench(only=["vip_concurrent"])
+    assert "--only vip_concurrent: no such bench group" in str(exc.value)
+    assert "vip, vip_gre" in str(exc.value) and "\n" not in str(exc.value)
