@@ -185,19 +185,14 @@ def _flush_zone(zone: int) -> None:
     run(["ovs-appctl", "dpctl/flush-conntrack", f"zone={zone}"])
 
 
-def _ct_open(zone: int) -> int:
-    return _ct_states(zone)[0]
-
-
 def _ct_states(zone: int) -> tuple[int, dict[str, int], str]:
     """Open entries of a zone, every entry's TCP state counted, and the datapath's own
     connection count (ct-get-nconns, all zones): the dump and the tracker side by side."""
+    from collections import Counter
     from controller import ctcount
     from topologies.system import run
     entries = ctcount.parse(run(ctcount.command(zone)).stdout)
-    states: dict[str, int] = {}
-    for e in entries:
-        states[e.state] = states.get(e.state, 0) + 1
+    states = dict(Counter(e.state for e in entries))
     nconns = run(["ovs-appctl", "dpctl/ct-get-nconns"], check=False).stdout.strip()
     return sum(e.open for e in entries), states, nconns or "?"
 
@@ -258,7 +253,8 @@ def _concurrent(live, api, client: str, vip: str, dc: str) -> Row:
                     f"up to {CONCURRENT_RETRIES} per connection; errors {why}; failed "
                     f"{failed}), {held} "
                     f"still open when released, {tracked} open conntrack entries in the "
-                    f"zone (states {states}; ct-get-nconns {nconns}); ovs-vswitchd RSS {rss0:.0f} -> {rss1:.0f} MB "
+                    f"zone (states {states}; ct-get-nconns {nconns}); "
+                    f"ovs-vswitchd RSS {rss0:.0f} -> {rss1:.0f} MB "
                     f"({1024 * (rss1 - rss0) / max(tracked, 1):.2f} KB per connection)")
 
 

@@ -310,11 +310,9 @@ def cmd_vip(args) -> int:
     api = _vip_api(args)
     action = args.vip_command
     if action == "list":
+        from experiments.vipclient import summary
         for vip in api.vips():
-            up = sum(b["state"] == "up" for b in vip["backends"])
-            print(f"{vip['name']:<6} {vip['address']:<15} mode={vip['mode']:<4} "
-                  f"algorithm={vip['algorithm']:<9} conntrack={str(vip['conntrack']).lower():<5} "
-                  f"backends up {up}/{len(vip['backends'])}")
+            print(summary(vip))
         return 0
     if action == "show":
         result = api.vip(args.vip)

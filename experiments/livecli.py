@@ -17,9 +17,10 @@ import ipaddress
 import re
 import threading
 import time
+from collections import Counter
 
 from gslb.config import MAX_TTL_S, POLICIES
-from lab.dns import DigResult, parse_dig
+from lab.dns import DigResult, query
 from topologies.plan import NetworkPlan, WanPlan
 from topologies.system import LblabError
 
@@ -219,8 +220,10 @@ class LiveLab:
     """The running lab of `lblab topo up`: live network, plan, DNS service, VIP API."""
 
     def __init__(self, live, plan: NetworkPlan, config, svc, work_dir, say=print) -> None:
+        from experiments.dnsnet import dc_of_address
         from experiments.vipclient import for_live
         self.live, self.plan, self.config, self.svc = live, plan, config, svc
+        self._dc_of = dc_of_address(config)
         self.work_dir = work_dir
         self.api = for_live(live)
         self.say = say                      # where background results are printed
@@ -231,25 +234,18 @@ class LiveLab:
         self.failed_dcs: set[str] = set()
         self.failed_backends: set[str] = set()
         self.failed_links: set[int] = set()
-        self.loads: list[threading.Thread] = []
         self._load_no = 0
         self.closing = False                # set at exit: teardown stops running loads
 
     def dc_of(self, address: str) -> str:
-        from experiments.dnsnet import dc_of_address
-        return dc_of_address(self.config).get(address, "?")
+        return self._dc_of.get(address, "?")
 
     # -- vip --------------------------------------------------------------------------
 
     def vip_show(self, dc: str | None) -> list[str]:
         if dc is None:
-            lines = []
-            for v in self.api.vips():
-                up = sum(b["state"] == "up" for b in v["backends"])
-                lines.append(f"{v['name']:<6} {v['address']:<15} mode {v['mode']:<4} "
-                             f"algorithm {v['algorithm']:<9} backends up {up}/"
-                             f"{len(v['backends'])}")
-            return lines + ["(vip DC for one VIP's pool)"]
+            from experiments.vipclient import summary
+            return [summary(v) for v in self.api.vips()] + ["(vip DC for one VIP's pool)"]
         v = self.api.vip(dc)
         lines = [f"{v['name']} {v['address']} mode {v['mode']} algorithm {v['algorithm']} "
                  f"connection table {v['connection_table']} ({v['table_size']} buckets)",
@@ -450,8 +446,7 @@ class LiveLab:
 
     def ask(self, host: str, name: str) -> list[str]:
         res, res_ip, ecs = self._resolver(host)
-        dig = "dig +time=1 +tries=2"
-        got = parse_dig(self.live.node(host).cmd(f"{dig} @{res_ip} {name} A"))
+        got = query(self.live, host, res_ip, name)
         if ecs is None:
             return [f"{host} has no resolver in this scenario and asks the authority "
                     f"{res_ip} directly (it sees the client's own address): "
@@ -462,9 +457,7 @@ class LiveLab:
         # own address with the subnet it would forward
         ip = self.plan.host(host).ip
         subnet = f"{ipaddress.IPv4Network(f'{ip}/24', strict=False)}" if ecs else None
-        opt = f" +subnet={subnet}" if subnet else ""
-        auth = parse_dig(self.live.node(res).cmd(
-            f"{dig}{opt} @{self.svc.authority.ip} {name} A"))
+        auth = query(self.live, res, self.svc.authority.ip, name, subnet=subnet)
         scope = (f"ECS {auth.ecs[0]}, scope /{auth.ecs[1]}" if auth.ecs else
                  "no ECS: the authority sees only the resolver's address")
         lines.append(f"the authority now answers {res} for this user ({scope}): "
@@ -492,9 +485,7 @@ class LiveLab:
             if not self.closing:
                 self.say(f"load #{number} on {host} ended: " + load_summary(rows, self.dc_of))
 
-        thread = threading.Thread(target=report, name=f"lblab-load-{number}", daemon=True)
-        thread.start()
-        self.loads.append(thread)
+        threading.Thread(target=report, name=f"lblab-load-{number}", daemon=True).start()
         return [f"load #{number}: {host} sends {rate:g} search requests/s for {seconds:g} s "
                 f"through {res} (each request resolves first); shares follow when it "
                 "ends"]
@@ -516,24 +507,14 @@ def _fault_table(intf: str) -> str:
 def load_summary(rows: list[dict], dc_of) -> str:
     """'N requests, M answered: us1 70%, eu1 30%; K failed: ap1 K' from dnssearch rows:
     each DC's share of the answered requests, and where the failed ones were sent."""
-    ok = [r for r in rows if r["ok"]]
-    text = f"{len(rows)} requests, {len(ok)} answered"
+    ok = Counter(dc_of(r["dst"]) for r in rows if r["ok"])
+    failed = Counter(dc_of(r["dst"]) if r["dst"] else "unresolved"
+                     for r in rows if not r["ok"])
+    answered = sum(ok.values())
+    text = f"{len(rows)} requests, {answered} answered"
     if ok:
-        text += ": " + _shares([dc_of(r["dst"]) for r in ok], len(ok))
-    failed = [r for r in rows if not r["ok"]]
+        text += ": " + ", ".join(f"{dc} {n / answered:.0%}" for dc, n in ok.most_common())
     if failed:
-        counts: dict[str, int] = {}
-        for r in failed:
-            dc = dc_of(r["dst"]) if r["dst"] else "unresolved"
-            counts[dc] = counts.get(dc, 0) + 1
-        text += f"; {len(failed)} failed, sent to: " + ", ".join(
-            f"{dc} {n}" for dc, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        text += f"; {sum(failed.values())} failed, sent to: " + ", ".join(
+            f"{dc} {n}" for dc, n in failed.most_common())
     return text
-
-
-def _shares(dcs: list[str], total: int) -> str:
-    counts: dict[str, int] = {}
-    for dc in dcs:
-        counts[dc] = counts.get(dc, 0) + 1
-    return ", ".join(f"{dc} {n / total:.0%}" for dc, n in
-                     sorted(counts.items(), key=lambda kv: -kv[1]))

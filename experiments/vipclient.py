@@ -83,5 +83,13 @@ class VipApi:
         return self.call("POST", f"/vips/{name}/backends/{backend}/undrain")[1]
 
 
+def summary(vip: dict) -> str:
+    """One line of a VIP as `GET /vips` gives it: `lblab vip list` and the live lab's `vip`."""
+    up = sum(b["state"] == "up" for b in vip["backends"])
+    return (f"{vip['name']:<6} {vip['address']:<15} mode={vip['mode']:<4} "
+            f"algorithm={vip['algorithm']:<9} conntrack={str(vip['conntrack']).lower():<5} "
+            f"backends up {up}/{len(vip['backends'])}")
+
+
 def for_live(live) -> VipApi:
     return VipApi(f"http://127.0.0.1:{live.controller.rest_port}")

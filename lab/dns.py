@@ -72,11 +72,21 @@ class Authority:
 def dig(live, host: str, server: str, name: str, qtype: str = "A",
         subnet: str | None = None, port: int = DNS_PORT) -> list[str]:
     """Addresses from one `dig +short` run inside `host` (empty on no answer)."""
-    opt = f" +subnet={subnet}" if subnet else ""
-    out = live.node(host).cmd(f"dig +short +time=1 +tries=2{opt} -p {port} @{server} "
-                              f"{name} {qtype}")
+    out = live.node(host).cmd(_dig_command(server, name, qtype, subnet, port, "+short "))
     return [line.strip() for line in out.splitlines()
             if line.strip() and not line.startswith(";")]
+
+
+def query(live, host: str, server: str, name: str, qtype: str = "A",
+          subnet: str | None = None, port: int = DNS_PORT) -> DigResult:
+    """One full `dig` run inside `host`, parsed: status, answers with TTLs, ECS scope."""
+    return parse_dig(live.node(host).cmd(_dig_command(server, name, qtype, subnet, port)))
+
+
+def _dig_command(server: str, name: str, qtype: str, subnet: str | None, port: int,
+                 style: str = "") -> str:
+    opt = f" +subnet={subnet}" if subnet else ""
+    return f"dig {style}+time=1 +tries=2{opt} -p {port} @{server} {name} {qtype}"
 
 
 @dataclass
