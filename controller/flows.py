@@ -21,6 +21,7 @@ from typing import Any, Union
 
 IN_PORT = "IN_PORT"               # Output(IN_PORT): back out of the port it came in on
 FLOOD = "FLOOD"                   # Output(FLOOD): every port but the ingress one
+LOCAL_PORT = 0xFFFFFFFE           # match in_port: the bridge's own (LOCAL) port, OF1.3
 
 
 @dataclass(frozen=True)

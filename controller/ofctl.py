@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.flows import (FLOOD, IN_PORT, Action, Controller, Ct, FlowSpec, Goto, Group,
-                              GroupSpec, Learn, Move, Multipath, Output, Resubmit, SetField)
+from controller.flows import (FLOOD, IN_PORT, LOCAL_PORT, Action, Controller, Ct, FlowSpec,
+                              Goto, Group, GroupSpec, Learn, Move, Multipath, Output, Resubmit,
+                              SetField)
 
 _OFCTL_MATCH = {"eth_type": "dl_type", "eth_src": "dl_src", "eth_dst": "dl_dst",
                 "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "ip_proto": "nw_proto",
@@ -29,6 +30,8 @@ _NXM = {"eth_src": "NXM_OF_ETH_SRC", "eth_dst": "NXM_OF_ETH_DST",
 def _val(field_name: str, v: Any) -> str:
     if field_name == "eth_type":
         return f"0x{v:04x}"
+    if field_name == "in_port" and v == LOCAL_PORT:
+        return "LOCAL"
     if field_name.startswith("reg") or field_name in ("metadata", "ct_mark"):
         return hex(v)
     return str(v)

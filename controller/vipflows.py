@@ -65,7 +65,8 @@ whenever a diff deletes a backend flow (`backend_flow_target`), and a reused 5-t
 re-hashes.
 
 Other flows in table 0: an ARP responder for the VIP (prio 400, reply built in the switch,
-no controller round trip); a drop of any other IPv4 traffic to the VIP (prio 290: nothing
+no controller round trip); for gre, outer packets the tunnel push hands back to the bridge
+(in_port LOCAL) for a backend of this LAN go straight to it (prio 280, `gre_local_flows`); a drop of any other IPv4 traffic to the VIP (prio 290: nothing
 behind the VIP MAC would take it, L2 would only flood it); for nat, the reverse path (prio
 250): backend port + backend ip + service source port + destination outside the DC subnet
 -> ipv4_src := VIP, eth_src := VIP MAC, output uplink. "Outside the subnet" is written as the
@@ -118,10 +119,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from controller import hashing
-from controller.flows import (IN_PORT, Action, Controller, Ct, FlowDiff, FlowSpec, Group,
-                              GroupSpec, Learn,
-                              Match, Move, Multipath, Output, Resubmit, SetField, diff,
-                              make_flow, normalize_match)
+from controller.flows import (IN_PORT, LOCAL_PORT, Action, Controller, Ct, FlowDiff,
+                              FlowSpec, Group, GroupSpec, Learn, Match, Move, Multipath,
+                              Output, Resubmit, SetField, diff, make_flow, normalize_match)
 from controller.vipmodel import (BUCKET_BITS, Backend, LbSwitch, TableLayout, Vip,
                                  assignment, table_slots, uses_ct, validate)
 
@@ -137,6 +137,7 @@ DIGEST_BITS = 36
 PRIO_ARP = 400
 PRIO_VIP = 300
 PRIO_VIP_OTHER = 290
+PRIO_GRE_LOCAL = 280              # gre: an outer packet for a backend of this switch's LAN
 PRIO_REVERSE = 250                # learn, nat: the stateless reverse rewrite
 PRIO_CT_REVERSE = 260             # ct: a backend's packets from a VIP port -> the tracker
 PRIO_CONN = 100
@@ -153,6 +154,7 @@ REG_BACKEND = "reg1"
 REG_VIP = "reg2"
 ETH_IP = 0x0800
 ETH_ARP = 0x0806
+GRE_PROTO = 47
 
 
 # --- cookies -------------------------------------------------------------------------------
@@ -484,6 +486,31 @@ def vip_flows(switch: LbSwitch, vip: Vip, loads: Mapping[str, int] | None = None
     return flows
 
 
+def gre_local_flows(switch: LbSwitch, vips: Sequence[Vip]) -> list[FlowSpec]:
+    """GRE to a backend on this switch's own LAN, without the hairpin. The tunnel push
+    hands the outer packet to this bridge as if it came in on LOCAL, addressed to the DC
+    router's MAC (the next hop of the LB's underlay routes, lab/gre.py), and the router
+    would send it straight back into this switch towards the backend: two more datapath
+    passes and a kernel forward per packet. Here the switch delivers it itself: outer
+    packet (IP protocol 47) from LOCAL to a backend of its own LAN -> that backend's MAC
+    and port. Backends of other DCs (no port here) still go by the router and the WAN; a
+    one-armed LB of a tier reaches its backends through the fabric, so it has none. One
+    flow per backend address, whatever number of gre VIPs name it (VIP index 0)."""
+    if switch.one_armed_mac or switch.gre_port is None:
+        return []
+    local: dict[str, Backend] = {}
+    for v in vips:
+        if v.mode == "gre":
+            for b in v.backends:
+                if b.switch_port is not None and b.mac:
+                    local.setdefault(b.ip, b)
+    return [_flow(0, switch.tables.l2, PRIO_GRE_LOCAL,
+                  {"in_port": LOCAL_PORT, "eth_type": ETH_IP, "ip_proto": GRE_PROTO,
+                   "ipv4_dst": b.ip},
+                  [SetField("eth_dst", b.mac), Output(b.switch_port)])
+            for _, b in sorted(local.items())]
+
+
 def desired_flows(switch: LbSwitch, vips: Sequence[Vip],
                   loads: Mapping[str, Mapping[str, int]] | None = None) -> list[FlowSpec]:
     """Every computed flow for the switch. `loads`: VIP name -> backend name -> active
@@ -492,7 +519,7 @@ def desired_flows(switch: LbSwitch, vips: Sequence[Vip],
     flows = pipeline_flows(switch)
     for v in vips:
         flows.extend(vip_flows(switch, v, (loads or {}).get(v.name)))
-    return flows
+    return flows + gre_local_flows(switch, vips)
 
 
 def reactive_flows(vip: Vip, key: hashing.FlowKey, backend: Backend,

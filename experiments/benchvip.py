@@ -347,8 +347,9 @@ def bench_vip_gre() -> list[Row]:
         rx = live.gre.port_counters(dc).get("rx_packets", 0)
         decap_impl = live.gre.decap_impl
     note = (f"gre_decap {mech.gre_decap}; iperf3 TCP 4 s, median of 2, same client, backend "
-            f"and path; MSS clamped to 1436 and client tx offload off for both; GRE port rx "
-            f"packets {rx}")
+            f"and path; MSS clamped to 1436 and client tx offload off for both; outer packets "
+            f"delivered by the LB switch to its own LAN's backend (no router hairpin); GRE "
+            f"port rx packets {rx}")
     if mech.gre_decap == "userspace":
         share = cpu / wall if wall else 0.0
         gbps = statistics.mean(vips) / 1000

@@ -26,11 +26,15 @@ eu1's LB must reach them on its own LAN. So:
   subnet, keyed by that mark: `ovs/route/add 10.10x.0.0/24 lbs-DC 198.18.i.1 pkt_mark=M`.
   The root namespace's kernel table gains only the connected TEP /29s (no route into any
   emulated subnet, so nothing in the root namespace can talk to emulated hosts);
-- the outer packet therefore always leaves the LB switch towards its own DC router (whose
-  MAC OVS learnt by ARP for .1) and is routed by the emulated routers like any other
-  packet: a backend in the same DC is reached by a hairpin through the DC router (one extra
-  LAN hop), a backend in another DC across the emulated WAN links, relays and delays, so the
-  cross-DC latency cost is real. Routers do not send ICMP redirects (send_redirects=0).
+- the outer packet is therefore addressed to the LB's own DC router (whose MAC OVS learnt
+  by ARP for .1) and handed to the LB bridge as if it came in on LOCAL. A backend of
+  another DC is reached through that router, across the emulated WAN links, relays and
+  delays, so the cross-DC latency cost is real. A backend on the LB's own LAN is not: the
+  router would only send the packet straight back into the same switch (two more datapath
+  passes and a kernel forward per packet, which held GRE goodput to about 0.53 of direct
+  here), so the VIP flows deliver an outer packet from LOCAL for such a backend to its MAC
+  and port themselves (controller/vipflows.py `gre_local_flows`; 0.71-0.75 of direct with
+  them). Routers do not send ICMP redirects (send_redirects=0).
 OVS user routes are not in the kernel and outlive the bridges, so teardown deletes them and
 `lblab clean` removes any left on lblab's bridges (topologies/grestate.py).
 On the kernel datapath (users' VMs) the GRE vport is the kernel's (a collect_md `gre`

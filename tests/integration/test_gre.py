@@ -15,7 +15,7 @@ from conftest import LBLAB, REPO
 from experiments.vipclient import for_live
 from experiments.workloads import control
 from lab import mechanisms
-from topologies import grestate, scenario
+from topologies import grestate, ovsstats, scenario
 from lab.net import LiveNet
 from topologies.plan import build_plan
 from topologies.state import new_run_id
@@ -87,6 +87,14 @@ def test_http_through_gre_vip_from_every_region_to_both_dcs(grenet):
         assert after["rx_packets"] == rx_before[dc.name]["rx_packets"] == 0
     sent = live.gre.port_counters("us1")["tx_packets"] - rx_before["us1"]["tx_packets"]
     assert sent >= 24 * len(plan.by_role("client")), sent   # every request left tunnelled
+    # us1's own backends got their outer packets from the LB switch itself, not by a
+    # hairpin through the DC router; eu1's went by the router (no shortcut names them)
+    from controller.vipflows import PRIO_GRE_LOCAL
+    shortcut = {f.text.split("nw_dst=")[1].split(",")[0]: f.n_packets
+                for f in ovsstats.flows(plan.switch("us1").name, table=0)
+                if f.priority == PRIO_GRE_LOCAL}
+    assert set(shortcut) == {str(h.ip) for h in plan.hosts_in("us1", "backend")}, shortcut
+    assert all(n > 0 for n in shortcut.values()), shortcut
     if live.mech.gre_decap == "userspace":
         stats = live.gre.decap_stats()
         assert all(stats[h]["decapsulated"] > 0 for h in local | remote), stats

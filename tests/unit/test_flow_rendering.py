@@ -33,7 +33,7 @@ def _all_modes_flows():
     key = KEYS[0]
     flows = []
     for v in (vip(mode="nat", conn_fin_timeout=2), vip(mode="dsr", conntrack=False),
-              vip(mode="gre", backends=far), vip(reactive=True),
+              vip(mode="gre", backends=far), vip(mode="gre"), vip(reactive=True),
               vip(mode="nat", conntrack_impl="ct"), vip(mode="dsr", conntrack_impl="ct"),
               vip(algorithm="leastload", conntrack_impl="ct"),
               vip(hash_impl="multipath"), vip(hash_impl="multipath", conntrack_impl="ct")):

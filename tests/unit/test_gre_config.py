@@ -10,7 +10,7 @@ import yaml
 
 from controller import vipconfig, viprest
 from controller import vipflows as vf
-from controller.flows import SetField
+from controller.flows import LOCAL_PORT, SetField
 from controller.hashing import synthetic_keys
 from controller.ofctl import to_ofctl
 from controller.vipmodel import Backend, LbSwitch, Vip
@@ -40,6 +40,40 @@ def test_gre_flows_mark_the_packet_for_the_lbs_own_underlay():
     text = "\n".join(to_ofctl(f) for f in vf.desired_flows(SWITCH, [VIP]))
     assert f"set_field:{gre.mark_for(1)}->pkt_mark,set_field:10.102.0.10->tun_dst," \
            f"output:{gre.GRE_OFPORT}" in text
+
+
+def test_outer_packets_for_a_backend_of_the_lbs_own_lan_skip_the_router_hairpin():
+    """The tunnel push hands the outer packet back to the bridge from LOCAL, addressed to the
+    DC router; for a backend on the switch's own LAN the switch delivers it itself, and for
+    a backend of another DC it leaves it to the router (and the WAN)."""
+    plan = _two_dc(mode="gre", remote_backends=["eu1"])
+    us1 = {s.dc: s for s in vipconfig.load(vip_config.from_plan(plan, gre=True)).values()}["us1"]
+    vips = list(us1.vips.values())
+    t = FakeOFTable()
+    t.apply_vips(us1.lb, vips)
+    router_mac = "02:1b:c6:12:01:01"
+    for b in vips[0].backends:
+        outer = {"in_port": LOCAL_PORT, "eth_dst": router_mac, "eth_type": 0x0800,
+                 "ip_proto": 47, "ipv4_src": str(gre.tep_lb_ip(1)), "ipv4_dst": b.ip}
+        outs = t.lookup(outer)
+        if b.switch_port is None:                 # eu1's: by the router, across the WAN
+            assert b.name.startswith("lbb-eu1") and outs == []
+        else:
+            assert [(o.port, o["eth_dst"]) for o in outs] == [(b.switch_port, b.mac)]
+    # Only GRE from LOCAL: the same addresses from a port, or TCP from LOCAL, are not touched.
+    local = next(b for b in vips[0].backends if b.switch_port is not None)
+    assert t.lookup({"in_port": 1, "eth_type": 0x0800, "ip_proto": 47,
+                     "ipv4_dst": local.ip}) == []
+    assert t.lookup({"in_port": LOCAL_PORT, "eth_type": 0x0800, "ip_proto": 6,
+                     "ipv4_dst": local.ip, "tcp_src": 1, "tcp_dst": 80}) == []
+    # One flow per backend, whatever the number of gre VIPs naming it; none in nat.
+    twice = [vips[0], _replace(vips[0], name="other", address="10.101.0.101", index=2)]
+    shortcut = [f for f in vf.desired_flows(us1.lb, twice) if f.priority == vf.PRIO_GRE_LOCAL]
+    assert len(shortcut) == sum(b.switch_port is not None for b in vips[0].backends) == 2
+    nat = [_replace(vips[0], mode="nat", backends=tuple(b for b in vips[0].backends
+                                                        if b.switch_port is not None))]
+    assert not [f for f in vf.desired_flows(us1.lb, nat) if f.priority == vf.PRIO_GRE_LOCAL]
+    assert "in_port=LOCAL" in to_ofctl(shortcut[0])
 
 
 @pytest.mark.parametrize("fw", MODULES)
