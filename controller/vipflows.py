@@ -65,11 +65,12 @@ whenever a diff deletes a backend flow (`backend_flow_target`), and a reused 5-t
 re-hashes.
 
 Other flows in table 0: an ARP responder for the VIP (prio 400, reply built in the switch,
-no controller round trip); for gre, outer packets the tunnel push hands back to the bridge
-(in_port LOCAL) for a backend of this LAN go straight to it (prio 280, `gre_local_flows`); a drop of any other IPv4 traffic to the VIP (prio 290: nothing
-behind the VIP MAC would take it, L2 would only flood it); for nat, the reverse path (prio
-250): backend port + backend ip + service source port + destination outside the DC subnet
--> ipv4_src := VIP, eth_src := VIP MAC, output uplink. "Outside the subnet" is written as the
+no controller round trip); a drop of any other IPv4 traffic to the VIP (prio 290: nothing
+behind the VIP MAC would take it, L2 would only flood it); for gre, outer packets the tunnel
+push hands back to the bridge (in_port LOCAL) for a backend of this LAN go straight to it
+(prio 280, `gre_local_flows`); for nat, the reverse path (prio 250): backend port +
+backend ip + service source port + destination outside the DC subnet -> ipv4_src := VIP,
+eth_src := VIP MAC, output uplink. "Outside the subnet" is written as the
 prefixes that cover the complement of the subnet (24 flows for a /24), because a flow in
 table 0 cannot fall through to the L2 flows below it: traffic inside the subnet (health
 checks) then matches none of them and is switched by L2, untouched.
