@@ -178,6 +178,11 @@ class NetworkPlan:
         return hops
 
 
+def population_host(region: str) -> str:
+    """The client host that emulates a region's population (all its user addresses)."""
+    return f"lbc-{region}1"
+
+
 def site_subnets(scenario: Scenario) -> dict[str, ipaddress.IPv4Network]:
     return {**{r.name: r.subnet for r in scenario.regions},
             **{d.name: d.subnet for d in scenario.dcs}}
@@ -287,6 +292,7 @@ def build_plan(scenario: Scenario) -> NetworkPlan:
 
     nxt = _shortest_paths(scenario)
     routes = []
+    populated = {r.name: r.population for r in scenario.populations}
     for src in scenario.sites:
         for dst in scenario.sites:
             if dst == src:
@@ -295,6 +301,16 @@ def build_plan(scenario: Scenario) -> NetworkPlan:
             wan = next(w for w in wans if {w.link.a, w.link.b} == {src, step})
             via = wan.b_ip if wan.link.a == src else wan.a_ip
             routes.append(Route(f"lbr-{src}", subnets[dst], via))
+            if dst in populated:   # a population's user block goes where its region is
+                routes.append(Route(f"lbr-{src}", populated[dst].user_prefix, via))
+    for region in scenario.populations:
+        # in the region: the users' block to the host that emulates them, its first /24 (the
+        # resolvers') to the resolver host (a longer prefix: it wins)
+        pop = region.population
+        routes.append(Route(f"lbr-{region.name}", pop.user_prefix,
+                            next(h.ip for h in hosts if h.name == population_host(region.name))))
+        routes.append(Route(f"lbr-{region.name}", pop.resolver_subnet,
+                            next(h.ip for h in hosts if h.name == f"lbd-{region.name}")))
     return NetworkPlan(scenario, tuple(routers), tuple(switches), tuple(hosts), tuple(wans),
                        tuple(routes), _one_way(scenario, nxt), tuple(lbs))
 

@@ -30,10 +30,44 @@ CONNTRACK_IMPLS = ("ct", "learn")
 HASH_IMPLS = ("dp_hash", "multipath")
 DNS_POLICIES = ("all", "geo", "capacity")
 DNS_ANSWERS = ("first_backend", "vip")
+# What a user's machine does with the A records it gets (experiments/workloads/population.py)
+BEHAVIOURS = ("random", "first", "retry-next")
+SPREADS = ("uniform", "zipf")
+MAX_USERS = 20000          # per region: one client host emulates them all
+MAX_RESOLVERS = 200        # per region: unbound processes on the region's resolver host
 
 
 class ScenarioError(InputError):
     """A scenario file is wrong: one line, file + field + problem, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Population:
+    """Many users of one region (topologies/population.py makes them): each has its own
+    address in `user_prefix` (`users_per_subnet` per /24, from its second /24 on; the first
+    /24 holds the region's resolvers), uses one of the region's `resolvers` (spread over them
+    `uniform`ly or by Zipf with exponent `zipf_s`), or with probability `public_share` the
+    scenario's public resolver, picks addresses by one of `behaviours` (name -> weight), and
+    sends requests open-loop at `rate_rps` (Poisson)."""
+    users: int
+    user_prefix: ipaddress.IPv4Network
+    resolvers: int = 1
+    spread: str = "uniform"
+    zipf_s: float = 1.0
+    users_per_subnet: int = 50
+    public_share: float = 0.0
+    behaviours: tuple[tuple[str, float], ...] = (("random", 1.0),)
+    stub_cache: bool = False
+    rate_rps: float = 0.05
+    retry_delay_s: float = 1.0
+
+    @property
+    def resolver_subnet(self) -> ipaddress.IPv4Network:
+        return next(self.user_prefix.subnets(new_prefix=24))
+
+    @property
+    def subnets(self) -> int:
+        return -(-self.users // self.users_per_subnet)
 
 
 @dataclass(frozen=True)
@@ -43,6 +77,7 @@ class Region:
     clients: int
     resolver: bool
     ecs: bool
+    population: Population | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +137,17 @@ class Dns:
     # balancer), or the DC's first backend (for a network run without the VIP app)
     answers: str = "vip"
     shared_resolver: SharedResolver | None = None
+    # a public resolver (the chapter's "middleman") in region `site` that users of every
+    # population may use (`population.public_share`), with or without ECS
+    public_resolver: "PublicResolver | None" = None
+
+
+@dataclass(frozen=True)
+class PublicResolver:
+    """One resolver in `site` (a region with a population; address .254 of its resolver
+    /24) shared by users of every region."""
+    site: str
+    ecs: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,6 +169,11 @@ class Scenario:
     @property
     def sites(self) -> list[str]:
         return [r.name for r in self.regions] + [d.name for d in self.dcs]
+
+    @property
+    def populations(self) -> list[Region]:
+        """The regions with a population block."""
+        return [r for r in self.regions if r.population is not None]
 
     def region(self, name: str) -> Region:
         return next(r for r in self.regions if r.name == name)
@@ -230,10 +281,10 @@ def parse(data: Any, source: str) -> Scenario:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         top.fail(f"site name '{sorted(dup)[0]}' is used by both a region and a DC", sub="dcs")
-    _check_overlaps(top, regions, dcs)
+    wan_pool = top.get("wan_pool", _subnet_any, ipaddress.IPv4Network("10.255.0.0/16"))
+    _check_overlaps(top, regions, dcs, wan_pool)
     links = _parse_links(source, top.get("links", list), set(names))
     dns = _parse_dns(source, top.get("dns", dict, {}), regions, names)
-    wan_pool = top.get("wan_pool", _subnet_any, ipaddress.IPv4Network("10.255.0.0/16"))
     lan_bw = top.number("lan_bw_mbps", None, minimum=0.1)
     scenario = Scenario(name=name, description=description, source=source,
                         regions=tuple(regions), dcs=tuple(dcs), links=tuple(links), dns=dns,
@@ -244,7 +295,8 @@ def parse(data: Any, source: str) -> Scenario:
 
 def _parse_dns(source: str, data: Any, regions: list[Region], names: list[str]) -> Dns:
     f = _Fields(source, "dns", data, {"authority", "policy", "ttl_s", "cache_min_ttl_s",
-                                      "cache_max_ttl_s", "answers", "shared_resolver"})
+                                      "cache_max_ttl_s", "answers", "shared_resolver",
+                                      "public_resolver"})
     authority = f.get("authority", str, names[len(regions)] if len(names) > len(regions)
                       else "")
     if authority not in names:
@@ -257,11 +309,28 @@ def _parse_dns(source: str, data: Any, regions: list[Region], names: list[str]) 
     shared = None
     if f.data.get("shared_resolver") is not None:
         shared = _parse_shared_resolver(source, f.data["shared_resolver"], regions)
+    public = None
+    if f.data.get("public_resolver") is not None:
+        public = _parse_public_resolver(source, f.data["public_resolver"], regions)
+    for r in regions:
+        if r.population is not None and r.population.public_share > 0 and public is None:
+            raise ScenarioError(f"{source}: regions.{r.name}.population.public_share: "
+                                "there is no public resolver: add dns.public_resolver")
     return Dns(authority_site=authority, policy=f.choice("policy", DNS_POLICIES, "geo"),
                ttl_s=int(f.number("ttl_s", 30, minimum=0, maximum=86400)),
                cache_min_ttl_s=min_ttl, cache_max_ttl_s=max_ttl,
                answers=f.choice("answers", DNS_ANSWERS, "vip"),
-               shared_resolver=shared)
+               shared_resolver=shared, public_resolver=public)
+
+
+def _parse_public_resolver(source: str, data: Any, regions: list[Region]) -> PublicResolver:
+    f = _Fields(source, "dns.public_resolver", data, {"site", "ecs"})
+    hosts = [r.name for r in regions if r.population is not None and r.resolver]
+    site = f.get("site", str)
+    if site not in hosts:
+        f.fail(f"'{site}' is not a region with a population and a resolver host (those "
+               f"are: {', '.join(hosts) or 'none'})", sub="site")
+    return PublicResolver(site=site, ecs=f.get("ecs", _boolean, True))
 
 
 def _name_list(value: Any) -> list[str]:
@@ -318,14 +387,74 @@ def _parse_regions(source: str, data: dict) -> list[Region]:
     out = []
     for name, spec in data.items():
         _site_name(holder, name)
-        f = _Fields(source, f"regions.{name}", spec, {"subnet", "clients", "resolver", "ecs"})
+        f = _Fields(source, f"regions.{name}", spec, {"subnet", "clients", "resolver", "ecs",
+                                                      "population"})
         clients = f.get("clients", _count, 2)
         if not 1 <= clients <= 40:
             f.fail(f"must be between 1 and 40, got {clients}", sub="clients")
+        resolver = f.get("resolver", _boolean, True)
+        population = None
+        if f.data.get("population") is not None:
+            if not resolver:
+                f.fail("a population needs the region's resolver host (resolver: true): its "
+                       "resolvers run there", sub="population")
+            population = _parse_population(source, f"regions.{name}.population",
+                                           f.data["population"])
         out.append(Region(name=name, subnet=f.get("subnet", _subnet), clients=clients,
-                          resolver=f.get("resolver", _boolean, True),
-                          ecs=f.get("ecs", _boolean, True)))
+                          resolver=resolver, ecs=f.get("ecs", _boolean, True),
+                          population=population))
     return out
+
+
+def _parse_population(source: str, path: str, data: Any) -> Population:
+    f = _Fields(source, path, data, {"users", "user_prefix", "resolvers", "spread", "zipf_s",
+                                     "users_per_subnet", "public_share", "behaviours",
+                                     "stub_cache", "rate_rps", "retry_delay_s"})
+    users = f.get("users", _count)
+    if not 1 <= users <= MAX_USERS:
+        f.fail(f"must be between 1 and {MAX_USERS}, got {users}", sub="users")
+    prefix = f.get("user_prefix", _subnet_any)
+    if prefix.prefixlen > 23:
+        f.fail(f"{prefix} is too small: the first /24 holds the resolvers, users need at "
+               "least one more (use /23 or larger)", sub="user_prefix")
+    per_subnet = f.get("users_per_subnet", _count, 50)
+    if not 1 <= per_subnet <= 250:
+        f.fail(f"must be between 1 and 250, got {per_subnet}", sub="users_per_subnet")
+    room = 2 ** (24 - prefix.prefixlen) - 1
+    if -(-users // per_subnet) > room:
+        f.fail(f"{users} users at {per_subnet} per /24 need {-(-users // per_subnet)} /24 "
+               f"subnets; {prefix} has {room} after the resolvers'", sub="user_prefix")
+    resolvers = f.get("resolvers", _count, 1)
+    if not 1 <= resolvers <= MAX_RESOLVERS:
+        f.fail(f"must be between 1 and {MAX_RESOLVERS}, got {resolvers}", sub="resolvers")
+    return Population(
+        users=users, user_prefix=prefix, resolvers=resolvers,
+        spread=f.choice("spread", SPREADS, "uniform"),
+        zipf_s=f.number("zipf_s", 1.0, minimum=0, maximum=5), users_per_subnet=per_subnet,
+        public_share=f.number("public_share", 0.0, minimum=0, maximum=1),
+        behaviours=_behaviours(f), stub_cache=f.get("stub_cache", _boolean, False),
+        rate_rps=f.number("rate_rps", 0.05, minimum=0.0001, maximum=100),
+        retry_delay_s=f.number("retry_delay_s", 1.0, minimum=0.01, maximum=60))
+
+
+def _behaviours(f: _Fields) -> tuple[tuple[str, float], ...]:
+    """`behaviours`: a mapping behaviour -> weight (weights > 0, normalised), or one name."""
+    raw = f.data.get("behaviours", {"random": 1})
+    if isinstance(raw, str):
+        raw = {raw: 1}
+    if not isinstance(raw, dict) or not raw:
+        f.fail(f"expected a mapping like {{random: 0.5, first: 0.5}} or one of "
+               f"{', '.join(BEHAVIOURS)}, got {raw!r}", sub="behaviours")
+    out = []
+    for name, weight in raw.items():
+        if name not in BEHAVIOURS:
+            f.fail(f"'{name}' is not one of {', '.join(BEHAVIOURS)}", sub=f"behaviours.{name}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            f.fail(f"weight must be a number above 0, got {weight!r}",
+                   sub=f"behaviours.{name}")
+        out.append((str(name), float(weight)))
+    total = sum(w for _, w in out)
+    return tuple((name, w / total) for name, w in out)
 
 
 def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
@@ -397,9 +526,12 @@ def _dc_name_list(value: Any) -> list[str]:
     return list(value)
 
 
-def _check_overlaps(top: _Fields, regions: list[Region], dcs: list[DataCenter]) -> None:
+def _check_overlaps(top: _Fields, regions: list[Region], dcs: list[DataCenter],
+                    wan_pool: ipaddress.IPv4Network) -> None:
     nets = [(f"regions.{r.name}.subnet", r.subnet) for r in regions] + \
-        [(f"dcs.{d.name}.subnet", d.subnet) for d in dcs]
+        [(f"dcs.{d.name}.subnet", d.subnet) for d in dcs] + \
+        [(f"regions.{r.name}.population.user_prefix", r.population.user_prefix)
+         for r in regions if r.population is not None] + [("wan_pool", wan_pool)]
     for i, (path_a, net_a) in enumerate(nets):
         for path_b, net_b in nets[i + 1:]:
             if net_a.overlaps(net_b):
