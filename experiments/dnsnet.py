@@ -145,3 +145,110 @@ def record_rows(ctx, rows: list[dict], t0: float, plan: NetworkPlan, variant: st
 
 def dc_of_address(config: GslbConfig) -> dict[str, str]:
     return {str(d.vip): d.name for d in config.dcs}
+
+
+# ---------------------------------------------------------------------------------------
+# populations (topologies/population.py): many users per client host, many resolvers
+
+
+def resolver_memory_mb(resolvers: dict[str, Resolver]) -> dict:
+    """Resident and proportional memory of the resolvers' processes (MB, summed): what a
+    population's resolvers cost the machine (PSS shares the library pages fairly)."""
+    rss = pss = 0.0
+    for res in resolvers.values():
+        pid = getattr(res.proc, "pid", None)
+        try:
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) / 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) / 1024
+        except (OSError, ValueError):
+            continue
+    return {"resolvers": len(resolvers), "rss_mb": round(rss, 1), "pss_mb": round(pss, 1)}
+
+
+def addresses_seen(rows: list[dict]) -> dict:
+    """How many distinct users, subnets and resolvers a population's requests came from,
+    and in how many answered requests the backend saw the user's own address (X-Client):
+    the evidence that every user is a real source address all the way to the backend."""
+    ok = [r for r in rows if r["ok"]]
+    return {"requests_ok": len(ok), "users": len({r["user"] for r in rows}),
+            "user_subnets": len({r["user_subnet"] for r in rows}),
+            "resolvers": len({r["resolver"] for r in rows}),
+            "backend_saw_user_ip": sum(1 for r in ok if r["seen_as"] == r["user_ip"])}
+
+
+def run_population(live, users: list, duration_s: float, work_dir: Path, *, rate: float,
+                   seed: int, start_in_s: float = 1.5, timeout_s: float = 3.0,
+                   retry_delay_s: float = 1.0) -> tuple[float, list[dict]]:
+    """Every user's requests for `duration_s`: one population client per region's
+    population host, all starting at one wall-clock instant (returned); their rows, each
+    with `client` (the host) and `user_region`."""
+    import json
+    from topologies.plan import population_host
+    by_host: dict[str, list] = {}
+    for u in users:
+        by_host.setdefault(population_host(u.region), []).append(u)
+    start_at = time.time() + start_in_s
+    running = []
+    for i, (host, group) in enumerate(sorted(by_host.items())):
+        tag = f"{host}-{os.getpid()}-{time.time_ns()}"
+        spec = Path(work_dir) / f"users-{tag}.json"
+        spec.write_text(json.dumps([{"name": u.name, "ip": str(u.ip), "subnet": str(u.subnet),
+                                     "resolver": u.resolver, "resolver_ip": str(u.resolver_ip),
+                                     "behaviour": u.behaviour, "stub_cache": u.stub_cache,
+                                     "region": u.region} for u in group]))
+        out = Path(work_dir) / f"population-{tag}.csv"
+        stats = Path(work_dir) / f"population-{tag}.json"
+        proc = live.spawn(host, [
+            sys.executable, "-m", "experiments.workloads.population", "--users", str(spec),
+            "--rate", str(rate), "--duration", str(duration_s),
+            "--seed", str(derive(seed, "population", host)), "--start-at", f"{start_at:.3f}",
+            "--timeout", str(timeout_s), "--retry-delay", str(retry_delay_s),
+            "--out", str(out), "--stats-out", str(stats)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(REPO_ROOT))
+        running.append((host, group[0].region, proc, spec, out, stats))
+    rows = []
+    for host, region, proc, spec, out, stats in running:
+        try:
+            _, err = proc.communicate(timeout=duration_s + timeout_s * 4 + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        spec.unlink(missing_ok=True)
+        if proc.returncode != 0 or not out.exists():
+            raise LblabError(f"population client on {host} failed (exit {proc.returncode}): "
+                             f"{err.decode(errors='replace').strip()[-300:]}")
+        if stats.exists():
+            kept = getattr(live, "client_stats", None)
+            if kept is not None:
+                kept.append({"host": host, **json.loads(stats.read_text())})
+            stats.unlink()
+        with open(out) as fh:
+            for row in csv.DictReader(fh):
+                row["ok"] = row["ok"] == "True"
+                row["cached"] = row["cached"] == "True"
+                for key in ("epoch", "t_s", "latency_ms", "resolve_ms", "start_lag_ms"):
+                    row[key] = float(row[key]) if row[key] else None
+                row["bytes"] = int(row["bytes"] or 0)
+                row["tries"] = int(row["tries"] or 0)
+                row["client"] = host
+                row["user_region"] = region
+                rows.append(row)
+        out.unlink(missing_ok=True)
+    return start_at, rows
+
+
+def record_population(ctx, rows: list[dict], t0: float, variant: str, **extra) -> None:
+    """Population rows -> records.csv rows (RECORD_COLUMNS, then the user's columns)."""
+    for row in rows:
+        ctx.record(variant=variant, t_s=round(row["epoch"] - t0, 4), src=row["client"],
+                   src_region=row["user_region"], dst=row["dst"], dst_dc=row["dc"],
+                   vip=row["dst"], backend=row["backend"], workload="dns-search",
+                   latency_ms=row["latency_ms"], bytes=row["bytes"], ok=row["ok"],
+                   error=row["error"], user=row["user"], user_ip=row["user_ip"],
+                   user_subnet=row["user_subnet"], resolver=row["resolver"],
+                   behaviour=row["behaviour"], cached=row["cached"],
+                   resolve_ms=row["resolve_ms"], tries=row["tries"], answers=row["answers"],
+                   seen_as=row["seen_as"], start_lag_ms=row["start_lag_ms"], **extra)

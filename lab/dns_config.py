@@ -51,7 +51,11 @@ def gslb_config(plan: NetworkPlan, *, answers: str | None = None, policy: str | 
     dcs = tuple(DcInfo(dc.name, addresses[dc.name], float(capacity.get(dc.name,
                                                                         dc.capacity_rps)))
                 for dc in scen.dcs)
-    regions = tuple(RegionInfo(r.name, (r.subnet,)) for r in scen.regions)
+    # a region is located by its hosts' subnet and its population's user block (ECS carries
+    # a user's /24; the region's resolvers have addresses in that block too)
+    regions = tuple(RegionInfo(r.name, (r.subnet,) + ((r.population.user_prefix,)
+                                                      if r.population else ()))
+                    for r in scen.regions)
     distance = {(r.name, dc.name): float(plan.one_way_ms[(r.name, dc.name)])
                 for r in scen.regions for dc in scen.dcs}
     return GslbConfig(dcs=dcs, regions=regions, distance_ms=distance,

@@ -5,7 +5,10 @@
       channel on the host's loopback, probes each DC's service address over TCP and feeds
       the global view with each DC's load, read from the load files;
   python -m lab.dnsproc loadfeed --dc us1 --backend 10.101.0.11 ... --out FILE
-      a DC's request rate (its backends' /stats counters, summed) written to FILE.
+      a DC's request rate (its backends' /stats counters, summed) written to FILE;
+  python -m lab.dnsproc ready --timeout 10 IP ...
+      exit 0 once every resolver at IP answers an SOA query for the zone with NOERROR
+      (all asked at once, each again until it does); else print those that never did, exit 1.
 """
 from __future__ import annotations
 
@@ -120,6 +123,35 @@ def authority_main(launch_file: str) -> int:
     return 0
 
 
+def ready_main(ips: list[str], timeout_s: float, zone: str = "lblab.test") -> int:
+    import dns.asyncquery
+    import dns.exception
+    import dns.message
+    import dns.rcode
+
+    async def one(ip: str) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                reply = await dns.asyncquery.udp(dns.message.make_query(zone, "SOA"), ip,
+                                                 timeout=1.0)
+                if reply.rcode() == dns.rcode.NOERROR:
+                    return True
+            except (OSError, dns.exception.DNSException):
+                pass
+            await asyncio.sleep(0.1)
+        return False
+
+    async def every() -> list[bool]:
+        return await asyncio.gather(*(one(ip) for ip in ips))
+
+    missing = [ip for ip, ok in zip(ips, asyncio.run(every())) if not ok]
+    if missing:
+        print(f"{len(missing)} of {len(ips)} never answered: {' '.join(missing[:10])}")
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="lblab's DNS services (run inside a host)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,7 +161,12 @@ def main(argv=None) -> int:
     p.add_argument("--dc", required=True)
     p.add_argument("--backend", action="append", required=True, help="backend address")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("ready", help="wait until resolvers answer the zone's SOA")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("ip", nargs="+")
     args = parser.parse_args(argv)
+    if args.command == "ready":
+        return ready_main(args.ip, args.timeout)
     if args.command == "loadfeed":
         return loadfeed_main(args.dc, args.backend, args.out)
     return authority_main(args.launch)

@@ -66,6 +66,7 @@ class LiveNet:
         self.lan_rtt_ms: dict[str, float | None] = {}
         self.procs: list = []  # processes started in hosts; Mininet's stop() does not reap them
         self.client_stats: list[dict] = []   # load generators' own summaries (run metadata)
+        self.population_blocks: dict[str, int] = {}   # host -> local routes (lab/population.py)
         # GRE port, underlay and decapsulators (lab/gre.py): on request, or when the
         # scenario or the overrides put a VIP in mode gre.
         self.gre_enabled = gre if gre is not None else (
@@ -137,6 +138,9 @@ class LiveNet:
         for sw in self.ovs_switches:
             ovs.tag_bridge(sw.name, self.run_id)
         self._install_routes()
+        if self.plan.scenario.populations:   # users' and resolvers' address blocks
+            from lab import population
+            self.population_blocks = population.prepare(self)
         self._prepare_backends()
         if self.gre_enabled:
             from lab.gre import GreUnderlay

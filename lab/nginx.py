@@ -2,7 +2,8 @@
 endpoints and replies as the Python server (experiments/workloads/httpserver.py).
 
 Every reply names its backend and DC (headers X-Backend and X-DC, and the first body line of
-/search, /stream and /upload). Handlers are Lua (Debian's libnginx-mod-http-lua):
+/search, /stream and /upload), and the client address it saw (X-Client: a NAT or DSR VIP
+keeps the user's). Handlers are Lua (Debian's libnginx-mod-http-lua):
 - GET /search?size=N: N bytes (at least the identity line), with a Content-Length.
 - POST /upload: reads the body from the socket in chunks and counts what arrived; only a body
   received in full is acknowledged ("received=N"); nginx alone would answer `return 200`
@@ -30,6 +31,7 @@ _LUA_INIT = r"""
     function lblab.headers()
         ngx.header["X-Backend"] = "%(backend)s"
         ngx.header["X-DC"] = "%(dc)s"
+        ngx.header["X-Client"] = ngx.var.remote_addr
     end
     function lblab.reply(status, body, ctype)
         ngx.status = status

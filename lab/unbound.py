@@ -5,6 +5,7 @@ subnetcache module) towards it when the region's `ecs` says so.
 from __future__ import annotations
 
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def unbound_config(*, ip: str, name: str, work_dir: Path, authority_ip: str,
                    allow: list[str], ecs: bool, cache_min_ttl_s: int = 0,
                    cache_max_ttl_s: int = 86400, roundrobin: bool = True,
                    port: int = DNS_PORT, authority_port: int = DNS_PORT,
-                   zone: str = "lblab.test") -> str:
+                   zone: str = "lblab.test", outgoing: str | None = None,
+                   small: bool = False) -> str:
     """unbound.conf of one resolver: caching, forwarding `zone` to the authority, ECS
     (subnetcache) towards it only when `ecs`. An authority on loopback (a test's) needs
     unbound's do-not-query-localhost off."""
@@ -35,6 +37,15 @@ def unbound_config(*, ip: str, name: str, work_dir: Path, authority_ip: str,
     ecs_lines = (f"  send-client-subnet: {authority_ip}\n"
                  "  max-client-subnet-ipv4: 24\n") if ecs else ""
     local = "  do-not-query-localhost: no\n" if authority_ip.startswith("127.") else ""
+    # one of many instances on one host: its own source address towards the authority (so
+    # the authority sees R resolvers, not one host), and small caches and tables (one zone
+    # behind it; ~13 MB resident each instead of unbound's default sizes)
+    if outgoing:
+        local += f"  outgoing-interface: {outgoing}\n"
+    if small:
+        local += ("  msg-cache-size: 1m\n  rrset-cache-size: 1m\n  key-cache-size: 128k\n"
+                  "  neg-cache-size: 128k\n  outgoing-range: 128\n"
+                  "  num-queries-per-thread: 64\n")
     return f"""# written by lblab for {name}: a caching resolver
 server:
   interface: {ip}
@@ -111,6 +122,48 @@ def start_resolvers(live, plan: NetworkPlan, authority_ip: str, work_dir: Path, 
                              f"{authority_ip} asked directly from {res.host} says "
                              f"{' '.join(direct.split()) or 'nothing'} (unbound log: "
                              f"{work_dir}/unbound-{res.host}.log)") from None
+    return out
+
+
+def start_instances(live, plan: NetworkPlan, specs, authority_ip: str, work_dir: Path, *,
+                    roundrobin: bool = True, timeout_s: float = READY_TIMEOUT_S
+                    ) -> dict[str, Resolver]:
+    """A population's resolvers (topologies/population.ResolverSpec): one unbound each on
+    its region's resolver host, on its own address (lab/population.py made the block
+    local there), querying the authority from that address; ready when every one answers
+    (all checked at once from the resolver host, lab/dnsproc.py `ready`). Their configs and
+    logs go to WORK_DIR/resolvers/ (hundreds of files)."""
+    scen = plan.scenario
+    allow = [str(r.subnet) for r in scen.regions] + [str(d.subnet) for d in scen.dcs] + \
+        [str(r.population.user_prefix) for r in scen.populations]
+    work_dir = Path(work_dir) / "resolvers"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for spec in specs:
+        host = f"lbd-{spec.region}"
+        conf = work_dir / f"unbound-{spec.name}.conf"
+        conf.write_text(unbound_config(
+            ip=str(spec.ip), name=spec.name, work_dir=work_dir, authority_ip=authority_ip,
+            allow=allow, ecs=spec.ecs, cache_min_ttl_s=scen.dns.cache_min_ttl_s,
+            cache_max_ttl_s=scen.dns.cache_max_ttl_s, roundrobin=roundrobin,
+            outgoing=str(spec.ip), small=True))
+        proc = live.spawn(host, ["unbound", "-d", "-c", str(conf)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out[spec.name] = Resolver(host, str(spec.ip), spec.ecs, proc, conf)
+    by_host: dict[str, list[str]] = {}
+    for res in out.values():
+        by_host.setdefault(res.host, []).append(res.ip)
+    for host, ips in by_host.items():
+        check = live.spawn(host, [sys.executable, "-m", "lab.dnsproc", "ready", "--timeout",
+                                  str(timeout_s), *ips],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout, _ = check.communicate(timeout=timeout_s + 30)
+        if check.returncode != 0:
+            dead = [name for name, r in out.items() if r.proc.poll() is not None]
+            raise LblabError(f"resolvers on {host} not ready after {timeout_s:g}s: "
+                             f"{stdout.decode(errors='replace').strip() or 'no answer'}"
+                             f"{'; exited: ' + ', '.join(dead[:5]) if dead else ''} "
+                             f"(logs: {work_dir}/unbound-lbd-*.log)")
     return out
 
 

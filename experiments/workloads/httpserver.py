@@ -1,7 +1,8 @@
 """Backend HTTP server run inside a Mininet backend host.
 
-Every reply names its backend and DC (headers X-Backend and X-DC, and the first body line),
-so a client can tell which backend a VIP sent it to without any other instrumentation.
+Every reply names its backend and DC (headers X-Backend and X-DC, and the first body line)
+and the client address it saw (X-Client), so a client can tell which backend a VIP sent it
+to, and as whom, without any other instrumentation.
 Endpoints: GET /search?size=N (N bytes), POST /upload (reads the whole body, acknowledges
 the byte count), GET /stream?seconds=S (a long-lived connection that trickles data),
 GET /health, GET /stats (connections and requests served, as JSON).
@@ -63,6 +64,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("X-Backend", self.server.backend_id)
         self.send_header("X-DC", self.server.dc)
+        self.send_header("X-Client", self.client_address[0])
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -101,6 +103,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("X-Backend", self.server.backend_id)
         self.send_header("X-DC", self.server.dc)
+        self.send_header("X-Client", self.client_address[0])
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(self._ident())

@@ -81,17 +81,19 @@ def client_stats(rows: list[dict], wall_s: float, rate: float) -> dict:
 
 
 async def one_request(host: str, port: int, path: str, timeout_s: float,
-                      scheduled: float | None = None) -> dict:
-    """One GET on a new connection. `scheduled` (time.monotonic() of its planned start):
-    latency counts from then, and start_lag_ms says how late it really started."""
+                      scheduled: float | None = None, source: str | None = None) -> dict:
+    """One GET on a new connection (from address `source` when given). `scheduled`
+    (time.monotonic() of its planned start): latency counts from then, and start_lag_ms says
+    how late it really started."""
     now = time.monotonic()
     start = now if scheduled is None else scheduled
     row = {"dst": host, "ok": False, "error": "", "status": "", "bytes": 0, "backend": "",
-           "dc": "", "sport": 0}
+           "dc": "", "sport": 0, "seen_as": ""}
     writer = None
     try:
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(
+                host, port, local_addr=(source, 0) if source else None)
             row["sport"] = writer.get_extra_info("sockname")[1]
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
                          .encode())
@@ -102,7 +104,7 @@ async def one_request(host: str, port: int, path: str, timeout_s: float,
             body = await reader.read()
             want = int(headers.get("content-length", len(body)))
             row.update(status=status, bytes=len(body), backend=headers.get("x-backend", ""),
-                       dc=headers.get("x-dc", ""))
+                       dc=headers.get("x-dc", ""), seen_as=headers.get("x-client", ""))
             row["ok"] = status == 200 and len(body) == want
             if not row["ok"]:
                 row["error"] = f"http {status}" if status != 200 else "short body"

@@ -74,6 +74,7 @@ def test_search_names_backend_and_dc_and_has_the_size_asked(server):
     status, headers, body = _get(server, "/search?size=5000")
     assert status == 200 and len(body) == 5000
     assert headers["X-Backend"] == "be7" and headers["X-DC"] == "eu1"
+    assert headers["X-Client"] == "127.0.0.1"   # the address the backend saw
     assert body.startswith(b"backend=be7 dc=eu1\n")
     assert _get(server, "/search?size=3")[2] == b"backend=be7 dc=eu1\n"  # never below it
     assert _get(server, "/search?size=abc")[0] == 400

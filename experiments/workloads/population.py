@@ -1,0 +1,220 @@
+"""Many users on one host, each with its own address, resolver and stub behaviour.
+
+The population's schedule is fixed before the first request (seeded): every user sends
+requests as a Poisson process of `rate` per second, so the host's requests are one Poisson
+process of rate * users, each request drawn to a user at random. For each request, as that
+user's machine would: find the service name's A records (from the user's own stub cache
+while the TTL of a cached answer lasts, when the user has one; else one query to the user's
+resolver from the user's own address), then reach the service from the user's address:
+
+  random      one of the records at random (what the chapter recommends clients do);
+  first       the first record (many stub resolvers and getaddrinfo's sorting, in effect);
+  retry-next  the records in the order given: on a refused, reset or unanswered connection
+              (unanswered for `retry_delay` seconds) the next one, as browsers do; the last
+              one gets the full timeout.
+
+One CSV row per request (FIELDS): epoch (scheduled start, wall clock), t_s, user, user_ip,
+user_subnet, resolver, behaviour, cached (answer from the stub cache), resolve_ms, answers,
+dst (the address that answered or was tried last), tries, latency_ms (from the scheduled
+start to the reply: resolution and every try), ok, error, status, bytes, backend, dc,
+seen_as (the client address the backend saw, its X-Client header), start_lag_ms. The
+client's own account (CPU, lag, behind_schedule) goes to --stats-out.
+
+Run: python -m experiments.workloads.population --users users.json --duration 10 --out F.csv
+(users.json: [{"name", "ip", "subnet", "resolver", "resolver_ip", "behaviour",
+"stub_cache"}, ...]).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import random
+import sys
+import time
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+
+from experiments.workloads.search import client_stats, one_request, raise_fd_limit, run_loop
+
+FIELDS = ("epoch", "t_s", "user", "user_ip", "user_subnet", "resolver", "behaviour",
+          "cached", "resolve_ms", "answers", "dst", "tries", "latency_ms", "ok", "error",
+          "status", "bytes", "backend", "dc", "seen_as", "start_lag_ms")
+BEHAVIOURS = ("random", "first", "retry-next")
+
+
+def schedule(n_users: int, rate: float, duration: float, seed: int) -> list[tuple[float, int]]:
+    """(offset s, user index) of every request: n_users Poisson processes of `rate`, merged."""
+    rng = random.Random(f"lblab-population-schedule:{seed}")
+    out, at = [], 0.0
+    total = rate * n_users
+    while True:
+        at += rng.expovariate(total)
+        if at >= duration:
+            return out
+        out.append((at, rng.randrange(n_users)))
+
+
+def attempt_order(addrs: list[str], behaviour: str, rng: random.Random) -> list[str]:
+    """The addresses a user tries, in order."""
+    if not addrs:
+        return []
+    if behaviour == "random":
+        return [rng.choice(addrs)]
+    if behaviour == "first":
+        return [addrs[0]]
+    if behaviour == "retry-next":
+        return list(addrs)
+    raise ValueError(f"unknown behaviour {behaviour!r}")
+
+
+class StubCache:
+    """A user machine's own cache of one name's answer, honouring its TTL."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.entry: tuple[list[str], float] | None = None
+
+    def get(self) -> list[str] | None:
+        if self.entry is not None and self.clock() < self.entry[1]:
+            return self.entry[0]
+        self.entry = None
+        return None
+
+    def put(self, addrs: list[str], ttl_s: float) -> None:
+        if addrs and ttl_s > 0:
+            self.entry = (addrs, self.clock() + ttl_s)
+
+
+async def resolve(resolver: str, name: str, timeout_s: float, source: str, port: int = 53
+                  ) -> tuple[list[str], int, str]:
+    """(addresses, TTL, error) of one A query from `source` to the resolver."""
+    try:
+        reply = await dns.asyncquery.udp(dns.message.make_query(name, "A"), resolver,
+                                         timeout=timeout_s, port=port, source=source)
+    except dns.exception.Timeout:
+        return [], 0, "dns timeout"
+    except (OSError, dns.exception.DNSException) as exc:
+        return [], 0, f"dns {type(exc).__name__}"
+    if reply.rcode() != dns.rcode.NOERROR:
+        return [], 0, f"dns {dns.rcode.to_text(reply.rcode())}"
+    sets = [rrset for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A]
+    addrs = [rd.address for rrset in sets for rd in rrset]
+    ttl = min((rrset.ttl for rrset in sets), default=0)
+    return addrs, ttl, "" if addrs else "dns no answer"
+
+
+async def one(user: dict, cache: StubCache | None, args, rng: random.Random,
+              scheduled: float) -> dict:
+    now = time.monotonic()
+    row = {"user": user["name"], "user_ip": user["ip"], "user_subnet": user["subnet"],
+           "resolver": user["resolver"], "behaviour": user["behaviour"], "cached": False,
+           "resolve_ms": 0.0, "answers": "", "dst": "", "tries": 0, "ok": False, "error": "",
+           "status": "", "bytes": 0, "backend": "", "dc": "", "seen_as": "",
+           "start_lag_ms": round(max(0.0, now - scheduled) * 1000, 3)}
+    addrs = cache.get() if cache is not None else None
+    if addrs is not None:
+        row["cached"] = True
+    else:
+        addrs, ttl, err = await resolve(user["resolver_ip"], args.name, args.dns_timeout,
+                                        user["ip"], args.dns_port)
+        row["resolve_ms"] = round((time.monotonic() - now) * 1000, 3)
+        if err:
+            row.update(error=err, latency_ms=round((time.monotonic() - scheduled) * 1000, 3))
+            return row
+        if cache is not None:
+            cache.put(addrs, ttl)
+    row["answers"] = " ".join(addrs)
+    order = attempt_order(addrs, user["behaviour"], rng)
+    path = f"/search?size={args.size}"
+    for k, dst in enumerate(order):
+        last = k == len(order) - 1
+        reply = await one_request(dst, args.port, path,
+                                  args.timeout if last else args.retry_delay,
+                                  source=user["ip"])
+        row["tries"] = k + 1
+        row.update({key: reply[key] for key in ("dst", "ok", "error", "status", "bytes",
+                                                "backend", "dc", "seen_as")})
+        # a reply that came (even an error status) ends the tries: the server answered
+        if reply["ok"] or reply["status"] != "":
+            break
+    row["latency_ms"] = round((time.monotonic() - scheduled) * 1000, 3)
+    return row
+
+
+async def run(users: list[dict], args, stats: dict | None = None) -> list[dict]:
+    events = schedule(len(users), args.rate, args.duration, args.seed)
+    rng = random.Random(f"lblab-population-pick:{args.seed}")
+    caches = [StubCache() if u.get("stub_cache") else None for u in users]
+    if args.start_at:
+        wait = args.start_at - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+    t0_wall, t0 = time.time(), time.monotonic()
+    tasks = []
+    for at, i in events:
+        delay = t0 + at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(users[i], caches[i], args, rng, t0 + at)))
+    rows = await asyncio.gather(*tasks)
+    for row, (at, _) in zip(rows, events):
+        row["t_s"] = round(at, 4)
+        row["epoch"] = round(t0_wall + at, 4)
+    if stats is not None:
+        stats.update(client_stats(rows, time.monotonic() - t0, args.rate * len(users)),
+                     load_generator="lblab population", users=len(users))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", required=True, help="JSON list of users")
+    parser.add_argument("--name", default="www.lblab.test")
+    parser.add_argument("--dns-port", type=int, default=53)
+    parser.add_argument("--port", type=int, default=80, help="HTTP port of the service")
+    parser.add_argument("--rate", type=float, default=0.05, help="requests/s per user")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds")
+    parser.add_argument("--start-at", type=float, default=0.0,
+                        help="wall-clock time (epoch s) of the schedule's start")
+    parser.add_argument("--size", type=int, default=1024, help="reply bytes")
+    parser.add_argument("--timeout", type=float, default=3.0, help="HTTP, per request, s")
+    parser.add_argument("--retry-delay", type=float, default=1.0,
+                        help="retry-next: seconds before the next address")
+    parser.add_argument("--dns-timeout", type=float, default=2.0, help="per query, s")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", required=True, help="CSV file to write")
+    parser.add_argument("--stats-out", help="JSON file for the client's own summary")
+    args = parser.parse_args(argv)
+    if args.rate <= 0 or args.duration <= 0:
+        parser.error("--rate and --duration must be positive")
+    try:
+        users = json.loads(open(args.users).read())
+    except (OSError, ValueError) as exc:
+        parser.error(f"--users {args.users}: {exc}")
+    bad = [u.get("behaviour") for u in users if u.get("behaviour") not in BEHAVIOURS]
+    if not users or bad:
+        parser.error(f"--users: no users, or unknown behaviour {bad[:1]}")
+    raise_fd_limit()
+    stats: dict = {}
+    rows = run_loop(run(users, args, stats))
+    tmp = args.out + ".tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, args.out)
+    if args.stats_out:
+        with open(args.stats_out, "w") as fh:
+            json.dump(stats, fh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

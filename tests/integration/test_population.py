@@ -1,0 +1,97 @@
+"""A population in the emulated network (two-dc with 60 users per region, 3 resolvers each
+and a public resolver in eu): every user is a real source address from its host to the
+backend, through its own resolver, and the authority places it by what it sees.
+
+- every request is answered, from the user's own address (the backend's X-Client), through
+  the user's resolver; the region's resolvers forward the user's /24 (ECS), so every user
+  behind them gets the nearest DC;
+- behind the public resolver without ECS the authority sees the resolver (in eu), so na's
+  users there are sent to eu1 (the chapter's middleman); with ECS, to their nearest DC;
+- no resolver is left running (the fixture checks every lblab process is gone).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+
+import pytest
+
+from experiments import dnsnet
+from experiments.workloads.control import start_http_backends
+from lab import dns, mechanisms, unbound
+from lab.dns_config import gslb_config
+from lab.net import LiveNet
+from topologies import population, scenario
+from topologies.plan import build_plan
+from topologies.state import new_run_id
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("unbound") is None, reason="unbound not installed")]
+
+SCENARIO = {
+    "name": "two-dc-pop", "description": "two-dc with a small population per region",
+    "regions": {
+        "na": {"subnet": "10.1.0.0/24", "clients": 1,
+               "population": {"users": 60, "user_prefix": "10.11.0.0/20", "resolvers": 3,
+                              "users_per_subnet": 20, "public_share": 0.25}},
+        "eu": {"subnet": "10.2.0.0/24", "clients": 1,
+               "population": {"users": 60, "user_prefix": "10.12.0.0/20", "resolvers": 3,
+                              "users_per_subnet": 20, "public_share": 0.25}}},
+    "dcs": {"us1": {"subnet": "10.101.0.0/24", "vip": "10.101.0.100", "backends": 2},
+            "eu1": {"subnet": "10.102.0.0/24", "vip": "10.102.0.100", "backends": 2}},
+    "dns": {"authority": "us1", "policy": "geo", "ttl_s": 2,
+            "public_resolver": {"site": "eu", "ecs": False}},
+    "links": [{"a": "na", "b": "us1", "delay_ms": 5}, {"a": "na", "b": "eu1", "delay_ms": 20},
+              {"a": "eu", "b": "us1", "delay_ms": 20}, {"a": "eu", "b": "eu1", "delay_ms": 5}],
+}
+
+
+def _run(live, users, tmp_path) -> list[dict]:
+    _, rows = dnsnet.run_population(live, users, 3.0, tmp_path, rate=0.5, seed=7)
+    assert rows, "no requests"
+    return rows
+
+
+def test_users_are_real_addresses_placed_by_what_the_authority_sees(lblab_clean, tmp_path):
+    scen = scenario.parse(copy.deepcopy(SCENARIO), "two-dc-pop.yaml")
+    plan = build_plan(scen)
+    config = gslb_config(plan)
+    to_dc = dnsnet.dc_of_address(config)
+    users = population.make_users(scen, seed=7)
+    by_name = {u.name: u for u in users}
+    pub = population.public_resolver(scen)
+    with LiveNet(plan, mechanisms.detect(), new_run_id("test-pop"), tmp_path) as live:
+        start_http_backends(live, plan)
+        live.start_health_checks()
+        auth = dns.start_authority(live, plan, config, tmp_path)
+        resolvers = unbound.start_instances(live, plan, population.all_resolvers(scen),
+                                            auth.ip, tmp_path)
+        try:
+            rows = _run(live, users, tmp_path)
+        finally:
+            unbound.stop_resolvers(resolvers)
+        assert all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]][:5]
+        seen = dnsnet.addresses_seen(rows)
+        assert seen["backend_saw_user_ip"] == len(rows), "a backend saw another address"
+        assert seen["users"] > 60 and seen["user_subnets"] == 6 and seen["resolvers"] == 7
+        for r in rows:
+            user = by_name[r["user"]]
+            assert (r["user_ip"], r["resolver"]) == (str(user.ip), user.resolver)
+            expect = (config.nearest_dc(user.region) if user.resolver != pub.name
+                      else config.nearest_dc(pub.region))   # no ECS: the resolver's place
+            assert to_dc[r["dst"]] == r["dc"] == expect, (r["user"], r["resolver"], r["dc"])
+        public_na = [r for r in rows if r["resolver"] == pub.name and r["user"][:2] == "na"]
+        assert public_na, "no na user behind the public resolver sent a request"
+
+        # the same public resolver forwarding ECS: its na users go to their nearest DC
+        with_ecs = unbound.start_instances(live, plan, [dataclasses.replace(pub, ecs=True)],
+                                           auth.ip, tmp_path / "ecs")
+        try:
+            rows = _run(live, [u for u in users if u.resolver == pub.name], tmp_path)
+        finally:
+            unbound.stop_resolvers(with_ecs)
+        assert all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]][:5]
+        for r in rows:
+            assert r["dc"] == config.nearest_dc(by_name[r["user"]].region), r
+        assert {r["dc"] for r in rows} == {"us1", "eu1"}
