@@ -25,7 +25,7 @@ import sys
 import time
 
 FIELDS = ("t_s", "dst", "latency_ms", "start_lag_ms", "ok", "error", "status", "bytes",
-          "backend", "dc", "sport")
+          "backend", "dc", "sport", "seen_as")
 # A client whose requests start this late (99th percentile) is no longer the open-loop
 # schedule it claims to be: the run says so.
 BEHIND_SCHEDULE_P99_MS = 10.0

@@ -178,3 +178,16 @@ def test_bench_only_with_an_unknown_group_is_a_one_line_error_before_anything_ru
         run_bench(only=["vip_concurrent"])
     assert "--only vip_concurrent: no such bench group" in str(exc.value)
     assert "vip, vip_gre" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_search_csv_has_a_column_for_everything_a_request_reports():
+    # a key one_request adds must reach the CSV, or the client dies writing it
+    import asyncio
+    import socket
+    from experiments.workloads import search
+    with socket.socket() as s:   # a port nobody listens on: refused, but a full row
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    row = asyncio.run(search.one_request("127.0.0.1", port, "/search", 2.0))
+    assert row["error"] == "refused"
+    assert set(row) <= set(search.FIELDS)
