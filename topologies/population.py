@@ -149,3 +149,22 @@ def with_behaviour(users: list[User], behaviour: str, stub_cache: bool | None = 
     return [replace(u, behaviour=behaviour,
                     stub_cache=u.stub_cache if stub_cache is None else stub_cache)
             for u in users]
+
+
+def with_public_share(users: list[User], own: dict[str, list[ResolverSpec]],
+                      public: ResolverSpec, share: float, seed: int) -> list[User]:
+    """The same users with `share` of each region's (exactly, rounded) behind `public` and
+    the rest spread evenly over their region's resolvers in `own` (region -> resolvers): an
+    experiment's variant of how many users sit behind the far public resolver."""
+    out = []
+    for region in dict.fromkeys(u.region for u in users):
+        mine = [u for u in users if u.region == region]
+        rng = random.Random(f"lblab-public-share:{seed}:{region}:{share}")
+        n_public = round(len(mine) * share)
+        chosen = _deal(rng, [public, None], [n_public, len(mine) - n_public])
+        pool = own[region]
+        dealt = iter(_deal(rng, pool, apportion(len(mine) - n_public, [1.0] * len(pool))))
+        for u, r in zip(mine, chosen):
+            r = r if r is not None else next(dealt)
+            out.append(replace(u, resolver=r.name, resolver_ip=r.ip))
+    return out

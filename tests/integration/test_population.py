@@ -7,15 +7,20 @@ backend, through its own resolver, and the authority places it by what it sees.
   behind them gets the nearest DC;
 - behind the public resolver without ECS the authority sees the resolver (in eu), so na's
   users there are sent to eu1 (the chapter's middleman); with ECS, to their nearest DC;
-- no resolver is left running (the fixture checks every lblab process is gone).
+- no resolver is left running (the fixture checks every lblab process is gone), also when
+  a population run is interrupted with Ctrl-C mid-traffic.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import shutil
+import signal
+import subprocess
+import time
 
 import pytest
+import yaml
 
 from experiments import dnsnet
 from experiments.workloads.control import start_http_backends
@@ -95,3 +100,47 @@ def test_users_are_real_addresses_placed_by_what_the_authority_sees(lblab_clean,
         for r in rows:
             assert r["dc"] == config.nearest_dc(by_name[r["user"]].region), r
         assert {r["dc"] for r in rows} == {"us1", "eu1"}
+
+
+def _cmdlines(pids) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return out
+
+
+def test_sigint_mid_population_run_leaves_no_resolver_client_or_result(lblab_clean, tmp_path):
+    from experiments.cleanup import marked_processes, wait_no_leftovers
+    from conftest import LBLAB, REPO
+    data = copy.deepcopy(SCENARIO)
+    data["dns"]["public_resolver"]["ecs"] = True
+    scen_file = tmp_path / "two-dc-pop.yaml"
+    scen_file.write_text(yaml.safe_dump(data))
+    out_dir = tmp_path / "results"
+    proc = subprocess.Popen([*LBLAB, "run", "dns-rr-pop", "--scenario", str(scen_file),
+                             "--set", "resolver_counts=6", "--set", "zipf_counts=",
+                             "--set", "picks=first", "--set", "duration_s=120",
+                             "--out", str(out_dir)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:   # until its 6 resolvers and both population clients run
+            assert proc.poll() is None, proc.stdout.read()
+            lines = _cmdlines(marked_processes())
+            if sum("unbound -d" in c for c in lines) == 6 and \
+                    sum("experiments.workloads.population" in c for c in lines) == 2:
+                break
+            assert time.monotonic() < deadline, "the population run did not get going"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    left = wait_no_leftovers()
+    assert not any(left.values()), left
+    assert not any((out_dir / "dns-rr-pop").iterdir())   # nothing half-written published

@@ -108,6 +108,66 @@ def test_dns_rr():
     assert isinstance(dns.rr_figure(shares, 2.0), Figure)
 
 
+def pop_summary(herds: dict) -> pd.DataFrame:
+    """dns-rr-pop summary rows: variant (pick, spread, resolvers) -> herd number; 3 DCs,
+    600 requests over 6 bins per variant."""
+    rows = []
+    for (pick, spread, n), herd in herds.items():
+        for dc in ("us1", "eu1", "ap1"):
+            rows.append({"variant": f"{pick}-{spread}-r{n}", "pick": pick,
+                         "resolver_skew": spread, "resolvers": n, "dc": dc, "requests": 200,
+                         "bins": 6, "share_max_mean_over_time": herd})
+    return pd.DataFrame(rows)
+
+
+def test_dns_rr_pop_readings_follow_the_herd_numbers():
+    good = pop_summary({("random", "uniform", 1): 1.1, ("random", "uniform", 100): 1.15,
+                        ("first", "uniform", 1): 3.0, ("first", "uniform", 10): 1.4,
+                        ("first", "uniform", 100): 1.1, ("first", "zipf1", 100): 1.5})
+    per = dns.pop_variants(good)
+    # 100 requests per bin, p = 1/3: (1/3 + 3 * 0.0471) * 3 = 1.424
+    assert round(per["noise_bound"].iloc[0], 3) == 1.424
+    out = text(dns.pop_readings(per))
+    assert "contradicts" not in out
+    assert "the herd number is 3 at 1, 1.4 at 10, 1.1 at 100 resolver(s)" in out
+    assert "zipf1 spread 1.5 against uniform 1.1" in out and "keep more of the herd" in out
+    flat = pop_summary({("random", "uniform", 1): 2.2, ("first", "uniform", 1): 1.2,
+                        ("first", "uniform", 100): 1.3})
+    out = text(dns.pop_readings(dns.pop_variants(flat)))
+    assert out.count("contradicts") == 3   # random herds, no herd at 1, no shrink
+    assert isinstance(dns.pop_figure(per), Figure)
+
+
+def geo_pop_summary(ecs_pct=99.0, noecs_all_pct=67.0) -> pd.DataFrame:
+    rows = []
+    for variant, share, ecs, pub_near, pub_site, all_near in (
+            ("share0", 0.0, False, None, None, 100.0),
+            ("share0.5-noecs", 0.5, False, 33.0, 100.0, noecs_all_pct),
+            ("share0.5-ecs", 0.5, True, ecs_pct, 33.0, 99.5)):
+        head = {"variant": variant, "public_share": share, "ecs": ecs, "user_region": "all",
+                "user_latency_p90_ms": 100.0}
+        rows.append({**head, "resolver_kind": "all", "dc_chosen_pct_nearest": all_near})
+        rows.append({**head, "resolver_kind": "own", "dc_chosen_pct_nearest": 100.0,
+                     "latency_p50_ms": 14.0})
+        if pub_near is not None:
+            rows.append({**head, "resolver_kind": "public", "dc_chosen_pct_nearest": pub_near,
+                         "dc_chosen_pct_public_site": pub_site, "latency_p50_ms": 100.0})
+    return pd.DataFrame(rows)
+
+
+def test_dns_geo_pop_readings():
+    good = text(dns.geo_pop_readings(geo_pop_summary()))
+    assert "contradicts" not in good
+    assert "with ECS reached their nearest DC in 99% of requests" in good
+    assert "without ECS 100% of their requests went to the public resolver's nearest DC" in good
+    assert "100% with nobody behind the public resolver, 67% at 50% behind it" in good
+    assert "share0.5-ecs: even with ECS the public resolver's users waited 100 ms at the " \
+           "median against 14 ms" in good
+    bad = text(dns.geo_pop_readings(geo_pop_summary(ecs_pct=60.0, noecs_all_pct=99.0)))
+    assert bad.count("contradicts") == 2
+    assert isinstance(dns.geo_pop_figure(geo_pop_summary()), Figure)
+
+
 def geo_summary(ecs_pct=100.0, ecs_latency=20.0):
     rows = []
     for variant, policy, ecs in (("all", "all", True), ("geo-noecs", "geo", False),
