@@ -153,7 +153,8 @@ TOLERANCES = {
     "share[pick=first]": Tol(abs=0.35, why="compared by rank (busiest DC first)"),
     "share_stddev_over_time": Tol(abs=0.1),
     "share_stddev_over_time[pick=first]": Tol(abs=0.35, why="herd switches per TTL"),
-    "share_max_mean_over_time": Tol(abs=0.5, why="the worst of ~8 bins: a maximum"),
+    "share_max_mean_over_time": Tol(abs=0.5, why="a maximum over 4-15 bins; behind one "
+                                    "resolver it is 3 or near it, whatever the timing"),
 }
 
 

@@ -185,6 +185,17 @@ def run_population(live, users: list, duration_s: float, work_dir: Path, *, rate
     """Every user's requests for `duration_s`: one population client per region's
     population host, all starting at one wall-clock instant (returned); their rows, each
     with `client` (the host) and `user_region`."""
+    start_at, running = start_population(live, users, duration_s, work_dir, rate=rate,
+                                         seed=seed, start_in_s=start_in_s,
+                                         timeout_s=timeout_s, retry_delay_s=retry_delay_s)
+    return start_at, collect_population(live, running, duration_s, timeout_s)
+
+
+def start_population(live, users: list, duration_s: float, work_dir: Path, *, rate: float,
+                     seed: int, start_in_s: float = 1.5, timeout_s: float = 3.0,
+                     retry_delay_s: float = 1.0) -> tuple[float, list]:
+    """run_population's first half: the clients started (they begin at the returned
+    wall-clock instant), for collect_population; an experiment acts in between."""
     import json
     from topologies.plan import population_host
     by_host: dict[str, list] = {}
@@ -209,6 +220,13 @@ def run_population(live, users: list, duration_s: float, work_dir: Path, *, rate
             "--out", str(out), "--stats-out", str(stats)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(REPO_ROOT))
         running.append((host, group[0].region, proc, spec, out, stats))
+    return start_at, running
+
+
+def collect_population(live, running: list, duration_s: float, timeout_s: float = 3.0
+                       ) -> list[dict]:
+    """The started clients' rows, once each has finished (killed past its deadline)."""
+    import json
     rows = []
     for host, region, proc, spec, out, stats in running:
         try:
@@ -237,7 +255,7 @@ def run_population(live, users: list, duration_s: float, work_dir: Path, *, rate
                 row["user_region"] = region
                 rows.append(row)
         out.unlink(missing_ok=True)
-    return start_at, rows
+    return rows
 
 
 def record_population(ctx, rows: list[dict], t0: float, variant: str, **extra) -> None:

@@ -152,10 +152,13 @@ def with_behaviour(users: list[User], behaviour: str, stub_cache: bool | None = 
 
 
 def with_public_share(users: list[User], own: dict[str, list[ResolverSpec]],
-                      public: ResolverSpec, share: float, seed: int) -> list[User]:
+                      public: ResolverSpec | None, share: float, seed: int) -> list[User]:
     """The same users with `share` of each region's (exactly, rounded) behind `public` and
     the rest spread evenly over their region's resolvers in `own` (region -> resolvers): an
-    experiment's variant of how many users sit behind the far public resolver."""
+    experiment's variant of how many users sit behind the far public resolver (share 0:
+    every user on its own region's resolvers in `own`)."""
+    if share > 0 and public is None:
+        raise ValueError("a public share needs a public resolver")
     out = []
     for region in dict.fromkeys(u.region for u in users):
         mine = [u for u in users if u.region == region]

@@ -1,5 +1,5 @@
 """dns-rr (per-DC share over time), dns-rr-pop (the herd against the number of resolvers),
-dns-geo (nearest-DC share and latency per policy),
+dns-geo-pop, dns-failover-pop (failed requests and added latency per behaviour), dns-geo (nearest-DC share and latency per policy),
 dns-failover (timeline of requests around the event)."""
 from __future__ import annotations
 
@@ -522,4 +522,70 @@ def render_failover(group: Group) -> Section:
         "black: the event, dashed: the authority stops naming the DC, dotted: the last "
         "request that still reached it; shaded: one TTL after detection (first run)."))
     section.attempt("reading", lambda: section.readings.extend(failover_readings(group.agg)))
+    return section
+
+
+# ------------------------------------------------------------------ dns-failover-pop
+
+FAILOVER_POP_RETRY_MAX_PCT = 1.0   # all + retry-next: "latency, not requests"
+
+
+def failover_pop_figure(agg: pd.DataFrame):
+    require(agg, ("variant", "failed_pct", "added_latency_p50_ms", "added_latency_p99_ms"))
+    fig = new_figure(11, 3.8)
+    ax1, ax2 = fig.subplots(1, 2)
+    x = np.arange(len(agg))
+    labels = list(agg["variant"].astype(str))
+    ax1.bar(x, agg["failed_pct"].astype(float), color=[color(i) for i in range(len(agg))])
+    ax1.set_ylabel("% failed, event to detect + TTL + 1 s")
+    ax1.set_title("failed requests")
+    width = 0.38
+    ax2.bar(x - width / 2, agg["added_latency_p50_ms"].astype(float), width, label="p50",
+            color=color(0))
+    ax2.bar(x + width / 2, agg["added_latency_p99_ms"].astype(float), width, label="p99",
+            color=color(1))
+    ax2.set_ylabel("ms added (window minus before the failure)")
+    ax2.set_title("latency added to answered requests")
+    ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def failover_pop_readings(agg: pd.DataFrame) -> list[str]:
+    require(agg, ("variant", "policy", "behaviour", "failed_pct", "last_failure_s",
+                  "bound_s", "added_latency_p99_ms"))
+    out = []
+    for _, r in agg.iterrows():
+        policy, behaviour = str(r["policy"]), str(r["behaviour"])
+        failed, added = num(r["failed_pct"]), num(r["added_latency_p99_ms"])
+        last, bound = num(r["last_failure_s"]), num(r["bound_s"])
+        if policy == "all" and behaviour == "retry-next":
+            ok = failed < FAILOVER_POP_RETRY_MAX_PCT
+            out.append(f"{r['variant']}: {fmt(failed, 3)}% of requests failed (under "
+                       f"{FAILOVER_POP_RETRY_MAX_PCT:g}% expected) and the p99 latency grew by "
+                       f"{fmt(added, 4)} ms: the users lost latency, not requests — "
+                       f"{verdict(ok)}.")
+        elif policy == "geo":
+            ok = failed > 0 and (math.isnan(last) or math.isnan(bound) or last <= bound + 1)
+            out.append(f"{r['variant']}: one answer, nothing to retry: {fmt(failed, 3)}% of "
+                       f"requests failed, the last {fmt(last, 3)} s after the failure "
+                       f"(detection + TTL = {fmt(bound, 3)} s) — {verdict(ok)}.")
+        else:
+            out.append(f"{r['variant']}: one address per request: {fmt(failed, 3)}% failed "
+                       f"until the failed DC left the cached answers (last failure "
+                       f"{fmt(last, 3)} s after it; detection + TTL = {fmt(bound, 3)} s).")
+    return out
+
+
+def render_failover_pop(group: Group) -> Section:
+    section = Section()
+    section.attempt("figure", lambda: section.figure(
+        "failover-pop", failover_pop_figure(group.agg),
+        "A DC fails under 2,100 users: left, the share of requests that failed from the "
+        "failure until detection + TTL + 1 s, per policy and stub behaviour; right, the "
+        "latency that window added to answered requests (p50, p99)."))
+    section.attempt("reading",
+                    lambda: section.readings.extend(failover_pop_readings(group.agg)))
     return section

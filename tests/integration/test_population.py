@@ -144,3 +144,40 @@ def test_sigint_mid_population_run_leaves_no_resolver_client_or_result(lblab_cle
     left = wait_no_leftovers()
     assert not any(left.values()), left
     assert not any((out_dir / "dns-rr-pop").iterdir())   # nothing half-written published
+
+
+def test_retry_next_users_survive_a_dead_dc_that_first_users_lose(lblab_clean, tmp_path):
+    """Policy all, and an authority that does not probe (so it keeps answering the dead DC
+    for the whole run): a user that tries the next address is answered by the other DC;
+    a user that takes the first address fails whenever the dead DC came first."""
+    from topologies.system import stop_processes
+    scen = scenario.parse(copy.deepcopy(SCENARIO), "two-dc-pop.yaml")
+    plan = build_plan(scen)
+    config = gslb_config(plan, policy="all")
+    dead = str(config.dc("us1").vip)
+    own = {r.name: population.region_resolvers(r) for r in scen.populations}
+    users = population.with_public_share(population.make_users(scen, seed=3), own, None,
+                                         0.0, seed=3)
+    with LiveNet(plan, mechanisms.detect(), new_run_id("test-pop"), tmp_path) as live:
+        backends = start_http_backends(live, plan)
+        auth = dns.start_authority(live, plan, config, tmp_path, probe=False)
+        stop_processes(backends["us1"])
+        resolvers = unbound.start_instances(live, plan, [r for v in own.values() for r in v],
+                                            auth.ip, tmp_path)
+        try:
+            _, retry = dnsnet.run_population(live, population.with_behaviour(users,
+                                                                             "retry-next"),
+                                             3.0, tmp_path, rate=0.5, seed=3,
+                                             retry_delay_s=0.5)
+            _, first = dnsnet.run_population(live, population.with_behaviour(users, "first"),
+                                             3.0, tmp_path, rate=0.5, seed=3)
+        finally:
+            unbound.stop_resolvers(resolvers)
+    assert all(r["ok"] and r["dc"] == "eu1" for r in retry), \
+        [(r["answers"], r["error"]) for r in retry if not r["ok"]][:5]
+    dead_first = [r for r in retry if r["answers"].split()[0] == dead]
+    assert dead_first and all(r["tries"] == 2 for r in dead_first)
+    assert all(r["tries"] == 1 for r in retry if r["answers"].split()[0] != dead)
+    lost = [r for r in first if r["answers"].split()[0] == dead]
+    assert lost and not any(r["ok"] for r in lost)
+    assert all(r["ok"] for r in first if r["answers"].split()[0] != dead)

@@ -324,3 +324,36 @@ def test_geo_pop_summary_counts_nearest_per_user_region_and_resolver_kind():
     # per user: na-u1 10 ms, na-u2 median 95 ms (the failed request has no latency)
     assert out[("all", "na")]["user_latency_p50_ms"] == 52.5
     assert out[("all", "na")]["dcs_chosen"] == "eu1:2 us1:1"
+
+
+def test_failover_pop_variants_are_checked():
+    from experiments.dns_failover_pop import parse_variants
+    from topologies.system import InputError
+    assert parse_variants(["all:retry-next", "geo:first"]) == [("all", "retry-next"),
+                                                               ("geo", "first")]
+    for bad in ("all", "capacity:first", "geo:sometimes"):
+        with pytest.raises(InputError, match="is not policy:behaviour"):
+            parse_variants([bad])
+
+
+def test_failover_window_counts_failures_until_detection_plus_ttl():
+    from experiments.dns_failover_pop import window_summary
+    vip, other = "10.101.0.100", "10.102.0.100"
+    t0 = 1000.0
+
+    def row(at, ok, dst=vip, latency=20.0, tries=1):
+        return {"epoch": t0 + at, "ok": ok, "dst": dst, "latency_ms": latency,
+                "tries": tries}
+    rows = [row(-2, True), row(-1, True),                      # before: 20 ms
+            row(0.5, False), row(2.0, False),                  # to the dead DC
+            row(3.0, True, other, 1020.0, tries=2),            # retried, 1 s later
+            row(6.5, True, other), row(9.0, True, other)]      # 9 s: outside the window
+    out = window_summary(rows, t0, detect_s=1.5, ttl=5, dc_vips={vip})
+    assert out["bound_s"] == 6.5 and out["requests_window"] == 4   # [0, 7.5)
+    assert out["failed_window"] == 2 and out["failed_pct"] == 50.0
+    assert out["failed_to_dc"] == 2 and out["last_failure_s"] == 2.0
+    assert out["within_bound"] is True and out["retried_pct"] == 25.0
+    assert out["latency_p50_before_ms"] == 20.0 and out["added_latency_p99_ms"] > 900
+    none = window_summary(rows[:2], t0, detect_s=None, ttl=5, dc_vips={vip})
+    assert none["bound_s"] is None and none["within_bound"] is None
+    assert none["failed_pct"] is None and none["last_failure_s"] is None

@@ -168,6 +168,29 @@ def test_dns_geo_pop_readings():
     assert isinstance(dns.geo_pop_figure(geo_pop_summary()), Figure)
 
 
+def failover_pop_summary(retry_failed=0.2, geo_last=5.0) -> pd.DataFrame:
+    rows = [("all-first", "all", "first", 30.0, 6.0, 6.5, 5.0),
+            ("all-retry-next", "all", "retry-next", retry_failed, 0.4, 6.5, 1010.0),
+            ("geo-retry-next", "geo", "retry-next", 40.0, geo_last, 6.5, 3.0)]
+    return pd.DataFrame([{"variant": v, "policy": p, "behaviour": b, "failed_pct": f,
+                          "last_failure_s": last, "bound_s": bound, "added_latency_p50_ms": 1.0,
+                          "added_latency_p99_ms": added}
+                         for v, p, b, f, last, bound, added in rows])
+
+
+def test_dns_failover_pop_readings():
+    good = text(dns.failover_pop_readings(failover_pop_summary()))
+    assert "contradicts" not in good
+    assert "all-retry-next: 0.2% of requests failed (under 1% expected) and the p99 " \
+           "latency grew by 1010 ms" in good
+    assert "geo-retry-next: one answer, nothing to retry: 40% of requests failed, the last " \
+           "5 s after the failure (detection + TTL = 6.5 s)" in good
+    bad = text(dns.failover_pop_readings(failover_pop_summary(retry_failed=5.0,
+                                                              geo_last=12.0)))
+    assert bad.count("contradicts") == 2
+    assert isinstance(dns.failover_pop_figure(failover_pop_summary()), Figure)
+
+
 def geo_summary(ecs_pct=100.0, ecs_latency=20.0):
     rows = []
     for variant, policy, ecs in (("all", "all", True), ("geo-noecs", "geo", False),

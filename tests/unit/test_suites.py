@@ -35,7 +35,8 @@ def test_quick_suite_fits_the_budget():
 def test_every_experiment_declares_its_facts():
     exps = registry.experiments()
     assert list(exps) == ["rtt-matrix", "vip-modes", "vip-hashing", "lb-tier", "gre-mtu",
-                          "dns-rr", "dns-rr-pop", "dns-geo", "dns-geo-pop", "dns-failover"]
+                          "dns-rr", "dns-rr-pop", "dns-geo", "dns-geo-pop", "dns-failover",
+                          "dns-failover-pop"]
     for exp in exps.values():
         assert exp.order is not None and set(exp.expected_s) == {"quick", "full"}
         assert exp.key_columns and exp.tolerances and exp.claim
