@@ -14,6 +14,8 @@ from __future__ import annotations
 from topologies.plan import population_host
 from topologies.system import LblabError
 
+ROUTES_PER_COMMAND = 40
+
 
 def local_blocks(region) -> dict[str, list[str]]:
     """Host -> the prefixes made local there for one region's population."""
@@ -29,10 +31,14 @@ def prepare(live) -> dict[str, int]:
     for region in live.plan.scenario.populations:
         for host, prefixes in local_blocks(region).items():
             node = live.node(host)
-            cmds = " ; ".join(f"ip route replace local {p} dev lo" for p in prefixes)
-            err = node.cmd(f"{cmds} ; sysctl -qw net.ipv4.conf.all.rp_filter=0").strip()
-            if err:
-                raise LblabError(f"population of {region.name}: local routes on {host}: "
-                                 f"{err.splitlines()[0]}")
+            # in chunks: a host's command line goes through a terminal, whose line is cut
+            # at 4,096 characters (about 90 routes)
+            cmds = [f"ip route replace local {p} dev lo" for p in prefixes]
+            cmds.append("sysctl -qw net.ipv4.conf.all.rp_filter=0")
+            for i in range(0, len(cmds), ROUTES_PER_COMMAND):
+                err = node.cmd(" ; ".join(cmds[i:i + ROUTES_PER_COMMAND])).strip()
+                if err:
+                    raise LblabError(f"population of {region.name}: local routes on {host}: "
+                                     f"{err.splitlines()[0]}")
             out[host] = out.get(host, 0) + len(prefixes)
     return out
