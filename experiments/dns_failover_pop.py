@@ -25,13 +25,11 @@ import time
 
 from experiments import dnsnet
 from experiments.base import Context, Experiment, Param
-from experiments.seeds import derive
 from experiments.stats import percentile
 from experiments.tolerance import Tol
 from experiments.workloads.control import start_http_backends
 from gslb.globalview import DETECT_TARGET_S
 from lab import dns, unbound
-from lab.dns import start_authority
 from lab.dns_config import gslb_config
 from topologies import population
 from topologies.scenario import BEHAVIOURS
@@ -95,9 +93,7 @@ def window_summary(rows: list[dict], event: float, detect_s: float | None, ttl: 
 def run(ctx: Context) -> list[dict]:
     plan, p = ctx.plan, ctx.params
     scen = plan.scenario
-    if not scen.populations:
-        raise InputError(f"dns-failover-pop needs a scenario with populations; {scen.name} "
-                         "has none (try --scenario three-dc-pop)")
+    dnsnet.population_scenario(scen, "dns-failover-pop")
     todo = parse_variants(list(p["variants"]))
     ttl = int(p["ttl_s"])
     region = scen.populations[0]
@@ -114,11 +110,9 @@ def run(ctx: Context) -> list[dict]:
     duration = p["before_s"] + ttl + DETECT_BUDGET_S + p["after_s"]
     summary = []
     with ctx.open_net(controller_apps=dnsnet.controller_apps(plan)) as live:
-        backends = start_http_backends(live, plan)
-        if scen.dns.answers == "vip":
-            live.start_health_checks()
-        authority = start_authority(live, plan, config, ctx.work_dir,
-                                    seed=derive(ctx.seed, "authority"))
+        backends, authority = dnsnet.start_population_service(live, plan, config,
+                                                              ctx.work_dir, ctx.seed)
+        seen: dict = {}
         with ctx.phase("dns-failover-pop: variants", len(todo)) as bar:
             for policy, behaviour in todo:
                 variant = f"{policy}-{behaviour}"
@@ -151,13 +145,16 @@ def run(ctx: Context) -> list[dict]:
                 backends[dc] = start_http_backends(live, plan, dcs=[dc])[dc]
                 dnsnet.record_population(ctx, rows, start_at, variant, ttl_s=ttl,
                                          policy=policy, event_t_s=round(event - start_at, 3))
+                dnsnet.check_addresses(ctx, variant, [r for r in rows if r["epoch"] < event],
+                                       seen)
                 summary.append({"variant": variant, "policy": policy, "behaviour": behaviour,
                                 "ttl_s": ttl, "dc": dc, "users": len(users),
                                 **window_summary(rows, event, detect_s, ttl, {vip})})
                 bar.advance(1)
         ctx.extra_metadata["population"] = {
             "users": len(users), "resolvers_per_region": {r: len(v) for r, v in own.items()},
-            "failed_dc": dc, "local_routes": dict(live.population_blocks)}
+            "failed_dc": dc, "local_routes": dict(live.population_blocks),
+            "addresses_seen_before_failure": seen}
     return summary
 
 

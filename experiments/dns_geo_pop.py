@@ -22,12 +22,9 @@ import statistics
 
 from experiments import dnsnet
 from experiments.base import Context, Experiment, Param
-from experiments.seeds import derive
 from experiments.stats import percentile
 from experiments.tolerance import Tol
-from experiments.workloads.control import start_http_backends
 from lab import unbound
-from lab.dns import start_authority
 from lab.dns_config import gslb_config
 from topologies import population
 from topologies.system import InputError
@@ -91,12 +88,8 @@ def summarize(rows: list[dict], config, to_dc: dict[str, str], public_name: str,
 def run(ctx: Context) -> list[dict]:
     plan, p = ctx.plan, ctx.params
     scen = plan.scenario
+    dnsnet.population_scenario(scen, "dns-geo-pop", public=True)
     public = population.public_resolver(scen)
-    if not scen.populations or public is None:
-        raise InputError(f"dns-geo-pop needs a scenario with populations and a "
-                         f"dns.public_resolver; {scen.name} has "
-                         f"{'no public resolver' if scen.populations else 'no populations'}"
-                         " (try --scenario three-dc-pop)")
     bad = [s for s in p["public_shares"]
            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s <= 1]
     if bad:
@@ -110,11 +103,8 @@ def run(ctx: Context) -> list[dict]:
     todo = variants(list(p["public_shares"]))
     summary, seen = [], {}
     with ctx.open_net(controller_apps=dnsnet.controller_apps(plan)) as live:
-        start_http_backends(live, plan)
-        if scen.dns.answers == "vip":
-            live.start_health_checks()
-        authority = start_authority(live, plan, config, ctx.work_dir,
-                                    seed=derive(ctx.seed, "authority"))
+        _, authority = dnsnet.start_population_service(live, plan, config, ctx.work_dir,
+                                                       ctx.seed)
         with ctx.phase("dns-geo-pop: variants", len(todo)) as bar:
             for variant, share, ecs in todo:
                 pub = population.ResolverSpec(public.name, public.region, public.ip, ecs,
@@ -131,11 +121,7 @@ def run(ctx: Context) -> list[dict]:
                     unbound.stop_resolvers(resolvers)
                 dnsnet.record_population(ctx, rows, t0, variant, ttl_s=p["ttl_s"],
                                          public_share=share, ecs=ecs)
-                seen[variant] = got = dnsnet.addresses_seen(rows)
-                if got["backend_saw_user_ip"] < got["requests_ok"]:
-                    ctx.warn(f"{variant}: in {got['requests_ok'] - got['backend_saw_user_ip']}"
-                             " answered requests the backend saw another address than the "
-                             "user's")
+                dnsnet.check_addresses(ctx, variant, rows, seen)
                 summary += summarize(rows, config, to_dc, public.name, public.region,
                                      region_of, {"variant": variant, "public_share": share,
                                                  "ecs": ecs})

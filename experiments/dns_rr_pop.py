@@ -27,11 +27,8 @@ from experiments import dnsnet
 from experiments.base import Context, Experiment, Param
 from experiments.dns_rr import by_share_rank, shares
 from experiments.tolerance import Tol
-from experiments.workloads.control import start_http_backends
 from lab import unbound
-from lab.dns import start_authority
 from lab.dns_config import gslb_config
-from experiments.seeds import derive
 from topologies import population
 
 SUMMARY_COLUMNS = ("variant", "pick", "ttl_s", "resolvers", "resolver_skew", "users", "dc",
@@ -77,10 +74,7 @@ def max_mean_over_time(rows: list[dict], t0: float, to_dc: dict[str, str], n_dcs
 def run(ctx: Context) -> list[dict]:
     plan, p = ctx.plan, ctx.params
     scen = plan.scenario
-    if not scen.populations:
-        from topologies.system import InputError
-        raise InputError(f"dns-rr-pop needs a scenario with populations; {scen.name} has none "
-                         "(try --scenario three-dc-pop)")
+    dnsnet.population_scenario(scen, "dns-rr-pop")
     config = gslb_config(plan, policy="all", ttl_s=int(p["ttl_s"]))
     to_dc = dnsnet.dc_of_address(config)
     pool = interleaved(scen)
@@ -94,11 +88,8 @@ def run(ctx: Context) -> list[dict]:
     dcs = [d.name for d in config.dcs]
     summary = []
     with ctx.open_net(controller_apps=dnsnet.controller_apps(plan)) as live:
-        start_http_backends(live, plan)
-        if scen.dns.answers == "vip":
-            live.start_health_checks()
-        authority = start_authority(live, plan, config, ctx.work_dir,
-                                    seed=derive(ctx.seed, "authority"))
+        _, authority = dnsnet.start_population_service(live, plan, config, ctx.work_dir,
+                                                       ctx.seed)
         started, memory, seen = [], {}, {}
         with ctx.phase("dns-rr-pop: variants", len(todo)) as bar:
             for pick, spread, n in todo:
@@ -122,11 +113,7 @@ def run(ctx: Context) -> list[dict]:
                     unbound.stop_resolvers(resolvers)
                 dnsnet.record_population(ctx, rows, t0, variant, ttl_s=p["ttl_s"],
                                          resolvers=n, pick=pick, resolver_skew=skew)
-                seen[variant] = got = dnsnet.addresses_seen(rows)
-                if got["backend_saw_user_ip"] < got["requests_ok"]:
-                    ctx.warn(f"{variant}: in {got['requests_ok'] - got['backend_saw_user_ip']}"
-                             " answered requests the backend saw another address than the "
-                             "user's")
+                dnsnet.check_addresses(ctx, variant, rows, seen)
                 herd = max_mean_over_time(rows, t0, to_dc, len(dcs), p["bin_s"],
                                           p["duration_s"])
                 summary += [{**row, "resolver_skew": skew, "users": len(users),

@@ -179,6 +179,38 @@ def addresses_seen(rows: list[dict]) -> dict:
             "backend_saw_user_ip": sum(1 for r in ok if r["seen_as"] == r["user_ip"])}
 
 
+def population_scenario(scenario, experiment: str, public: bool = False) -> None:
+    """A one-line InputError unless the scenario has populations (and a public resolver,
+    when `public`)."""
+    from topologies.system import InputError
+    missing = ("populations" if not scenario.populations else
+               "a dns.public_resolver" if public and scenario.dns.public_resolver is None
+               else None)
+    if missing:
+        raise InputError(f"{experiment} needs a scenario with {missing}; {scenario.name} has "
+                         f"none (try --scenario three-dc-pop)")
+
+
+def start_population_service(live, plan: NetworkPlan, config: GslbConfig, work_dir: Path,
+                             seed: int) -> tuple[dict[str, list], Authority]:
+    """What a population experiment needs before its resolvers: every backend, the health
+    checks (VIP answers), the authority. Returns (DC -> backend processes, authority)."""
+    backends = start_http_backends(live, plan)
+    if plan.scenario.dns.answers == "vip":
+        live.start_health_checks()
+    return backends, start_authority(live, plan, config, work_dir,
+                                     seed=derive(seed, "authority"))
+
+
+def check_addresses(ctx, variant: str, rows: list[dict], seen: dict) -> None:
+    """seen[variant] = addresses_seen(rows), and a warning when a backend saw another
+    address than its user's."""
+    seen[variant] = got = addresses_seen(rows)
+    if got["backend_saw_user_ip"] < got["requests_ok"]:
+        ctx.warn(f"{variant}: in {got['requests_ok'] - got['backend_saw_user_ip']} answered "
+                 "requests the backend saw another address than the user's")
+
+
 def run_population(live, users: list, duration_s: float, work_dir: Path, *, rate: float,
                    seed: int, start_in_s: float = 1.5, timeout_s: float = 3.0,
                    retry_delay_s: float = 1.0) -> tuple[float, list[dict]]:

@@ -357,3 +357,16 @@ def test_failover_window_counts_failures_until_detection_plus_ttl():
     none = window_summary(rows[:2], t0, detect_s=None, ttl=5, dc_vips={vip})
     assert none["bound_s"] is None and none["within_bound"] is None
     assert none["failed_pct"] is None and none["last_failure_s"] is None
+
+
+def test_population_experiments_on_a_scenario_without_one_say_so_in_one_line():
+    from topologies.system import InputError
+    with pytest.raises(InputError) as info:
+        dnsnet.population_scenario(scenario.load("two-dc"), "dns-rr-pop")
+    assert str(info.value) == ("dns-rr-pop needs a scenario with populations; two-dc has "
+                               "none (try --scenario three-dc-pop)")
+    data = pop_data()
+    del data["dns"]["public_resolver"]
+    with pytest.raises(InputError, match="needs a scenario with a dns.public_resolver"):
+        dnsnet.population_scenario(parse(data), "dns-geo-pop", public=True)
+    dnsnet.population_scenario(scenario.load("three-dc-pop"), "dns-geo-pop", public=True)
