@@ -120,9 +120,7 @@ def run(ctx: Context) -> list[dict]:
                 authority.set_ttl(ttl)
                 dns.wait_answer(authority, subnet, lambda a: vip in a, timeout_s=20,
                                 what=f"{variant}: {dc} back in answers")
-                resolvers = unbound.start_instances(live, plan, specs, authority.ip,
-                                                    ctx.work_dir)
-                try:
+                with unbound.instances(live, plan, specs, authority.ip, ctx.work_dir):
                     start_at, running = dnsnet.start_population(
                         live, population.with_behaviour(users, behaviour), duration,
                         ctx.work_dir, rate=p["rate"], seed=ctx.seed,
@@ -140,8 +138,6 @@ def run(ctx: Context) -> list[dict]:
                         ctx.warn(str(exc))
                         detect_s = None
                     rows = dnsnet.collect_population(live, running, duration)
-                finally:
-                    unbound.stop_resolvers(resolvers)
                 backends[dc] = start_http_backends(live, plan, dcs=[dc])[dc]
                 dnsnet.record_population(ctx, rows, start_at, variant, ttl_s=ttl,
                                          policy=policy, event_t_s=round(event - start_at, 3))

@@ -18,6 +18,7 @@ user's DNS query (a resolver cache miss costs the WAN round trip to the authorit
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 from experiments import dnsnet
@@ -48,19 +49,19 @@ def variants(shares: list[float]) -> list[tuple[str, float, bool]]:
 
 
 def summarize(rows: list[dict], config, to_dc: dict[str, str], public_name: str,
-              public_site: str, region_of: dict[str, str], head: dict) -> list[dict]:
+              public_site: str, head: dict) -> list[dict]:
     """Rows grouped by resolver kind x user region, with `all` for each."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         kind = "public" if row["resolver"] == public_name else "own"
-        region = region_of[row["user"]]
+        region = row["user_region"]
         for key in ((kind, region), (kind, "all"), ("all", region), ("all", "all")):
             groups.setdefault(key, []).append(row)
     public_dc = config.nearest_dc(public_site)
     out = []
     for (kind, region), group in sorted(groups.items()):
         chosen = [to_dc.get(r["dst"], "") for r in group if r["dst"]]
-        nearest = [config.nearest_dc(region_of[r["user"]]) for r in group if r["dst"]]
+        nearest = [config.nearest_dc(r["user_region"]) for r in group if r["dst"]]
         ok_lat = [r["latency_ms"] for r in group if r["ok"]]
         per_user: dict[str, list[float]] = {}
         for r in group:
@@ -99,7 +100,6 @@ def run(ctx: Context) -> list[dict]:
     k = int(p["resolvers_per_region"])
     own = {r.name: population.region_resolvers(r)[:max(1, k)] for r in scen.populations}
     users = population.with_behaviour(population.make_users(scen, ctx.seed), "random")
-    region_of = {u.name: u.region for u in users}
     todo = variants(list(p["public_shares"]))
     summary, seen = [], {}
     with ctx.open_net(controller_apps=dnsnet.controller_apps(plan)) as live:
@@ -107,24 +107,18 @@ def run(ctx: Context) -> list[dict]:
                                                        ctx.seed)
         with ctx.phase("dns-geo-pop: variants", len(todo)) as bar:
             for variant, share, ecs in todo:
-                pub = population.ResolverSpec(public.name, public.region, public.ip, ecs,
-                                              public=True)
+                pub = dataclasses.replace(public, ecs=ecs)
                 specs = [r for pool in own.values() for r in pool] + ([pub] if share else [])
-                resolvers = unbound.start_instances(live, plan, specs, authority.ip,
-                                                    ctx.work_dir)
-                try:
+                with unbound.instances(live, plan, specs, authority.ip, ctx.work_dir):
                     dealt = population.with_public_share(users, own, pub, share, ctx.seed)
                     t0, rows = dnsnet.run_population(live, dealt, p["duration_s"],
                                                      ctx.work_dir, rate=p["rate"],
                                                      seed=ctx.seed)
-                finally:
-                    unbound.stop_resolvers(resolvers)
                 dnsnet.record_population(ctx, rows, t0, variant, ttl_s=p["ttl_s"],
                                          public_share=share, ecs=ecs)
                 dnsnet.check_addresses(ctx, variant, rows, seen)
                 summary += summarize(rows, config, to_dc, public.name, public.region,
-                                     region_of, {"variant": variant, "public_share": share,
-                                                 "ecs": ecs})
+                                     {"variant": variant, "public_share": share, "ecs": ecs})
                 bar.advance(1)
         ctx.extra_metadata["population"] = {
             "users": len(users), "resolvers_per_region": {r: len(v) for r, v in own.items()},

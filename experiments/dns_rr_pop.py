@@ -91,26 +91,23 @@ def run(ctx: Context) -> list[dict]:
         _, authority = dnsnet.start_population_service(live, plan, config, ctx.work_dir,
                                                        ctx.seed)
         started, memory, seen = [], {}, {}
+        largest = max((n for _, _, n in todo), default=0)
         with ctx.phase("dns-rr-pop: variants", len(todo)) as bar:
             for pick, spread, n in todo:
                 skew = "uniform" if spread == "uniform" else f"zipf{p['zipf_s']:g}"
                 variant = f"{pick}-{skew}-r{n}"
                 t_start = time.monotonic()
-                resolvers = unbound.start_instances(live, plan, pool[:n], authority.ip,
-                                                    ctx.work_dir,
-                                                    roundrobin=p["resolver_roundrobin"])
-                started.append({"resolvers": n, "start_s": round(time.monotonic() - t_start,
-                                                                  2)})
-                if n == max(v[2] for v in todo):
-                    memory = dnsnet.resolver_memory_mb(resolvers)
-                try:
+                with unbound.instances(live, plan, pool[:n], authority.ip, ctx.work_dir,
+                                       roundrobin=p["resolver_roundrobin"]) as resolvers:
+                    started.append({"resolvers": n,
+                                    "start_s": round(time.monotonic() - t_start, 2)})
+                    if n == largest:
+                        memory = dnsnet.resolver_memory_mb(resolvers)
                     dealt = population.respread(population.with_behaviour(users, pick),
                                                 pool[:n], spread, p["zipf_s"], ctx.seed)
                     t0, rows = dnsnet.run_population(live, dealt, p["duration_s"],
                                                      ctx.work_dir, rate=p["rate"],
                                                      seed=ctx.seed)
-                finally:
-                    unbound.stop_resolvers(resolvers)
                 dnsnet.record_population(ctx, rows, t0, variant, ttl_s=p["ttl_s"],
                                          resolvers=n, pick=pick, resolver_skew=skew)
                 dnsnet.check_addresses(ctx, variant, rows, seen)

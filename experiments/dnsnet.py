@@ -83,30 +83,45 @@ def start_clients(live, jobs: list[ClientJob], duration_s: float, work_dir: Path
     return start_at, running
 
 
+def _wait_client(proc, out: Path, timeout_s: float, what: str) -> None:
+    """Wait for a load generator (killed past `timeout_s`); a one-line LblabError unless it
+    exited 0 and wrote `out`."""
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    if proc.returncode != 0 or not out.exists():
+        raise LblabError(f"{what} failed (exit {proc.returncode}): "
+                         f"{err.decode(errors='replace').strip()[-300:]}")
+
+
+def _read_rows(out: Path, floats: tuple[str, ...], ints: tuple[str, ...],
+               bools: tuple[str, ...], **extra) -> list[dict]:
+    """A client's CSV rows with their types back (empty floats -> None, empty ints -> 0),
+    each with `extra`; the file is removed."""
+    rows = []
+    with open(out) as fh:
+        for row in csv.DictReader(fh):
+            for key in bools:
+                row[key] = row[key] == "True"
+            for key in floats:
+                row[key] = float(row[key]) if row[key] else None
+            for key in ints:
+                row[key] = int(row[key] or 0)
+            row.update(extra)
+            rows.append(row)
+    out.unlink(missing_ok=True)
+    return rows
+
+
 def collect_clients(running: list, duration_s: float, timeout_s: float = 3.0) -> list[dict]:
     """Wait for the clients and return their rows, each with its job's client and label."""
     rows = []
     for job, proc, out in running:
-        try:
-            _, err = proc.communicate(timeout=duration_s + timeout_s + 60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        if proc.returncode != 0 or not out.exists():
-            raise LblabError(f"DNS client on {job.client} failed (exit {proc.returncode}): "
-                             f"{err.decode(errors='replace')[-300:]}")
-        with open(out) as fh:
-            for row in csv.DictReader(fh):
-                row["ok"] = row["ok"] == "True"
-                row["epoch"] = float(row["epoch"])
-                row["t_s"] = float(row["t_s"])
-                row["latency_ms"] = float(row["latency_ms"]) if row["latency_ms"] else None
-                row["resolve_ms"] = float(row["resolve_ms"]) if row["resolve_ms"] else None
-                row["bytes"] = int(row["bytes"] or 0)
-                row["client"] = job.client
-                row.update(job.label)
-                rows.append(row)
-        out.unlink(missing_ok=True)
+        _wait_client(proc, out, duration_s + timeout_s + 60, f"DNS client on {job.client}")
+        rows += _read_rows(out, ("epoch", "t_s", "latency_ms", "resolve_ms"), ("bytes",),
+                           ("ok",), client=job.client, **job.label)
     return rows
 
 
@@ -235,7 +250,7 @@ def start_population(live, users: list, duration_s: float, work_dir: Path, *, ra
         by_host.setdefault(population_host(u.region), []).append(u)
     start_at = time.time() + start_in_s
     running = []
-    for i, (host, group) in enumerate(sorted(by_host.items())):
+    for host, group in sorted(by_host.items()):
         tag = f"{host}-{os.getpid()}-{time.time_ns()}"
         spec = Path(work_dir) / f"users-{tag}.json"
         spec.write_text(json.dumps([{"name": u.name, "ip": str(u.ip), "subnet": str(u.subnet),
@@ -262,31 +277,18 @@ def collect_population(live, running: list, duration_s: float, timeout_s: float 
     rows = []
     for host, region, proc, spec, out, stats in running:
         try:
-            _, err = proc.communicate(timeout=duration_s + timeout_s * 4 + 60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        spec.unlink(missing_ok=True)
-        if proc.returncode != 0 or not out.exists():
-            raise LblabError(f"population client on {host} failed (exit {proc.returncode}): "
-                             f"{err.decode(errors='replace').strip()[-300:]}")
+            _wait_client(proc, out, duration_s + timeout_s * 4 + 60,
+                         f"population client on {host}")
+        finally:
+            spec.unlink(missing_ok=True)
         if stats.exists():
             kept = getattr(live, "client_stats", None)
             if kept is not None:
                 kept.append({"host": host, **json.loads(stats.read_text())})
             stats.unlink()
-        with open(out) as fh:
-            for row in csv.DictReader(fh):
-                row["ok"] = row["ok"] == "True"
-                row["cached"] = row["cached"] == "True"
-                for key in ("epoch", "t_s", "latency_ms", "resolve_ms", "start_lag_ms"):
-                    row[key] = float(row[key]) if row[key] else None
-                row["bytes"] = int(row["bytes"] or 0)
-                row["tries"] = int(row["tries"] or 0)
-                row["client"] = host
-                row["user_region"] = region
-                rows.append(row)
-        out.unlink(missing_ok=True)
+        rows += _read_rows(out, ("epoch", "t_s", "latency_ms", "resolve_ms", "start_lag_ms"),
+                           ("bytes", "tries"), ("ok", "cached"), client=host,
+                           user_region=region)
     return rows
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,23 @@ stub-zone:
 """
 
 
+def _spawn(live, plan: NetworkPlan, host: str, ip: str, name: str, ecs: bool,
+           authority_ip: str, work_dir: Path, **config) -> Resolver:
+    """One unbound `name` on `ip` in `host`, started (not yet checked). Every emulated
+    subnet and every population's users may query it."""
+    scen = plan.scenario
+    allow = [str(r.subnet) for r in scen.regions] + [str(d.subnet) for d in scen.dcs] + \
+        [str(r.population.user_prefix) for r in scen.populations]
+    conf = work_dir / f"unbound-{name}.conf"
+    conf.write_text(unbound_config(
+        ip=ip, name=name, work_dir=work_dir, authority_ip=authority_ip, allow=allow, ecs=ecs,
+        cache_min_ttl_s=scen.dns.cache_min_ttl_s, cache_max_ttl_s=scen.dns.cache_max_ttl_s,
+        **config))
+    proc = live.spawn(host, ["unbound", "-d", "-c", str(conf)],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Resolver(host, ip, ecs, proc, conf)
+
+
 def start_resolvers(live, plan: NetworkPlan, authority_ip: str, work_dir: Path, *,
                     ecs: bool | None = None, roundrobin: bool = True,
                     hosts: list[str] | None = None) -> dict[str, Resolver]:
@@ -92,21 +110,14 @@ def start_resolvers(live, plan: NetworkPlan, authority_ip: str, work_dir: Path, 
     own setting. Every emulated subnet may query (clients of other regions can be sent to
     a distant shared resolver)."""
     scen = plan.scenario
-    allow = [str(r.subnet) for r in scen.regions] + [str(d.subnet) for d in scen.dcs]
     work_dir = Path(work_dir)
     out = {}
     for host in plan.by_role("resolver"):
         if hosts is not None and host.name not in hosts:
             continue
         use_ecs = scen.region(host.site).ecs if ecs is None else ecs
-        conf = work_dir / f"unbound-{host.name}.conf"
-        conf.write_text(unbound_config(
-            ip=str(host.ip), name=host.name, work_dir=work_dir, authority_ip=authority_ip,
-            allow=allow, ecs=use_ecs, cache_min_ttl_s=scen.dns.cache_min_ttl_s,
-            cache_max_ttl_s=scen.dns.cache_max_ttl_s, roundrobin=roundrobin))
-        proc = live.spawn(host.name, ["unbound", "-d", "-c", str(conf)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out[host.name] = Resolver(host.name, str(host.ip), use_ecs, proc, conf)
+        out[host.name] = _spawn(live, plan, host.name, str(host.ip), host.name, use_ecs,
+                                authority_ip, work_dir, roundrobin=roundrobin)
     for res in out.values():
         try:
             live.wait_until(res.host, f"dig +time=1 +tries=1 @{res.ip} lblab.test SOA "
@@ -133,23 +144,12 @@ def start_instances(live, plan: NetworkPlan, specs, authority_ip: str, work_dir:
     local there), querying the authority from that address; ready when every one answers
     (all checked at once from the resolver host, lab/dnsproc.py `ready`). Their configs and
     logs go to WORK_DIR/resolvers/ (hundreds of files)."""
-    scen = plan.scenario
-    allow = [str(r.subnet) for r in scen.regions] + [str(d.subnet) for d in scen.dcs] + \
-        [str(r.population.user_prefix) for r in scen.populations]
     work_dir = Path(work_dir) / "resolvers"
     work_dir.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for spec in specs:
-        host = f"lbd-{spec.region}"
-        conf = work_dir / f"unbound-{spec.name}.conf"
-        conf.write_text(unbound_config(
-            ip=str(spec.ip), name=spec.name, work_dir=work_dir, authority_ip=authority_ip,
-            allow=allow, ecs=spec.ecs, cache_min_ttl_s=scen.dns.cache_min_ttl_s,
-            cache_max_ttl_s=scen.dns.cache_max_ttl_s, roundrobin=roundrobin,
-            outgoing=str(spec.ip), small=True))
-        proc = live.spawn(host, ["unbound", "-d", "-c", str(conf)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out[spec.name] = Resolver(host, str(spec.ip), spec.ecs, proc, conf)
+    out = {spec.name: _spawn(live, plan, f"lbd-{spec.region}", str(spec.ip), spec.name,
+                             spec.ecs, authority_ip, work_dir, roundrobin=roundrobin,
+                             outgoing=str(spec.ip), small=True)
+           for spec in specs}
     by_host: dict[str, list[str]] = {}
     for res in out.values():
         by_host.setdefault(res.host, []).append(res.ip)
@@ -169,6 +169,16 @@ def start_instances(live, plan: NetworkPlan, specs, authority_ip: str, work_dir:
 
 def stop_resolvers(resolvers: dict[str, Resolver]) -> None:
     stop_processes(r.proc for r in resolvers.values())
+
+
+@contextmanager
+def instances(live, plan: NetworkPlan, specs, authority_ip: str, work_dir: Path, **kw):
+    """start_instances for the length of a `with` block; stopped however it ends."""
+    resolvers = start_instances(live, plan, specs, authority_ip, work_dir, **kw)
+    try:
+        yield resolvers
+    finally:
+        stop_resolvers(resolvers)
 
 
 def resolve(live, host: str, resolver_ip: str, name: str,

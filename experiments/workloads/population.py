@@ -42,11 +42,11 @@ import dns.rcode
 import dns.rdatatype
 
 from experiments.workloads.search import client_stats, one_request, raise_fd_limit, run_loop
+from topologies.scenario import BEHAVIOURS
 
 FIELDS = ("epoch", "t_s", "user", "user_ip", "user_subnet", "resolver", "behaviour",
           "cached", "resolve_ms", "answers", "dst", "tries", "latency_ms", "ok", "error",
           "status", "bytes", "backend", "dc", "seen_as", "start_lag_ms")
-BEHAVIOURS = ("random", "first", "retry-next")
 
 
 def schedule(n_users: int, rate: float, duration: float, seed: int) -> list[tuple[float, int]]:

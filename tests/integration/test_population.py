@@ -70,12 +70,8 @@ def test_users_are_real_addresses_placed_by_what_the_authority_sees(lblab_clean,
         start_http_backends(live, plan)
         live.start_health_checks()
         auth = dns.start_authority(live, plan, config, tmp_path)
-        resolvers = unbound.start_instances(live, plan, population.all_resolvers(scen),
-                                            auth.ip, tmp_path)
-        try:
+        with unbound.instances(live, plan, population.all_resolvers(scen), auth.ip, tmp_path):
             rows = _run(live, users, tmp_path)
-        finally:
-            unbound.stop_resolvers(resolvers)
         assert all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]][:5]
         seen = dnsnet.addresses_seen(rows)
         assert seen["backend_saw_user_ip"] == len(rows), "a backend saw another address"
@@ -93,12 +89,9 @@ def test_users_are_real_addresses_placed_by_what_the_authority_sees(lblab_clean,
         assert public_na, "no na user behind the public resolver sent a request"
 
         # the same public resolver forwarding ECS: its na users go to their nearest DC
-        with_ecs = unbound.start_instances(live, plan, [dataclasses.replace(pub, ecs=True)],
-                                           auth.ip, tmp_path / "ecs")
-        try:
+        with unbound.instances(live, plan, [dataclasses.replace(pub, ecs=True)], auth.ip,
+                               tmp_path / "ecs"):
             rows = _run(live, [u for u in users if u.resolver == pub.name], tmp_path)
-        finally:
-            unbound.stop_resolvers(with_ecs)
         assert all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]][:5]
         for r in rows:
             assert r["dc"] == config.nearest_dc(by_name[r["user"]].region), r
@@ -165,17 +158,14 @@ def test_retry_next_users_survive_a_dead_dc_that_first_users_lose(lblab_clean, t
         backends = start_http_backends(live, plan)
         auth = dns.start_authority(live, plan, config, tmp_path, probe=False)
         stop_processes(backends["us1"])
-        resolvers = unbound.start_instances(live, plan, [r for v in own.values() for r in v],
-                                            auth.ip, tmp_path)
-        try:
+        with unbound.instances(live, plan, [r for v in own.values() for r in v], auth.ip,
+                               tmp_path):
             _, retry = dnsnet.run_population(live, population.with_behaviour(users,
                                                                              "retry-next"),
                                              3.0, tmp_path, rate=0.5, seed=3,
                                              retry_delay_s=0.5)
             _, first = dnsnet.run_population(live, population.with_behaviour(users, "first"),
                                              3.0, tmp_path, rate=0.5, seed=3)
-        finally:
-            unbound.stop_resolvers(resolvers)
     assert all(r["ok"] and r["dc"] == "eu1" for r in retry), \
         [(r["answers"], r["error"]) for r in retry if not r["ok"]][:5]
     dead_first = [r for r in retry if r["answers"].split()[0] == dead]

@@ -305,17 +305,16 @@ def test_geo_pop_summary_counts_nearest_per_user_region_and_resolver_kind():
     to_dc = dnsnet.dc_of_address(config)
     vip = {d.name: str(d.vip) for d in config.dcs}
     rows = [  # na user behind its own resolver -> us1; behind the public one -> eu1
-        {"user": "na-u1", "resolver": "lbd-na-r1", "dst": vip["us1"], "ok": True,
-         "latency_ms": 10.0},
-        {"user": "na-u2", "resolver": "lbd-eu-pub", "dst": vip["eu1"], "ok": True,
-         "latency_ms": 90.0},
-        {"user": "na-u2", "resolver": "lbd-eu-pub", "dst": vip["eu1"], "ok": True,
-         "latency_ms": 100.0},
-        {"user": "eu-u1", "resolver": "lbd-eu-pub", "dst": vip["eu1"], "ok": False,
-         "latency_ms": 3000.0}]
-    region_of = {"na-u1": "na", "na-u2": "na", "eu-u1": "eu"}
+        {"user": "na-u1", "user_region": "na", "resolver": "lbd-na-r1", "dst": vip["us1"],
+         "ok": True, "latency_ms": 10.0},
+        {"user": "na-u2", "user_region": "na", "resolver": "lbd-eu-pub", "dst": vip["eu1"],
+         "ok": True, "latency_ms": 90.0},
+        {"user": "na-u2", "user_region": "na", "resolver": "lbd-eu-pub", "dst": vip["eu1"],
+         "ok": True, "latency_ms": 100.0},
+        {"user": "eu-u1", "user_region": "eu", "resolver": "lbd-eu-pub", "dst": vip["eu1"],
+         "ok": False, "latency_ms": 3000.0}]
     out = {(r["resolver_kind"], r["user_region"]): r for r in
-           summarize(rows, config, to_dc, "lbd-eu-pub", "eu", region_of, {"variant": "v"})}
+           summarize(rows, config, to_dc, "lbd-eu-pub", "eu", {"variant": "v"})}
     assert out[("own", "na")]["dc_chosen_pct_nearest"] == 100.0
     assert out[("public", "na")]["dc_chosen_pct_nearest"] == 0.0
     assert out[("public", "all")]["dc_chosen_pct_nearest"] == 33.3
