@@ -190,5 +190,5 @@ EXPERIMENT = Experiment(
     expected_s={"quick": 75, "full": 200},
     key_columns=("variant",),
     tolerances=TOLERANCES,
-    renderer="experiments.report.dns:render_failover_pop",
+    renderer="experiments.report.dnspop:render_failover_pop",
 )

@@ -163,5 +163,5 @@ EXPERIMENT = Experiment(
     expected_s={"quick": 55, "full": 170},
     key_columns=("variant", "resolver_kind", "user_region"),
     tolerances=TOLERANCES,
-    renderer="experiments.report.dns:render_geo_pop",
+    renderer="experiments.report.dnspop:render_geo_pop",
 )

@@ -170,6 +170,6 @@ EXPERIMENT = Experiment(
     expected_s={"quick": 110, "full": 330},
     key_columns=("variant", "share_rank"),
     tolerances=TOLERANCES,
-    renderer="experiments.report.dns:render_rr_pop",
+    renderer="experiments.report.dnspop:render_rr_pop",
     comparable=by_share_rank,
 )

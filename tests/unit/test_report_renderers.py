@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from experiments.report import build_report, dns, gre, rtt, vip
+from experiments.report import build_report, dns, dnspop, gre, rtt, vip
 from experiments.report.core import Figure
 from report_helpers import hashing_rows, make_run, rtt_rows
 
@@ -124,18 +124,18 @@ def test_dns_rr_pop_readings_follow_the_herd_numbers():
     good = pop_summary({("random", "uniform", 1): 1.1, ("random", "uniform", 100): 1.15,
                         ("first", "uniform", 1): 3.0, ("first", "uniform", 10): 1.4,
                         ("first", "uniform", 100): 1.1, ("first", "zipf1", 100): 1.5})
-    per = dns.pop_variants(good)
+    per = dnspop.pop_variants(good)
     # 100 requests per bin, p = 1/3: (1/3 + 3 * 0.0471) * 3 = 1.424
     assert round(per["noise_bound"].iloc[0], 3) == 1.424
-    out = text(dns.pop_readings(per))
+    out = text(dnspop.pop_readings(per))
     assert "contradicts" not in out
     assert "the herd number is 3 at 1, 1.4 at 10, 1.1 at 100 resolver(s)" in out
     assert "zipf1 spread 1.5 against uniform 1.1" in out and "keep more of the herd" in out
     flat = pop_summary({("random", "uniform", 1): 2.2, ("first", "uniform", 1): 1.2,
                         ("first", "uniform", 100): 1.3})
-    out = text(dns.pop_readings(dns.pop_variants(flat)))
+    out = text(dnspop.pop_readings(dnspop.pop_variants(flat)))
     assert out.count("contradicts") == 3   # random herds, no herd at 1, no shrink
-    assert isinstance(dns.pop_figure(per), Figure)
+    assert isinstance(dnspop.pop_figure(per), Figure)
 
 
 def geo_pop_summary(ecs_pct=99.0, noecs_all_pct=67.0) -> pd.DataFrame:
@@ -156,16 +156,16 @@ def geo_pop_summary(ecs_pct=99.0, noecs_all_pct=67.0) -> pd.DataFrame:
 
 
 def test_dns_geo_pop_readings():
-    good = text(dns.geo_pop_readings(geo_pop_summary()))
+    good = text(dnspop.geo_pop_readings(geo_pop_summary()))
     assert "contradicts" not in good
     assert "with ECS reached their nearest DC in 99% of requests" in good
     assert "without ECS 100% of their requests went to the public resolver's nearest DC" in good
     assert "100% with nobody behind the public resolver, 67% at 50% behind it" in good
     assert "share0.5-ecs: even with ECS the public resolver's users waited 100 ms at the " \
            "median against 14 ms" in good
-    bad = text(dns.geo_pop_readings(geo_pop_summary(ecs_pct=60.0, noecs_all_pct=99.0)))
+    bad = text(dnspop.geo_pop_readings(geo_pop_summary(ecs_pct=60.0, noecs_all_pct=99.0)))
     assert bad.count("contradicts") == 2
-    assert isinstance(dns.geo_pop_figure(geo_pop_summary()), Figure)
+    assert isinstance(dnspop.geo_pop_figure(geo_pop_summary()), Figure)
 
 
 def failover_pop_summary(retry_failed=0.2, geo_last=5.0) -> pd.DataFrame:
@@ -179,16 +179,16 @@ def failover_pop_summary(retry_failed=0.2, geo_last=5.0) -> pd.DataFrame:
 
 
 def test_dns_failover_pop_readings():
-    good = text(dns.failover_pop_readings(failover_pop_summary()))
+    good = text(dnspop.failover_pop_readings(failover_pop_summary()))
     assert "contradicts" not in good
     assert "all-retry-next: 0.2% of requests failed (under 1% expected) and the p99 " \
            "latency grew by 1010 ms" in good
     assert "geo-retry-next: one answer, nothing to retry: 40% of requests failed, the last " \
            "5 s after the failure (detection + TTL = 6.5 s)" in good
-    bad = text(dns.failover_pop_readings(failover_pop_summary(retry_failed=5.0,
+    bad = text(dnspop.failover_pop_readings(failover_pop_summary(retry_failed=5.0,
                                                               geo_last=12.0)))
     assert bad.count("contradicts") == 2
-    assert isinstance(dns.failover_pop_figure(failover_pop_summary()), Figure)
+    assert isinstance(dnspop.failover_pop_figure(failover_pop_summary()), Figure)
 
 
 def geo_summary(ecs_pct=100.0, ecs_latency=20.0):
