@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from topologies.system import InputError
+from topologies.fields import (Fields, ScenarioError, as_address, as_boolean, as_count,
+                               as_subnet, as_subnet_any)
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 # Site names end up inside interface names (15-byte kernel limit), hence short.
@@ -35,10 +36,6 @@ BEHAVIOURS = ("random", "first", "retry-next")
 SPREADS = ("uniform", "zipf")
 MAX_USERS = 20000          # per region: one client host emulates them all
 MAX_RESOLVERS = 200        # per region: unbound processes on the region's resolver host
-
-
-class ScenarioError(InputError):
-    """A scenario file is wrong: one line, file + field + problem, exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -182,96 +179,9 @@ class Scenario:
         return next(d for d in self.dcs if d.name == name)
 
 
-class _Fields:
-    """Reads one mapping of a scenario, tracking the field path for error messages."""
-
-    def __init__(self, source: str, path: str, data: Any, allowed: set[str]):
-        self.source, self.path = source, path
-        if not isinstance(data, dict):
-            self.fail(f"expected a mapping, got {type(data).__name__}")
-        unknown = sorted(set(map(str, data)) - allowed)
-        if unknown:
-            self.fail(f"unknown key '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})",
-                      sub=unknown[0])
-        self.data = data
-
-    def fail(self, problem: str, sub: str | None = None):
-        where = f"{self.path}.{sub}" if sub and self.path else (sub or self.path or "top level")
-        raise ScenarioError(f"{self.source}: {where}: {problem}")
-
-    def get(self, key: str, kind, default: Any = ...):
-        if key not in self.data:
-            if default is ...:
-                self.fail("missing required key", sub=key)
-            return default
-        value = self.data[key]
-        try:
-            return kind(value)
-        except (TypeError, ValueError) as exc:
-            self.fail(f"{_describe(exc, value)}", sub=key)
-
-    def number(self, key: str, default: Any = ..., minimum: float = 0.0,
-               maximum: float | None = None) -> float:
-        value = self.get(key, _number, default)
-        if value is None:
-            return value
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum:g} and {maximum:g}" if maximum is not None \
-                else f">= {minimum:g}"
-            self.fail(f"must be {bound}, got {value:g}", sub=key)
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.get(key, str, default)
-        if value not in choices:
-            self.fail(f"'{value}' is not one of {', '.join(choices)}", sub=key)
-        return value
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected a whole number, got {value!r}")
-    return value
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _subnet(value: Any) -> ipaddress.IPv4Network:
-    if not isinstance(value, str):
-        raise ValueError(f"expected an IPv4 subnet like 10.1.0.0/24, got {value!r}")
-    try:
-        net = ipaddress.IPv4Network(value, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"bad IPv4 subnet {value!r}: {exc}") from None
-    if net.prefixlen > 26:
-        raise ValueError(f"subnet {value} is too small (lblab needs /26 or larger)")
-    return net
-
-
-def _address(value: Any) -> ipaddress.IPv4Address:
-    try:
-        return ipaddress.IPv4Address(value)
-    except ValueError:
-        raise ValueError(f"bad IPv4 address {value!r}") from None
-
-
-def _describe(exc: Exception, value: Any) -> str:
-    return str(exc) or f"bad value {value!r}"
-
-
 def parse(data: Any, source: str) -> Scenario:
     """Validate a scenario mapping (already loaded from YAML) into a `Scenario`."""
-    top = _Fields(source, "", data, {"name", "description", "regions", "dcs", "links", "dns",
+    top = Fields(source, "", data, {"name", "description", "regions", "dcs", "links", "dns",
                                      "wan_pool", "lan_bw_mbps"})
     name = top.get("name", str)
     description = top.get("description", str, "")
@@ -281,7 +191,7 @@ def parse(data: Any, source: str) -> Scenario:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         top.fail(f"site name '{sorted(dup)[0]}' is used by both a region and a DC", sub="dcs")
-    wan_pool = top.get("wan_pool", _subnet_any, ipaddress.IPv4Network("10.255.0.0/16"))
+    wan_pool = top.get("wan_pool", as_subnet_any, ipaddress.IPv4Network("10.255.0.0/16"))
     _check_overlaps(top, regions, dcs, wan_pool)
     links = _parse_links(source, top.get("links", list), set(names))
     dns = _parse_dns(source, top.get("dns", dict, {}), regions, names)
@@ -294,7 +204,7 @@ def parse(data: Any, source: str) -> Scenario:
 
 
 def _parse_dns(source: str, data: Any, regions: list[Region], names: list[str]) -> Dns:
-    f = _Fields(source, "dns", data, {"authority", "policy", "ttl_s", "cache_min_ttl_s",
+    f = Fields(source, "dns", data, {"authority", "policy", "ttl_s", "cache_min_ttl_s",
                                       "cache_max_ttl_s", "answers", "shared_resolver",
                                       "public_resolver"})
     authority = f.get("authority", str, names[len(regions)] if len(names) > len(regions)
@@ -324,13 +234,13 @@ def _parse_dns(source: str, data: Any, regions: list[Region], names: list[str]) 
 
 
 def _parse_public_resolver(source: str, data: Any, regions: list[Region]) -> PublicResolver:
-    f = _Fields(source, "dns.public_resolver", data, {"site", "ecs"})
+    f = Fields(source, "dns.public_resolver", data, {"site", "ecs"})
     hosts = [r.name for r in regions if r.population is not None and r.resolver]
     site = f.get("site", str)
     if site not in hosts:
         f.fail(f"'{site}' is not a region with a population and a resolver host (those "
                f"are: {', '.join(hosts) or 'none'})", sub="site")
-    return PublicResolver(site=site, ecs=f.get("ecs", _boolean, True))
+    return PublicResolver(site=site, ecs=f.get("ecs", as_boolean, True))
 
 
 def _name_list(value: Any) -> list[str]:
@@ -340,7 +250,7 @@ def _name_list(value: Any) -> list[str]:
 
 
 def _parse_shared_resolver(source: str, data: Any, regions: list[Region]) -> SharedResolver:
-    f = _Fields(source, "dns.shared_resolver", data, {"site", "clients_from", "clients"})
+    f = Fields(source, "dns.shared_resolver", data, {"site", "clients_from", "clients"})
     by_name = {r.name: r for r in regions}
     with_resolver = [r.name for r in regions if r.resolver]
     site = f.get("site", str)
@@ -358,7 +268,7 @@ def _parse_shared_resolver(source: str, data: Any, regions: list[Region]) -> Sha
             f.fail(f"'{name}' is the shared resolver's own region", sub=f"clients_from[{i}]")
     if len(set(raw)) != len(raw):
         f.fail("a region is listed twice", sub="clients_from")
-    clients = f.get("clients", _count, 1)
+    clients = f.get("clients", as_count, 1)
     fewest = min(by_name[n].clients for n in raw)
     if not 1 <= clients <= fewest:
         f.fail(f"must be between 1 and {fewest} (clients of the smallest listed region), "
@@ -366,14 +276,7 @@ def _parse_shared_resolver(source: str, data: Any, regions: list[Region]) -> Sha
     return SharedResolver(site=site, clients_from=tuple(raw), clients=clients)
 
 
-def _subnet_any(value: Any) -> ipaddress.IPv4Network:
-    try:
-        return ipaddress.IPv4Network(value, strict=True)
-    except (ValueError, TypeError):
-        raise ValueError(f"bad IPv4 subnet {value!r}") from None
-
-
-def _site_name(fields: _Fields, name: Any) -> str:
+def _site_name(fields: Fields, name: Any) -> str:
     if not isinstance(name, str) or not SITE_NAME.match(name):
         fields.fail(f"bad site name {name!r}: use 1-4 lowercase letters/digits, starting "
                     "with a letter (names end up in 15-character interface names)", sub=str(name))
@@ -381,18 +284,18 @@ def _site_name(fields: _Fields, name: Any) -> str:
 
 
 def _parse_regions(source: str, data: dict) -> list[Region]:
-    holder = _Fields(source, "regions", data, set(map(str, data)))
+    holder = Fields(source, "regions", data, set(map(str, data)))
     if not data:
         holder.fail("at least one region is needed")
     out = []
     for name, spec in data.items():
         _site_name(holder, name)
-        f = _Fields(source, f"regions.{name}", spec, {"subnet", "clients", "resolver", "ecs",
+        f = Fields(source, f"regions.{name}", spec, {"subnet", "clients", "resolver", "ecs",
                                                       "population"})
-        clients = f.get("clients", _count, 2)
+        clients = f.get("clients", as_count, 2)
         if not 1 <= clients <= 40:
             f.fail(f"must be between 1 and 40, got {clients}", sub="clients")
-        resolver = f.get("resolver", _boolean, True)
+        resolver = f.get("resolver", as_boolean, True)
         population = None
         if f.data.get("population") is not None:
             if not resolver:
@@ -400,31 +303,31 @@ def _parse_regions(source: str, data: dict) -> list[Region]:
                        "resolvers run there", sub="population")
             population = _parse_population(source, f"regions.{name}.population",
                                            f.data["population"])
-        out.append(Region(name=name, subnet=f.get("subnet", _subnet), clients=clients,
-                          resolver=resolver, ecs=f.get("ecs", _boolean, True),
+        out.append(Region(name=name, subnet=f.get("subnet", as_subnet), clients=clients,
+                          resolver=resolver, ecs=f.get("ecs", as_boolean, True),
                           population=population))
     return out
 
 
 def _parse_population(source: str, path: str, data: Any) -> Population:
-    f = _Fields(source, path, data, {"users", "user_prefix", "resolvers", "spread", "zipf_s",
+    f = Fields(source, path, data, {"users", "user_prefix", "resolvers", "spread", "zipf_s",
                                      "users_per_subnet", "public_share", "behaviours",
                                      "stub_cache", "rate_rps", "retry_delay_s"})
-    users = f.get("users", _count)
+    users = f.get("users", as_count)
     if not 1 <= users <= MAX_USERS:
         f.fail(f"must be between 1 and {MAX_USERS}, got {users}", sub="users")
-    prefix = f.get("user_prefix", _subnet_any)
+    prefix = f.get("user_prefix", as_subnet_any)
     if prefix.prefixlen > 23:
         f.fail(f"{prefix} is too small: the first /24 holds the resolvers, users need at "
                "least one more (use /23 or larger)", sub="user_prefix")
-    per_subnet = f.get("users_per_subnet", _count, 50)
+    per_subnet = f.get("users_per_subnet", as_count, 50)
     if not 1 <= per_subnet <= 250:
         f.fail(f"must be between 1 and 250, got {per_subnet}", sub="users_per_subnet")
     room = 2 ** (24 - prefix.prefixlen) - 1
     if -(-users // per_subnet) > room:
         f.fail(f"{users} users at {per_subnet} per /24 need {-(-users // per_subnet)} /24 "
                f"subnets; {prefix} has {room} after the resolvers'", sub="user_prefix")
-    resolvers = f.get("resolvers", _count, 1)
+    resolvers = f.get("resolvers", as_count, 1)
     if not 1 <= resolvers <= MAX_RESOLVERS:
         f.fail(f"must be between 1 and {MAX_RESOLVERS}, got {resolvers}", sub="resolvers")
     return Population(
@@ -432,12 +335,12 @@ def _parse_population(source: str, path: str, data: Any) -> Population:
         spread=f.choice("spread", SPREADS, "uniform"),
         zipf_s=f.number("zipf_s", 1.0, minimum=0, maximum=5), users_per_subnet=per_subnet,
         public_share=f.number("public_share", 0.0, minimum=0, maximum=1),
-        behaviours=_behaviours(f), stub_cache=f.get("stub_cache", _boolean, False),
+        behaviours=_behaviours(f), stub_cache=f.get("stub_cache", as_boolean, False),
         rate_rps=f.number("rate_rps", 0.05, minimum=0.0001, maximum=100),
         retry_delay_s=f.number("retry_delay_s", 1.0, minimum=0.01, maximum=60))
 
 
-def _behaviours(f: _Fields) -> tuple[tuple[str, float], ...]:
+def _behaviours(f: Fields) -> tuple[tuple[str, float], ...]:
     """`behaviours`: a mapping behaviour -> weight (weights > 0, normalised), or one name."""
     raw = f.data.get("behaviours", {"random": 1})
     if isinstance(raw, str):
@@ -458,24 +361,24 @@ def _behaviours(f: _Fields) -> tuple[tuple[str, float], ...]:
 
 
 def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
-    holder = _Fields(source, "dcs", data, set(map(str, data)))
+    holder = Fields(source, "dcs", data, set(map(str, data)))
     if not data:
         holder.fail("at least one DC is needed")
     out = []
     for name, spec in data.items():
         _site_name(holder, name)
-        f = _Fields(source, f"dcs.{name}", spec, {"subnet", "vip", "backends", "capacity_rps",
+        f = Fields(source, f"dcs.{name}", spec, {"subnet", "vip", "backends", "capacity_rps",
                                                   "mode", "algorithm", "conntrack",
                                                   "conntrack_impl", "remote_backends",
                                                   "lbs", "hash_impl"})
-        subnet = f.get("subnet", _subnet)
-        vip = f.get("vip", _address)
+        subnet = f.get("subnet", as_subnet)
+        vip = f.get("vip", as_address)
         if vip not in subnet:
             f.fail(f"VIP {vip} is not inside the DC subnet {subnet}", sub="vip")
         if vip in (subnet.network_address, subnet.broadcast_address, subnet.network_address + 1):
             f.fail(f"VIP {vip} collides with the network, broadcast or router address",
                    sub="vip")
-        backends = f.get("backends", _count, 4)
+        backends = f.get("backends", as_count, 4)
         if not 1 <= backends <= 40:
             f.fail(f"must be between 1 and 40, got {backends}", sub="backends")
         lbs, mode, impl = _lb_tier(f)
@@ -483,7 +386,7 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
             name=name, subnet=subnet, vip=vip, backends=backends,
             capacity_rps=f.number("capacity_rps", 1000.0, minimum=1),
             mode=mode, algorithm=f.choice("algorithm", ALGORITHMS, "maglev"),
-            conntrack=f.get("conntrack", _boolean, True), conntrack_impl=impl,
+            conntrack=f.get("conntrack", as_boolean, True), conntrack_impl=impl,
             hash_impl=f.choice("hash_impl", HASH_IMPLS, "dp_hash"),
             remote_backends=tuple(f.get("remote_backends", _dc_name_list, [])), lbs=lbs))
         if out[-1].remote_backends and out[-1].mode != "gre":
@@ -501,10 +404,10 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
 MAX_LBS = 4
 
 
-def _lb_tier(f: _Fields) -> tuple[int, str, str]:
+def _lb_tier(f: Fields) -> tuple[int, str, str]:
     """`lbs`, `mode` and `conntrack_impl` of a DC, checked together: K > 1 LBs behind ECMP
     see one direction of each connection and any of them may get its next packet."""
-    lbs = f.get("lbs", _count, 1)
+    lbs = f.get("lbs", as_count, 1)
     if not 1 <= lbs <= MAX_LBS:
         f.fail(f"must be between 1 and {MAX_LBS}, got {lbs}", sub="lbs")
     mode = f.choice("mode", MODES, "nat")
@@ -526,7 +429,7 @@ def _dc_name_list(value: Any) -> list[str]:
     return list(value)
 
 
-def _check_overlaps(top: _Fields, regions: list[Region], dcs: list[DataCenter],
+def _check_overlaps(top: Fields, regions: list[Region], dcs: list[DataCenter],
                     wan_pool: ipaddress.IPv4Network) -> None:
     nets = [(f"regions.{r.name}.subnet", r.subnet) for r in regions] + \
         [(f"dcs.{d.name}.subnet", d.subnet) for d in dcs] + \
@@ -542,7 +445,7 @@ def _check_overlaps(top: _Fields, regions: list[Region], dcs: list[DataCenter],
 def _parse_links(source: str, data: list, sites: set[str]) -> list[Link]:
     out, seen = [], set()
     for i, spec in enumerate(data):
-        f = _Fields(source, f"links[{i}]", spec, {"a", "b", "delay_ms", "bw_mbps", "loss_pct"})
+        f = Fields(source, f"links[{i}]", spec, {"a", "b", "delay_ms", "bw_mbps", "loss_pct"})
         ends = []
         for key in ("a", "b"):
             site = f.get(key, str)
@@ -562,7 +465,7 @@ def _parse_links(source: str, data: list, sites: set[str]) -> list[Link]:
     return out
 
 
-def _check_connected(top: _Fields, scenario: Scenario) -> None:
+def _check_connected(top: Fields, scenario: Scenario) -> None:
     """Every site must reach every other one over WAN links, or routing cannot work."""
     adjacency: dict[str, set[str]] = {s: set() for s in scenario.sites}
     for link in scenario.links:
