@@ -123,8 +123,8 @@ def run(ctx: Context) -> list[dict]:
                 with unbound.instances(live, plan, specs, authority.ip, ctx.work_dir):
                     start_at, running = dnsnet.start_population(
                         live, population.with_behaviour(users, behaviour), duration,
-                        ctx.work_dir, rate=p["rate"], seed=ctx.seed,
-                        retry_delay_s=p["retry_delay_s"])
+                        ctx.work_dir, rate=p["rate"] or None, seed=ctx.seed,
+                        retry_delay_s=p["retry_delay_s"] or None)
                     time.sleep(max(0.0, start_at + p["before_s"] - time.time()))
                     event = time.time()
                     stop_processes(backends[dc])
@@ -180,8 +180,10 @@ EXPERIMENT = Experiment(
                                                    "geo:retry-next"]),
             Param("ttl_s", 10, "TTL of the answers", quick=5),
             Param("resolvers_per_region", 10, "the regions' own resolvers used", quick=4),
-            Param("rate", 0.05, "requests per second per user"),
-            Param("retry_delay_s", 1.0, "retry-next: seconds before the next address"),
+            Param("rate", 0.0, "requests per second per user, open loop (0: each "
+                  "user's own request process from the scenario)"),
+            Param("retry_delay_s", 0.0, "retry-next: seconds before the next "
+                  "address (0: the scenario's retry_delay_s)"),
             Param("before_s", 4.0, "seconds of traffic before the failure", quick=3.0),
             Param("after_s", 3.0, "seconds of traffic after detect budget + TTL",
                   quick=1.0)),

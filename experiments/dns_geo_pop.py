@@ -112,7 +112,7 @@ def run(ctx: Context) -> list[dict]:
                 with unbound.instances(live, plan, specs, authority.ip, ctx.work_dir):
                     dealt = population.with_public_share(users, own, pub, share, ctx.seed)
                     t0, rows = dnsnet.run_population(live, dealt, p["duration_s"],
-                                                     ctx.work_dir, rate=p["rate"],
+                                                     ctx.work_dir, rate=p["rate"] or None,
                                                      seed=ctx.seed)
                 dnsnet.record_population(ctx, rows, t0, variant, ttl_s=p["ttl_s"],
                                          public_share=share, ecs=ecs)
@@ -156,7 +156,8 @@ EXPERIMENT = Experiment(
                   "resolver", quick=[0.0, 0.5]),
             Param("resolvers_per_region", 10, "the regions' own resolvers used", quick=4),
             Param("duration_s", 20.0, "seconds of traffic per variant", quick=8.0),
-            Param("rate", 0.05, "requests per second per user"),
+            Param("rate", 0.0, "requests per second per user, open loop (0: each "
+                  "user's own request process from the scenario)"),
             Param("ttl_s", 30, "TTL of the answers")),
     summary_columns=SUMMARY_COLUMNS,
     order=62,

@@ -106,7 +106,7 @@ def run(ctx: Context) -> list[dict]:
                     dealt = population.respread(population.with_behaviour(users, pick),
                                                 pool[:n], spread, p["zipf_s"], ctx.seed)
                     t0, rows = dnsnet.run_population(live, dealt, p["duration_s"],
-                                                     ctx.work_dir, rate=p["rate"],
+                                                     ctx.work_dir, rate=p["rate"] or None,
                                                      seed=ctx.seed)
                 dnsnet.record_population(ctx, rows, t0, variant, ttl_s=p["ttl_s"],
                                          resolvers=n, pick=pick, resolver_skew=skew)
@@ -161,7 +161,8 @@ EXPERIMENT = Experiment(
             Param("zipf_s", 1.0, "Zipf exponent of the skewed spread"),
             Param("ttl_s", 5, "TTL of the answers, seconds"),
             Param("duration_s", 30.0, "seconds of traffic per variant", quick=8.0),
-            Param("rate", 0.05, "requests per second per user"),
+            Param("rate", 0.0, "requests per second per user, open loop (0: each "
+                  "user's own request process from the scenario)"),
             Param("bin_s", 2.0, "time bin for the share over time"),
             Param("resolver_roundrobin", False, "unbound rrset-roundrobin (rotate cached "
                   "answers per reply)")),

@@ -226,45 +226,45 @@ def check_addresses(ctx, variant: str, rows: list[dict], seen: dict) -> None:
                  "requests the backend saw another address than the user's")
 
 
-def run_population(live, users: list, duration_s: float, work_dir: Path, *, rate: float,
-                   seed: int, start_in_s: float = 1.5, timeout_s: float = 3.0,
-                   retry_delay_s: float = 1.0) -> tuple[float, list[dict]]:
+def run_population(live, users: list, duration_s: float, work_dir: Path, *, seed: int,
+                   rate: float | None = None, start_in_s: float = 1.5,
+                   timeout_s: float = 3.0, retry_delay_s: float | None = None
+                   ) -> tuple[float, list[dict]]:
     """Every user's requests for `duration_s`: one population client per region's
     population host, all starting at one wall-clock instant (returned); their rows, each
-    with `client` (the host) and `user_region`."""
+    with `client` (the host) and `user_region`. Each user's request process is its own from
+    the scenario, or open loop at `rate` (and with `retry_delay_s`) where given."""
     start_at, running = start_population(live, users, duration_s, work_dir, rate=rate,
                                          seed=seed, start_in_s=start_in_s,
                                          timeout_s=timeout_s, retry_delay_s=retry_delay_s)
     return start_at, collect_population(live, running, duration_s, timeout_s)
 
 
-def start_population(live, users: list, duration_s: float, work_dir: Path, *, rate: float,
-                     seed: int, start_in_s: float = 1.5, timeout_s: float = 3.0,
-                     retry_delay_s: float = 1.0) -> tuple[float, list]:
+def start_population(live, users: list, duration_s: float, work_dir: Path, *, seed: int,
+                     rate: float | None = None, start_in_s: float = 1.5,
+                     timeout_s: float = 3.0, retry_delay_s: float | None = None
+                     ) -> tuple[float, list]:
     """run_population's first half: the clients started (they begin at the returned
     wall-clock instant), for collect_population; an experiment acts in between."""
     import json
     from topologies.plan import population_host
+    from topologies.population import with_process
     by_host: dict[str, list] = {}
-    for u in users:
+    for u in with_process(users, rate, retry_delay_s):
         by_host.setdefault(population_host(u.region), []).append(u)
     start_at = time.time() + start_in_s
     running = []
     for host, group in sorted(by_host.items()):
         tag = f"{host}-{os.getpid()}-{time.time_ns()}"
         spec = Path(work_dir) / f"users-{tag}.json"
-        spec.write_text(json.dumps([{"name": u.name, "ip": str(u.ip), "subnet": str(u.subnet),
-                                     "resolver": u.resolver, "resolver_ip": str(u.resolver_ip),
-                                     "behaviour": u.behaviour, "stub_cache": u.stub_cache,
-                                     "region": u.region} for u in group]))
+        spec.write_text(json.dumps([u.client_spec() for u in group]))
         out = Path(work_dir) / f"population-{tag}.csv"
         stats = Path(work_dir) / f"population-{tag}.json"
         proc = live.spawn(host, [
             sys.executable, "-m", "experiments.workloads.population", "--users", str(spec),
-            "--rate", str(rate), "--duration", str(duration_s),
+            "--duration", str(duration_s),
             "--seed", str(derive(seed, "population", host)), "--start-at", f"{start_at:.3f}",
-            "--timeout", str(timeout_s), "--retry-delay", str(retry_delay_s),
-            "--out", str(out), "--stats-out", str(stats)],
+            "--timeout", str(timeout_s), "--out", str(out), "--stats-out", str(stats)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(REPO_ROOT))
         running.append((host, group[0].region, proc, spec, out, stats))
     return start_at, running
@@ -297,9 +297,10 @@ def record_population(ctx, rows: list[dict], t0: float, variant: str, **extra) -
     for row in rows:
         ctx.record(variant=variant, t_s=round(row["epoch"] - t0, 4), src=row["client"],
                    src_region=row["user_region"], dst=row["dst"], dst_dc=row["dc"],
-                   vip=row["dst"], backend=row["backend"], workload="dns-search",
-                   latency_ms=row["latency_ms"], bytes=row["bytes"], ok=row["ok"],
-                   error=row["error"], user=row["user"], user_ip=row["user_ip"],
+                   vip=row["dst"], backend=row["backend"],
+                   workload=f"dns-{row['workload']}", latency_ms=row["latency_ms"],
+                   bytes=row["bytes"], ok=row["ok"], error=row["error"], user=row["user"],
+                   user_ip=row["user_ip"],
                    user_subnet=row["user_subnet"], resolver=row["resolver"],
                    behaviour=row["behaviour"], cached=row["cached"],
                    resolve_ms=row["resolve_ms"], tries=row["tries"], answers=row["answers"],

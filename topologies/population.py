@@ -12,7 +12,9 @@ a behaviour, the same for the same seed on every machine:
   `public_share` of the users (exactly, rounded) the public one, the rest the region's own,
   `uniform`ly (counts differ by at most one) or by Zipf (resolver k's share proportional to
   1 / k^s: a few big ISP resolvers serve most users), by largest remainder, then shuffled;
-- behaviours: the `behaviours` weights apportioned the same way and shuffled independently.
+- behaviours and workloads: the `behaviours` and `workloads` weights apportioned the same
+  way and shuffled independently; every user keeps its region's request process (rate or
+  think time, retry delay, upload size).
 
 The live network makes the addresses real (lab/population.py: AnyIP blocks on the region's
 first client host and its resolver host, routed by the region router).
@@ -49,6 +51,20 @@ class User:
     resolver_ip: ipaddress.IPv4Address
     behaviour: str
     stub_cache: bool
+    workload: str = "search"
+    rate_rps: float = 0.05         # open loop (think_time_s 0)
+    think_time_s: float = 0.0      # > 0: closed loop
+    retry_delay_s: float = 1.0
+    upload_kb: int = 256
+
+    def client_spec(self) -> dict:
+        """What the population client (experiments/workloads/population.py) reads."""
+        return {"name": self.name, "ip": str(self.ip), "subnet": str(self.subnet),
+                "resolver": self.resolver, "resolver_ip": str(self.resolver_ip),
+                "behaviour": self.behaviour, "stub_cache": self.stub_cache,
+                "region": self.region, "workload": self.workload, "rate": self.rate_rps,
+                "think_s": self.think_time_s, "retry_delay": self.retry_delay_s,
+                "upload_bytes": self.upload_kb * 1024}
 
 
 def region_resolvers(region: Region) -> list[ResolverSpec]:
@@ -123,13 +139,16 @@ def make_users(scenario: Scenario, seed: int) -> list[User]:
         resolvers = [r if r is not None else next(dealt) for r in chosen]
         names, weights = zip(*pop.behaviours)
         behaviours = _deal(rng, list(names), apportion(pop.users, list(weights)))
+        names, weights = zip(*pop.workloads)
+        workloads = _deal(rng, list(names), apportion(pop.users, list(weights)))
         subnets = list(pop.user_prefix.subnets(new_prefix=24))
         for i in range(pop.users):
             net = subnets[1 + i // pop.users_per_subnet]
             out.append(User(f"{region.name}-u{i + 1}", region.name, i,
                             net.network_address + 1 + i % pop.users_per_subnet, net,
                             resolvers[i].name, resolvers[i].ip, behaviours[i],
-                            pop.stub_cache))
+                            pop.stub_cache, workloads[i], pop.rate_rps, pop.think_time_s,
+                            pop.retry_delay_s, pop.upload_kb))
     return out
 
 
@@ -148,6 +167,16 @@ def with_behaviour(users: list[User], behaviour: str, stub_cache: bool | None = 
     """Every user with one behaviour (an experiment's variant)."""
     return [replace(u, behaviour=behaviour,
                     stub_cache=u.stub_cache if stub_cache is None else stub_cache)
+            for u in users]
+
+
+def with_process(users: list[User], rate_rps: float | None = None,
+                 retry_delay_s: float | None = None) -> list[User]:
+    """Every user with an experiment's request rate (open loop) and retry delay, where given;
+    None keeps each user's own from the scenario."""
+    return [replace(u, rate_rps=u.rate_rps if rate_rps is None else rate_rps,
+                    think_time_s=u.think_time_s if rate_rps is None else 0.0,
+                    retry_delay_s=u.retry_delay_s if retry_delay_s is None else retry_delay_s)
             for u in users]
 
 

@@ -33,6 +33,8 @@ DNS_POLICIES = ("all", "geo", "capacity")
 DNS_ANSWERS = ("first_backend", "vip")
 # What a user's machine does with the A records it gets (experiments/workloads/population.py)
 BEHAVIOURS = ("random", "first", "retry-next")
+# What a user's requests are: a short GET, or a POST of `upload_kb` (backends' /upload)
+POP_WORKLOADS = ("search", "upload")
 SPREADS = ("uniform", "zipf")
 MAX_USERS = 20000          # per region: one client host emulates them all
 MAX_RESOLVERS = 200        # per region: unbound processes on the region's resolver host
@@ -45,7 +47,9 @@ class Population:
     /24 holds the region's resolvers), uses one of the region's `resolvers` (spread over them
     `uniform`ly or by Zipf with exponent `zipf_s`), or with probability `public_share` the
     scenario's public resolver, picks addresses by one of `behaviours` (name -> weight), and
-    sends requests open-loop at `rate_rps` (Poisson)."""
+    sends one of `workloads` (name -> weight: `search`, or `upload` of `upload_kb`): open
+    loop at `rate_rps` (Poisson), or, when `think_time_s` is set, closed loop (each user
+    waits for its reply, then thinks for an exponential time of that mean)."""
     users: int
     user_prefix: ipaddress.IPv4Network
     resolvers: int = 1
@@ -57,6 +61,9 @@ class Population:
     stub_cache: bool = False
     rate_rps: float = 0.05
     retry_delay_s: float = 1.0
+    think_time_s: float = 0.0          # 0: open loop at rate_rps
+    workloads: tuple[tuple[str, float], ...] = (("search", 1.0),)
+    upload_kb: int = 256
 
     @property
     def resolver_subnet(self) -> ipaddress.IPv4Network:
@@ -312,7 +319,8 @@ def _parse_regions(source: str, data: dict) -> list[Region]:
 def _parse_population(source: str, path: str, data: Any) -> Population:
     f = Fields(source, path, data, {"users", "user_prefix", "resolvers", "spread", "zipf_s",
                                      "users_per_subnet", "public_share", "behaviours",
-                                     "stub_cache", "rate_rps", "retry_delay_s"})
+                                     "stub_cache", "rate_rps", "retry_delay_s",
+                                     "think_time_s", "workloads", "upload_kb"})
     users = f.get("users", as_count)
     if not 1 <= users <= MAX_USERS:
         f.fail(f"must be between 1 and {MAX_USERS}, got {users}", sub="users")
@@ -330,31 +338,41 @@ def _parse_population(source: str, path: str, data: Any) -> Population:
     resolvers = f.get("resolvers", as_count, 1)
     if not 1 <= resolvers <= MAX_RESOLVERS:
         f.fail(f"must be between 1 and {MAX_RESOLVERS}, got {resolvers}", sub="resolvers")
+    if "think_time_s" in f.data and "rate_rps" in f.data:
+        f.fail("give rate_rps (open loop) or think_time_s (closed loop), not both",
+               sub="think_time_s")
+    upload_kb = f.get("upload_kb", as_count, 256)
+    if not 1 <= upload_kb <= 100_000:
+        f.fail(f"must be between 1 and 100000 (KB), got {upload_kb}", sub="upload_kb")
     return Population(
         users=users, user_prefix=prefix, resolvers=resolvers,
         spread=f.choice("spread", SPREADS, "uniform"),
         zipf_s=f.number("zipf_s", 1.0, minimum=0, maximum=5), users_per_subnet=per_subnet,
         public_share=f.number("public_share", 0.0, minimum=0, maximum=1),
-        behaviours=_behaviours(f), stub_cache=f.get("stub_cache", as_boolean, False),
+        behaviours=_weights(f, "behaviours", BEHAVIOURS),
+        stub_cache=f.get("stub_cache", as_boolean, False),
         rate_rps=f.number("rate_rps", 0.05, minimum=0.0001, maximum=100),
-        retry_delay_s=f.number("retry_delay_s", 1.0, minimum=0.01, maximum=60))
+        retry_delay_s=f.number("retry_delay_s", 1.0, minimum=0.01, maximum=60),
+        think_time_s=(f.number("think_time_s", minimum=0.01, maximum=3600)
+                      if "think_time_s" in f.data else 0.0),
+        workloads=_weights(f, "workloads", POP_WORKLOADS), upload_kb=upload_kb)
 
 
-def _behaviours(f: Fields) -> tuple[tuple[str, float], ...]:
-    """`behaviours`: a mapping behaviour -> weight (weights > 0, normalised), or one name."""
-    raw = f.data.get("behaviours", {"random": 1})
+def _weights(f: Fields, key: str, names: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    """`behaviours` or `workloads`: a mapping name -> weight (weights > 0, normalised), or
+    one name (the first of `names` when absent)."""
+    raw = f.data.get(key, {names[0]: 1})
     if isinstance(raw, str):
         raw = {raw: 1}
     if not isinstance(raw, dict) or not raw:
-        f.fail(f"expected a mapping like {{random: 0.5, first: 0.5}} or one of "
-               f"{', '.join(BEHAVIOURS)}, got {raw!r}", sub="behaviours")
+        f.fail(f"expected a mapping like {{{names[0]}: 0.5, {names[1]}: 0.5}} or one of "
+               f"{', '.join(names)}, got {raw!r}", sub=key)
     out = []
     for name, weight in raw.items():
-        if name not in BEHAVIOURS:
-            f.fail(f"'{name}' is not one of {', '.join(BEHAVIOURS)}", sub=f"behaviours.{name}")
+        if name not in names:
+            f.fail(f"'{name}' is not one of {', '.join(names)}", sub=f"{key}.{name}")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-            f.fail(f"weight must be a number above 0, got {weight!r}",
-                   sub=f"behaviours.{name}")
+            f.fail(f"weight must be a number above 0, got {weight!r}", sub=f"{key}.{name}")
         out.append((str(name), float(weight)))
     total = sum(w for _, w in out)
     return tuple((name, w / total) for name, w in out)

@@ -80,11 +80,15 @@ def client_stats(rows: list[dict], wall_s: float, rate: float) -> dict:
             "behind_schedule": p99 > BEHIND_SCHEDULE_P99_MS}
 
 
+_ZEROS = b"\0" * 65536
+
+
 async def one_request(host: str, port: int, path: str, timeout_s: float,
-                      scheduled: float | None = None, source: str | None = None) -> dict:
-    """One GET on a new connection (from address `source` when given). `scheduled`
-    (time.monotonic() of its planned start): latency counts from then, and start_lag_ms says
-    how late it really started."""
+                      scheduled: float | None = None, source: str | None = None,
+                      body: int = 0) -> dict:
+    """One GET on a new connection (from address `source` when given), or a POST of `body`
+    bytes when body > 0. `scheduled` (time.monotonic() of its planned start): latency counts
+    from then, and start_lag_ms says how late it really started."""
     now = time.monotonic()
     start = now if scheduled is None else scheduled
     row = {"dst": host, "ok": False, "error": "", "status": "", "bytes": 0, "backend": "",
@@ -95,8 +99,15 @@ async def one_request(host: str, port: int, path: str, timeout_s: float,
             reader, writer = await asyncio.open_connection(
                 host, port, local_addr=(source, 0) if source else None)
             row["sport"] = writer.get_extra_info("sockname")[1]
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-                         .encode())
+            if body:
+                writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: "
+                             f"{body}\r\nConnection: close\r\n\r\n".encode())
+                for at in range(0, body, len(_ZEROS)):
+                    writer.write(_ZEROS[:min(len(_ZEROS), body - at)])
+                    await writer.drain()
+            else:
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close"
+                             "\r\n\r\n".encode())
             await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")
             from experiments.workloads.httpclient import parse_head

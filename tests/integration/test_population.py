@@ -174,3 +174,44 @@ def test_retry_next_users_survive_a_dead_dc_that_first_users_lose(lblab_clean, t
     lost = [r for r in first if r["answers"].split()[0] == dead]
     assert lost and not any(r["ok"] for r in lost)
     assert all(r["ok"] for r in first if r["answers"].split()[0] != dead)
+
+
+def test_closed_loop_users_wait_for_each_reply_and_their_uploads_arrive_whole(lblab_clean,
+                                                                              tmp_path):
+    """na's users are closed loop (think 0.3 s) and half of them upload 256 KB per request;
+    eu's stay open-loop searchers: every upload is acknowledged whole and the backends'
+    own byte counters hold exactly what the users sent; no closed-loop user ever has two
+    requests in flight, and each sends again and again."""
+    import json
+    data = copy.deepcopy(SCENARIO)
+    data["regions"]["na"]["population"].update(
+        think_time_s=0.3, workloads={"search": 1, "upload": 1}, upload_kb=256)
+    scen = scenario.parse(data, "two-dc-pop.yaml")
+    plan = build_plan(scen)
+    config = gslb_config(plan)
+    users = population.make_users(scen, seed=5)
+    with LiveNet(plan, mechanisms.detect(), new_run_id("test-pop"), tmp_path) as live:
+        start_http_backends(live, plan)
+        live.start_health_checks()
+        auth = dns.start_authority(live, plan, config, tmp_path)
+        with unbound.instances(live, plan, population.all_resolvers(scen), auth.ip, tmp_path):
+            _, rows = dnsnet.run_population(live, users, 4.0, tmp_path, seed=5)
+        received = sum(json.loads(live.node(b.name).cmd(
+            f"curl -s -m 5 http://{b.ip}/stats"))["bytes_in"] for b in plan.by_role("backend"))
+    assert rows and all(r["ok"] for r in rows), [r["error"] for r in rows if not r["ok"]][:5]
+    uploads = [r for r in rows if r["workload"] == "upload"]
+    assert uploads and all(r["bytes"] == 256 * 1024 and r["user"].startswith("na-")
+                           for r in uploads)
+    assert received == sum(r["bytes"] for r in uploads)
+    assert {r["workload"] for r in rows if r["user"].startswith("eu-")} == {"search"}
+    per_user: dict[str, list] = {}
+    for r in rows:
+        if r["user"].startswith("na-"):
+            per_user.setdefault(r["user"], []).append(r)
+    assert len(per_user) == 60, "a closed-loop user never sent"
+    for name, mine in per_user.items():
+        mine.sort(key=lambda r: r["t_s"])
+        for prev, nxt in zip(mine, mine[1:]):
+            assert nxt["t_s"] >= prev["t_s"] + prev["latency_ms"] / 1000 - 0.001, (name, prev,
+                                                                                    nxt)
+    assert sum(map(len, per_user.values())) / 60 > 3, "closed-loop users did not loop"

@@ -76,6 +76,9 @@ _DROP = object()
     ("regions.na.population.behaviours", [], "expected a mapping"),
     ("regions.na.population.public_share", 1.5, "public_share"),
     ("regions.na.population.rate", 1, "rate"),           # unknown key
+    ("regions.na.population.workloads", {"video": 1}, "'video' is not one of search, upload"),
+    ("regions.na.population.workloads", {"upload": -1}, "workloads.upload: weight must be"),
+    ("regions.na.population.upload_kb", 0, "upload_kb: must be between 1 and 100000"),
     ("regions.na.resolver", False, "needs the region's resolver host"),
     ("dns.public_resolver", {"site": "us1"}, "not a region with a population"),
 ])
@@ -104,6 +107,41 @@ def test_behaviours_are_normalised_and_one_name_is_enough():
     s = parse(data)
     assert s.region("na").population.behaviours == (("random", 0.75), ("first", 0.25))
     assert s.region("eu").population.behaviours == (("retry-next", 1.0),)
+
+
+def _closed(think):
+    def edit(data):
+        pop = data["regions"]["na"]["population"]
+        pop.pop("rate_rps", None)
+        pop["think_time_s"] = think
+    return edit
+
+
+def test_rate_and_think_time_together_are_one_clear_error():
+    def edit(data):
+        data["regions"]["na"]["population"].update(rate_rps=0.1, think_time_s=5)
+    assert "give rate_rps (open loop) or think_time_s (closed loop), not both" in _error(edit)
+    assert "think_time_s: must be between 0.01 and 3600, got 0" in _error(_closed(0))
+
+
+def test_each_user_keeps_its_regions_request_process_and_a_dealt_workload():
+    data = pop_data()
+    _closed(4)(data)
+    data["regions"]["na"]["population"].update(upload_kb=64,
+                                               workloads={"search": 3, "upload": 1})
+    users = population.make_users(parse(data), seed=1)
+    na = [u for u in users if u.region == "na"]
+    others = [u for u in users if u.region != "na"]
+    assert collections.Counter(u.workload for u in na) == {
+        "search": round(len(na) * 0.75), "upload": len(na) - round(len(na) * 0.75)}
+    assert {(u.think_time_s, u.upload_kb) for u in na} == {(4.0, 64)}
+    assert {(u.workload, u.think_time_s, u.rate_rps) for u in others} == {("search", 0.0, 0.05)}
+    spec = na[0].client_spec()
+    assert spec["think_s"] == 4.0 and spec["upload_bytes"] == 64 * 1024
+    # an experiment's rate makes every user open loop at that rate; None keeps the scenario's
+    moved = population.with_process(users, rate_rps=0.2, retry_delay_s=0.5)
+    assert {(u.rate_rps, u.think_time_s, u.retry_delay_s) for u in moved} == {(0.2, 0.0, 0.5)}
+    assert population.with_process(users) == users
 
 
 def _small(**pop) -> scenario.Scenario:
@@ -207,12 +245,31 @@ def test_plan_routes_user_blocks_to_the_population_host_and_resolvers_to_theirs(
 
 
 def test_schedule_is_poisson_at_the_asked_rate_and_seeded():
-    events = schedule(1000, 0.5, 20.0, seed=1)
-    assert events == schedule(1000, 0.5, 20.0, seed=1) != schedule(1000, 0.5, 20.0, seed=2)
+    events = schedule([0.5] * 1000, 20.0, seed=1)
+    assert events == schedule([0.5] * 1000, 20.0, seed=1) != schedule([0.5] * 1000, 20.0, 2)
     assert 9600 < len(events) < 10400          # 10,000 expected, sd 100
     assert all(0 <= at < 20 for at, _ in events)
     assert [at for at, _ in events] == sorted(at for at, _ in events)
     assert len({i for _, i in events}) > 990   # nearly every user sends
+
+
+def test_schedule_follows_each_users_rate_and_leaves_closed_loop_users_out():
+    rates = [0.0] * 100 + [0.1] * 100 + [0.3] * 100
+    per_user = collections.Counter(i for _, i in schedule(rates, 100.0, seed=3))
+    assert not any(i < 100 for i in per_user)                # rate 0: not open loop
+    low = sum(n for i, n in per_user.items() if i < 200)     # 1,000 expected, sd 32
+    high = sum(n for i, n in per_user.items() if i >= 200)   # 3,000 expected, sd 55
+    assert 850 < low < 1150 and 2800 < high < 3200
+    assert schedule([0.0] * 10, 10.0, seed=1) == []
+
+
+def test_think_times_start_within_the_first_and_average_the_mean():
+    from experiments.workloads.population import think_times
+    gen = think_times(2.0, 60.0, random.Random(5))
+    first = next(gen)
+    rest = [next(gen) for _ in range(20000)]
+    assert 0 <= first <= 2.0
+    assert 1.95 < sum(rest) / len(rest) < 2.05 and min(rest) >= 0
 
 
 def test_attempt_order_per_behaviour():
