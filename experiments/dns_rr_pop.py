@@ -160,7 +160,7 @@ EXPERIMENT = Experiment(
                   quick=["first"]),
             Param("zipf_s", 1.0, "Zipf exponent of the skewed spread"),
             Param("ttl_s", 5, "TTL of the answers, seconds"),
-            Param("duration_s", 30.0, "seconds of traffic per variant", quick=8.0),
+            Param("duration_s", 30.0, "seconds of traffic per variant", quick=6.0),
             Param("rate", 0.0, "requests per second per user, open loop (0: each "
                   "user's own request process from the scenario)"),
             Param("bin_s", 2.0, "time bin for the share over time"),
@@ -168,7 +168,7 @@ EXPERIMENT = Experiment(
                   "answers per reply)")),
     summary_columns=SUMMARY_COLUMNS,
     order=55,
-    expected_s={"quick": 110, "full": 330},
+    expected_s={"quick": 95, "full": 330},
     key_columns=("variant", "share_rank"),
     tolerances=TOLERANCES,
     renderer="experiments.report.dnspop:render_rr_pop",

@@ -5,7 +5,8 @@
       channel on the host's loopback, probes each DC's service address over TCP and feeds
       the global view with each DC's load, read from the load files;
   python -m lab.dnsproc loadfeed --dc us1 --backend 10.101.0.11 ... --out FILE
-      a DC's request rate (its backends' /stats counters, summed) written to FILE;
+      a DC's request rate (its backends' /stats counters, summed) written to FILE, with the
+      rates served (answered 200) and shed (refused by the capacity limit) beside it;
   python -m lab.dnsproc ready --timeout 10 IP ...
       exit 0 once every resolver at IP answers an SOA query for the zone with NOERROR
       (all asked at once, each again until it does); else print those that never did, exit 1.
@@ -29,55 +30,66 @@ LOAD_POLL_S = 0.5      # how often the feeder reads the backends' request counte
 LOAD_WINDOW_S = 1.0    # load = requests over (at least) this window, per second
 
 
-def request_rate(history: list[tuple[float, int]], window_s: float) -> float | None:
+def request_rate(history: list[tuple[float, int]], window_s: float,
+                 own_polls: bool = True) -> float | None:
     """Requests/s over the newest span of at least window_s of (time, counter) samples
-    (None until there are two). Each sample is itself one request to /stats: not load."""
+    (None until there are two). With `own_polls`, each sample is itself one request to
+    /stats counted by the counter: not load."""
     if len(history) < 2:
         return None
     now, count = history[-1]
     for i in range(len(history) - 2, -1, -1):
         then, before = history[i]
         if now - then >= window_s or i == 0:
-            polls = len(history) - 1 - i
+            polls = len(history) - 1 - i if own_polls else 0
             return max(0.0, (count - before - polls) / max(now - then, 1e-3))
     return None
 
 
-async def _backend_requests(ip: str, port: int = SERVICE_PORT) -> int | None:
+COUNTERS = ("requests", "served", "shed")
+
+
+async def _backend_counters(ip: str, port: int = SERVICE_PORT) -> tuple[int, ...] | None:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 0.4)
         writer.write(f"GET /stats HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n"
                      .encode())
         data = await asyncio.wait_for(reader.read(), 0.4)
         writer.close()
-        return int(json.loads(data.split(b"\r\n\r\n", 1)[1])["requests"])
+        stats = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        return tuple(int(stats.get(key, 0)) for key in COUNTERS)
     except (OSError, asyncio.TimeoutError, ValueError, KeyError, IndexError):
         return None
 
 
 def loadfeed_main(dc: str, backends: list[str], out: str) -> int:
-    """Every LOAD_POLL_S: the DC's request rate (sum over its reachable backends) -> `out`."""
-    history: dict[str, list[tuple[float, int]]] = {ip: [] for ip in backends}
+    """Every LOAD_POLL_S: the DC's request rate (sum over its reachable backends; what the
+    global view takes as its load) -> `out`, with served_rps and shed_rps."""
+    history: dict[str, list[tuple[float, tuple[int, ...]]]] = {ip: [] for ip in backends}
 
     async def loop() -> None:
         while True:
             started = time.monotonic()
-            counts = await asyncio.gather(*(_backend_requests(ip) for ip in backends))
+            counts = await asyncio.gather(*(_backend_counters(ip) for ip in backends))
             now = time.monotonic()
-            total, known = 0.0, False
+            totals, known = [0.0] * len(COUNTERS), False
             for ip, count in zip(backends, counts):
                 hist = history[ip]
-                if count is None or (hist and count < hist[-1][1]):
+                if count is None or (hist and count[0] < hist[-1][1][0]):
                     hist.clear()  # unreachable or restarted: start over
                     continue
                 hist.append((now, count))
                 del hist[:-20]
-                rate = request_rate(hist, LOAD_WINDOW_S)
-                if rate is not None:
-                    total, known = total + rate, True
+                for k in range(len(COUNTERS)):
+                    rate = request_rate([(t, c[k]) for t, c in hist], LOAD_WINDOW_S,
+                                        own_polls=k == 0)
+                    if rate is not None:
+                        totals[k] += rate
+                        known = True
             if known:
-                write_atomic(Path(out), json.dumps({"dc": dc, "rps": round(total, 1),
-                                                    "time": time.time()}))
+                write_atomic(Path(out), json.dumps({
+                    "dc": dc, "rps": round(totals[0], 1), "served_rps": round(totals[1], 1),
+                    "shed_rps": round(totals[2], 1), "time": time.time()}))
             await asyncio.sleep(max(0.0, LOAD_POLL_S - (time.monotonic() - started)))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

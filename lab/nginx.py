@@ -11,7 +11,12 @@ keeps the user's). Handlers are Lua (Debian's libnginx-mod-http-lua):
 - GET /stream?seconds=S&interval=I: a line every I seconds, flushed, then close (no chunked
   framing, so a client reads lines as from the Python server).
 - GET /health, GET /stats: JSON counters kept by the server itself in a shared dict:
-  connections (with at least one request), active (nginx's own count), requests, bytes_in.
+  connections (with at least one request), active (nginx's own count), requests, bytes_in,
+  served (/search and /upload answered 200), shed (refused with 503 by the capacity limit).
+- With a capacity limit (topologies/capacity.py): /search and /upload go through nginx's
+  limit_req (burst admitted at once, then delayed up to the queue, `delay=`/`nodelay`) and,
+  with max_concurrent, limit_conn; a refused request gets 503 with Retry-After from a named
+  location that counts it. /health and /stats are never limited.
 
 One process per backend (`master_process off`): its PID is the one lblab records and stops,
 and nothing is left behind it. Pure: renders text; experiments/workloads/control.py starts it.
@@ -19,6 +24,8 @@ and nothing is left behind it. Pure: renders text; experiments/workloads/control
 from __future__ import annotations
 
 from pathlib import Path
+
+from topologies.capacity import BackendLimit
 
 NGINX = "/usr/sbin/nginx"
 MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so",
@@ -101,22 +108,54 @@ _STREAM = r"""
 _STATS = r"""
         local d = ngx.shared.lblab
         return lblab.reply(200, string.format(
-            '{"connections": %d, "active": %d, "requests": %d, "bytes_in": %d}',
+            '{"connections": %d, "active": %d, "requests": %d, "bytes_in": %d, '
+            .. '"served": %d, "shed": %d}',
             d:get("connections") or 0, tonumber(ngx.var.connections_active) or 0,
-            (d:get("requests") or 0) + 1, d:get("bytes_in") or 0), "application/json")
+            (d:get("requests") or 0) + 1, d:get("bytes_in") or 0, d:get("served") or 0,
+            d:get("shed") or 0), "application/json")
+"""
+
+_SHED = r"""
+        ngx.shared.lblab:incr("shed", 1, 0)
+        ngx.header["Retry-After"] = "%(retry)d"
+        return lblab.reply(503, "overloaded\n")
 """
 
 _LOG = r"""
         local d = ngx.shared.lblab
         d:incr("requests", 1, 0)
         if ngx.var.connection_requests == "1" then d:incr("connections", 1, 0) end
+        if ngx.status == 200 and (ngx.var.uri == "/search" or ngx.var.uri == "/upload") then
+            d:incr("served", 1, 0)
+        end
 """
 
 
+def _limit_conf(limit: BackendLimit | None) -> tuple[str, str, str]:
+    """(http-level zones, per-location directives, the named location for refusals)."""
+    if limit is None:
+        return "", "", ""
+    per_minute = max(1, round(limit.rate_rps * 60))   # nginx: whole requests per minute
+    zones = f"    limit_req_zone $server_port zone=lblab_rate:64k rate={per_minute}r/m;\n"
+    if limit.queue:
+        rule = f"limit_req zone=lblab_rate burst={limit.burst + limit.queue} " \
+               f"delay={limit.burst};"
+    else:
+        rule = f"limit_req zone=lblab_rate burst={limit.burst} nodelay;"
+    if limit.max_concurrent:
+        zones += "    limit_conn_zone $server_port zone=lblab_conc:64k;\n"
+        rule += f" limit_conn lblab_conc {limit.max_concurrent};"
+    rule += " limit_req_status 503; limit_conn_status 503; error_page 503 = @lblab_shed;"
+    handler = _SHED % {"retry": limit.retry_after_s}
+    shed = "        location @lblab_shed { content_by_lua_block {" + handler + "        } }\n"
+    return zones, rule, shed
+
+
 def render_conf(backend: str, dc: str, port: int, run_dir: Path, bind: str = "0.0.0.0",
-                worker_connections: int = 65536) -> str:
+                worker_connections: int = 65536, limit: BackendLimit | None = None) -> str:
     """The nginx.conf of one backend. `run_dir` holds its pid, logs and temp paths (an
-    lblab run directory, so `lblab clean` finds what a crashed run left)."""
+    lblab run directory, so `lblab clean` finds what a crashed run left); `limit`: its
+    capacity limit, if any."""
     for name, value in (("backend", backend), ("dc", dc)):
         if not value or any(c in value for c in '"\\\n;{}$ '):
             raise ValueError(f"nginx backend: unusable {name} {value!r}")
@@ -124,6 +163,7 @@ def render_conf(backend: str, dc: str, port: int, run_dir: Path, bind: str = "0.
     temp = "\n".join(f"    {kind}_temp_path {run_dir}/{kind};"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     modules = "\n".join(f"load_module {m};" for m in MODULES)
+    zones, rule, shed = _limit_conf(limit)
     return f"""# lblab backend {backend} ({dc}); rendered by lab/nginx.py
 {modules}
 daemon off;
@@ -144,13 +184,16 @@ http {{
     client_max_body_size 0;
     lua_shared_dict lblab 1m;
     lua_socket_log_errors off;
-{temp}
+{zones}{temp}
     init_by_lua_block {{{_LUA_INIT % subst}    }}
     server {{
         listen {bind}:{port} backlog=4096;
         log_by_lua_block {{{_LOG}        }}
-        location = /search {{ content_by_lua_block {{{_SEARCH % subst}        }} }}
-        location = /upload {{ content_by_lua_block {{{_UPLOAD % subst}        }} }}
+        location = /search {{ {rule}
+            content_by_lua_block {{{_SEARCH % subst}        }} }}
+        location = /upload {{ {rule}
+            content_by_lua_block {{{_UPLOAD % subst}        }} }}
+{shed}
         location = /stream {{
             keepalive_timeout 0;
             chunked_transfer_encoding off;

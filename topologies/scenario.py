@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from topologies.capacity import OVERLOADS
 from topologies.fields import (Fields, ScenarioError, as_address, as_boolean, as_count,
                                as_subnet, as_subnet_any)
 
@@ -104,6 +105,11 @@ class DataCenter:
     # LB instances serving the VIP behind the DC router's ECMP route (BGP-announced): 1 is
     # the DC switch itself; K > 1 adds K one-armed LB switches (topologies/plan.py)
     lbs: int = 1
+    # what a backend does beyond its share of capacity_rps (topologies/capacity.py):
+    # none (serves everything), shed (503 + Retry-After), queue (delays, then 503)
+    overload: str = "none"
+    overload_queue_s: float = 0.5
+    max_concurrent: int | None = None   # per backend, requests in progress (503 beyond)
 
 
 @dataclass(frozen=True)
@@ -388,7 +394,8 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
         f = Fields(source, f"dcs.{name}", spec, {"subnet", "vip", "backends", "capacity_rps",
                                                   "mode", "algorithm", "conntrack",
                                                   "conntrack_impl", "remote_backends",
-                                                  "lbs", "hash_impl"})
+                                                  "lbs", "hash_impl", "overload",
+                                                  "overload_queue_s", "max_concurrent"})
         subnet = f.get("subnet", as_subnet)
         vip = f.get("vip", as_address)
         if vip not in subnet:
@@ -400,13 +407,22 @@ def _parse_dcs(source: str, data: dict) -> list[DataCenter]:
         if not 1 <= backends <= 40:
             f.fail(f"must be between 1 and 40, got {backends}", sub="backends")
         lbs, mode, impl = _lb_tier(f)
+        overload = f.choice("overload", OVERLOADS, "none")
+        for key in ("overload_queue_s", "max_concurrent"):
+            if key in f.data and overload == "none":
+                f.fail("applies only with overload: shed or queue", sub=key)
+        concurrent = f.get("max_concurrent", as_count, None)
+        if concurrent is not None and not 1 <= concurrent <= 100_000:
+            f.fail(f"must be between 1 and 100000, got {concurrent}", sub="max_concurrent")
         out.append(DataCenter(
             name=name, subnet=subnet, vip=vip, backends=backends,
             capacity_rps=f.number("capacity_rps", 1000.0, minimum=1),
             mode=mode, algorithm=f.choice("algorithm", ALGORITHMS, "maglev"),
             conntrack=f.get("conntrack", as_boolean, True), conntrack_impl=impl,
             hash_impl=f.choice("hash_impl", HASH_IMPLS, "dp_hash"),
-            remote_backends=tuple(f.get("remote_backends", _dc_name_list, [])), lbs=lbs))
+            remote_backends=tuple(f.get("remote_backends", _dc_name_list, [])), lbs=lbs,
+            overload=overload, max_concurrent=concurrent,
+            overload_queue_s=f.number("overload_queue_s", 0.5, minimum=0.01, maximum=60)))
         if out[-1].remote_backends and out[-1].mode != "gre":
             f.fail("remote backends are reached through GRE only: set mode: gre",
                    sub="remote_backends")

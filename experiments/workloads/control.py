@@ -13,17 +13,19 @@ from pathlib import Path
 from topologies.plan import SERVICE_PORT
 
 
-def backend_argv(server: str, host, port: int, work_dir: Path) -> list[str]:
+def backend_argv(server: str, host, port: int, work_dir: Path, limit=None) -> list[str]:
     """The command that runs one backend's HTTP server (nginx: its config is written under
-    `work_dir`, the run's own directory)."""
+    `work_dir`, the run's own directory), within `limit` (topologies.capacity.BackendLimit)
+    when given."""
     if server == "python":
         return [sys.executable, "-m", "experiments.workloads.httpserver",
-                "--port", str(port), "--backend", host.name, "--dc", host.site]
+                "--port", str(port), "--backend", host.name, "--dc", host.site,
+                *(limit.argv() if limit else [])]
     from lab import nginx
     conf_dir = Path(work_dir) / "nginx" / f"{host.name}-{port}"
     conf_dir.mkdir(parents=True, exist_ok=True)
     conf = conf_dir / "nginx.conf"
-    conf.write_text(nginx.render_conf(host.name, host.site, port, conf_dir))
+    conf.write_text(nginx.render_conf(host.name, host.site, port, conf_dir, limit=limit))
     return nginx.command(conf)
 
 
@@ -42,14 +44,17 @@ def start_http_backends(net, plan, port: int = SERVICE_PORT, dcs=None,
     """One backend HTTP server per backend host (of the DCs named in `dcs` and the hosts
     named in `hosts`, else all), each naming itself and its DC; returns DC name -> the
     servers' processes, once every one answers /health. `server`: nginx or python (default:
-    the run's mechanism, `--set backend_server=...`)."""
+    the run's mechanism, `--set backend_server=...`). Each server keeps its DC's capacity
+    limit (the scenario's `overload`, topologies/capacity.py)."""
+    from topologies.capacity import backend_limit
     server = server or getattr(getattr(net, "mech", None), "backend_server", "python")
     backends = [h for h in plan.by_role("backend")
                 if (dcs is None or h.site in dcs) and (hosts is None or h.name in hosts)]
     out: dict[str, list] = {}
     for host in backends:
         out.setdefault(host.site, []).append(net.spawn(
-            host.name, backend_argv(server, host, port, net.work_dir),
+            host.name, backend_argv(server, host, port, net.work_dir,
+                                    backend_limit(plan.scenario.dc(host.site))),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for host in backends:
         net.wait_until(host.name, f"curl -sf -m 1 http://127.0.0.1:{port}/health",

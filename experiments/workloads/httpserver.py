@@ -5,7 +5,10 @@ and the client address it saw (X-Client), so a client can tell which backend a V
 to, and as whom, without any other instrumentation.
 Endpoints: GET /search?size=N (N bytes), POST /upload (reads the whole body, acknowledges
 the byte count), GET /stream?seconds=S (a long-lived connection that trickles data),
-GET /health, GET /stats (connections and requests served, as JSON).
+GET /health, GET /stats (connections, requests, bytes_in, served, shed, as JSON).
+With --limit-rps (topologies/capacity.py, as nginx's limit_req): /search and /upload go
+through a leaky bucket (--limit-burst at once, then up to --limit-queue delayed to the
+rate) and at most --limit-concurrent at a time; a refused request gets 503 with Retry-After.
 
 Run: python -m experiments.workloads.httpserver --bind IP --port 80 --backend ID --dc DC
 """
@@ -20,6 +23,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from topologies.capacity import RETRY_AFTER_S, LeakyBucket
+
 MAX_SEARCH_BYTES = 10_000_000
 CHUNK = 65536
 
@@ -31,6 +36,8 @@ class Counters:
         self.active = 0
         self.requests = 0
         self.bytes_in = 0
+        self.served = 0
+        self.shed = 0
 
     def add(self, **deltas):
         with self.lock:
@@ -40,7 +47,31 @@ class Counters:
     def snapshot(self) -> dict:
         with self.lock:
             return {"connections": self.connections, "active": self.active,
-                    "requests": self.requests, "bytes_in": self.bytes_in}
+                    "requests": self.requests, "bytes_in": self.bytes_in,
+                    "served": self.served, "shed": self.shed}
+
+
+class Limit:
+    """The backend's capacity limit: a leaky bucket and a cap on requests in progress."""
+
+    def __init__(self, rate: float, burst: int, queue: int, concurrent: int | None):
+        self.lock = threading.Lock()
+        self.bucket = LeakyBucket(rate, burst, queue)
+        self.slots = threading.BoundedSemaphore(concurrent) if concurrent else None
+
+    def enter(self) -> bool:
+        """Admit one request (waiting its turn when queued), or False: refuse it."""
+        with self.lock:
+            wait = self.bucket.admit(time.monotonic())
+        if wait is None:
+            return False
+        if wait > 0:
+            time.sleep(wait)
+        return self.slots is None or self.slots.acquire(blocking=False)
+
+    def leave(self) -> None:
+        if self.slots is not None:
+            self.slots.release()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -73,17 +104,35 @@ class Handler(BaseHTTPRequestHandler):
     def _ident(self) -> bytes:
         return f"backend={self.server.backend_id} dc={self.server.dc}\n".encode()
 
+    def _limited(self, serve) -> None:
+        """serve() within the capacity limit, or 503 with Retry-After."""
+        limit = self.server.limit
+        if limit is not None and not limit.enter():
+            self.server.counters.add(shed=1)
+            self.send_response(503)
+            self.send_header("Retry-After", str(RETRY_AFTER_S))
+            self.send_header("X-Backend", self.server.backend_id)
+            self.send_header("X-DC", self.server.dc)
+            self.send_header("X-Client", self.client_address[0])
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "11")
+            self.send_header("Connection", "close")   # an upload's body is left unread
+            self.end_headers()
+            self.wfile.write(b"overloaded\n")
+            self.close_connection = True
+            return
+        try:
+            serve()
+        finally:
+            if limit is not None:
+                limit.leave()
+
     def do_GET(self):
         self.server.counters.add(requests=1)
         url = urlparse(self.path)
         query = parse_qs(url.query)
         if url.path == "/search":
-            try:
-                size = min(int(query.get("size", ["1024"])[0]), MAX_SEARCH_BYTES)
-            except ValueError:
-                return self._reply(400, b"bad size\n")
-            head = self._ident()
-            return self._reply(200, head + b"x" * max(0, size - len(head)))
+            return self._limited(lambda: self._search(query))
         if url.path == "/health":
             return self._reply(200, b"ok\n")
         if url.path == "/stats":
@@ -92,6 +141,15 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/stream":
             return self._stream(query)
         return self._reply(404, b"not found\n")
+
+    def _search(self, query) -> None:
+        try:
+            size = min(int(query.get("size", ["1024"])[0]), MAX_SEARCH_BYTES)
+        except ValueError:
+            return self._reply(400, b"bad size\n")
+        head = self._ident()
+        self._reply(200, head + b"x" * max(0, size - len(head)))
+        self.server.counters.add(served=1)
 
     def _stream(self, query) -> None:
         """A long-lived connection: a line every `interval` seconds for `seconds`."""
@@ -120,6 +178,9 @@ class Handler(BaseHTTPRequestHandler):
         self.server.counters.add(requests=1)
         if urlparse(self.path).path != "/upload":
             return self._reply(404, b"not found\n")
+        self._limited(self._upload)
+
+    def _upload(self) -> None:
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
@@ -134,7 +195,8 @@ class Handler(BaseHTTPRequestHandler):
         if received != length:
             self.close_connection = True
             return
-        return self._reply(200, self._ident() + f"received={received}\n".encode())
+        self._reply(200, self._ident() + f"received={received}\n".encode())
+        self.server.counters.add(served=1)
 
 
 class Server(ThreadingHTTPServer):
@@ -150,9 +212,18 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--backend", required=True)
     parser.add_argument("--dc", required=True)
+    parser.add_argument("--limit-rps", type=float, help="capacity: requests per second")
+    parser.add_argument("--limit-burst", type=int, default=1, help="admitted at once")
+    parser.add_argument("--limit-queue", type=int, default=0, help="delayed, beyond burst")
+    parser.add_argument("--limit-concurrent", type=int, help="requests in progress")
     args = parser.parse_args(argv)
+    if args.limit_rps is not None and (args.limit_rps <= 0 or args.limit_burst < 0
+                                       or args.limit_queue < 0):
+        parser.error("--limit-rps must be > 0, --limit-burst and --limit-queue >= 0")
     server = Server((args.bind, args.port), Handler)
     server.backend_id, server.dc, server.counters = args.backend, args.dc, Counters()
+    server.limit = (Limit(args.limit_rps, args.limit_burst, args.limit_queue,
+                          args.limit_concurrent) if args.limit_rps else None)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(f"listening on {args.bind}:{args.port} as {args.backend} ({args.dc})", flush=True)
     try:

@@ -22,18 +22,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(params=["nginx", "python"])
-def server(request, tmp_path):
+def _start(kind: str, tmp_path, limit=None):
+    """One backend server of `kind` on loopback (within `limit`), once it answers /health;
+    yields its port, then stops it."""
     port = _free_port()
-    if request.param == "nginx":
+    if kind == "nginx":
         if not mechanisms.nginx_available():
             pytest.skip("nginx with the Lua module is not installed (make setup installs it)")
         conf = tmp_path / "nginx.conf"
-        conf.write_text(nginx.render_conf("be7", "eu1", port, tmp_path, bind="127.0.0.1"))
+        conf.write_text(nginx.render_conf("be7", "eu1", port, tmp_path, bind="127.0.0.1",
+                                          limit=limit))
         argv = nginx.command(conf)
     else:
         argv = [sys.executable, "-m", "experiments.workloads.httpserver", "--bind",
-                "127.0.0.1", "--port", str(port), "--backend", "be7", "--dc", "eu1"]
+                "127.0.0.1", "--port", str(port), "--backend", "be7", "--dc", "eu1",
+                *(limit.argv() if limit else [])]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while True:
@@ -43,12 +46,17 @@ def server(request, tmp_path):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"{request.param} server did not start: "
+                pytest.fail(f"{kind} server did not start: "
                             f"{proc.stderr.read().decode()[-300:]}")
             time.sleep(0.02)
     yield port
     proc.terminate()
     assert proc.wait(timeout=5) is not None
+
+
+@pytest.fixture(params=["nginx", "python"])
+def server(request, tmp_path):
+    yield from _start(request.param, tmp_path)
 
 
 def _get(port, path):
@@ -113,7 +121,8 @@ def test_stats_counts_requests_and_connections(server):
     after = json.loads(_get(server, "/stats")[2])
     assert after["requests"] - before["requests"] == 6   # 5 searches and this /stats
     assert after["connections"] - before["connections"] == 6
-    assert set(after) == {"connections", "active", "requests", "bytes_in"}
+    assert set(after) == {"connections", "active", "requests", "bytes_in", "served", "shed"}
+    assert after["served"] - before["served"] == 5 and after["shed"] == 0
 
 
 def test_nginx_config_refuses_names_that_would_break_it(tmp_path):
@@ -144,3 +153,61 @@ def test_waiting_for_a_line_that_never_comes_is_a_clear_error():
     with pytest.raises(RuntimeError, match="ended before printing 'open '"):
         control.wait_streams_open(proc, timeout_s=10)
     assert control.finish_json_lines(proc, 5) == [{"a": 1}]
+
+
+def _burst(port: int, n: int, path: str = "/search?size=10") -> list[tuple[int, dict, float]]:
+    """n requests at once (one connection each): (status, headers, seconds) of each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_):
+        t0 = time.monotonic()
+        status, headers, _ = _get(port, path)
+        return status, headers, time.monotonic() - t0
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+@pytest.mark.parametrize("kind", ["nginx", "python"])
+def test_a_shedding_backend_serves_its_burst_and_refuses_the_rest_with_retry_after(
+        kind, tmp_path):
+    from topologies.capacity import BackendLimit
+    for port in _start(kind, tmp_path, BackendLimit(rate_rps=2, burst=3, queue=0)):
+        replies = _burst(port, 20)
+        ok = [r for r in replies if r[0] == 200]
+        shed = [r for r in replies if r[0] == 503]
+        assert len(ok) + len(shed) == 20
+        assert 4 <= len(ok) <= 6, [r[0] for r in replies]   # burst + 1, and what drained
+        assert all(h.get("Retry-After") == "1" and h["X-Backend"] == "be7" for _, h, _ in shed)
+        assert max(t for *_, t in shed) < 1.0                 # refused at once, not queued
+        assert _get(port, "/health")[0] == 200                # health is never limited
+        stats = json.loads(_get(port, "/stats")[2])
+        assert (stats["served"], stats["shed"]) == (len(ok), len(shed))
+
+
+@pytest.mark.parametrize("kind", ["nginx", "python"])
+def test_a_queueing_backend_delays_requests_to_its_rate_then_refuses(kind, tmp_path):
+    from topologies.capacity import BackendLimit
+    for port in _start(kind, tmp_path, BackendLimit(rate_rps=10, burst=1, queue=5)):
+        replies = _burst(port, 12)
+        ok = sorted(t for status, _, t in replies if status == 200)
+        assert 6 <= len(ok) <= 8 and len(ok) + sum(s == 503 for s, *_ in replies) == 12
+        # the burst goes at once; the 5 queued leave at 10/s: the last waits ~0.5 s
+        assert ok[0] < 0.3 and ok[-1] >= 0.35, ok
+
+
+@pytest.mark.parametrize("kind", ["nginx", "python"])
+def test_max_concurrent_refuses_what_is_beyond_it(kind, tmp_path):
+    from topologies.capacity import BackendLimit
+    limit = BackendLimit(rate_rps=1000, burst=100, queue=0, max_concurrent=2)
+    for port in _start(kind, tmp_path, limit):
+        holders = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        for h in holders:   # two uploads in progress, their bodies not yet sent
+            h.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
+        deadline = time.monotonic() + 5    # until the server holds both (it reads them)
+        while _get(port, "/search?size=10")[0] != 503:
+            assert time.monotonic() < deadline, "a third request was served beside two"
+        for h in holders:
+            h.sendall(b"u" * 10)
+            assert h.recv(4096).startswith(b"HTTP/1.1 200")
+            h.close()
+        assert _get(port, "/search?size=10")[0] == 200

@@ -214,6 +214,8 @@ def test_request_rate_of_counter_samples():
     # 0.5 s apart, 1 s window: 31 requests, 2 of them our own /stats polls
     assert request_rate([(0.0, 10), (0.5, 25), (1.0, 41)], 1.0) == 29.0
     assert request_rate([(0.0, 10), (0.5, 5)], 1.0) == 0.0
+    # served and shed counters do not count the feeder's own /stats polls
+    assert request_rate([(0.0, 10), (0.5, 25), (1.0, 41)], 1.0, own_polls=False) == 31.0
 
 
 # -- lblab dns serve: bad input is one line and exit 2 --------------------------------------
