@@ -25,9 +25,9 @@ import dns.rrset
 
 from gslb import ecs as ecs_mod
 from gslb import wire
-from gslb.config import GslbConfig
+from gslb.config import GslbConfig, ServiceInfo
 from gslb.globalview import GlobalView
-from gslb.policy import ClientLocation, Plan, RegionMap, plan
+from gslb.policy import ClientLocation, Plan, RegionMap, plan, update_full
 
 STATIC_TTL_S = 3600  # SOA/NS/glue never change during a run
 CACHE_LIMIT = 20000  # entries per cache; cleared when full (junk queries cannot grow memory)
@@ -37,11 +37,12 @@ IN, A, NS, SOA, ANY = (dns.rdataclass.IN, dns.rdatatype.A, dns.rdatatype.NS,
 
 @dataclass(slots=True)
 class _Dynamic:
-    """Cached parse of a query for the service name's A records."""
+    """Cached parse of a query for a service name's A records."""
 
     query: wire.Query
     location: ClientLocation | None  # from ECS; None = locate by the source address
     limit: int
+    service: int = 0                 # index into config.all_services()
 
 
 class Authority:
@@ -55,6 +56,7 @@ class Authority:
         self.regions = RegionMap(config)
         self._counter = 0
         self._version = -1
+        view.track_full(lambda snapshot, before: update_full(config, snapshot, before))
         self._reset()
 
     # -- state derived from config + view -------------------------------------------------
@@ -63,8 +65,9 @@ class Authority:
         self.config = self.base_config.replace(**self.view.overrides()) \
             if self.view.overrides() else self.base_config
         self.snapshot = self.view.snapshot()
+        self.full = self.view.full()
         self._build_zone()
-        self._plans: dict[str | None, Plan] = {}
+        self._plans: dict[tuple[int, str | None], Plan] = {}
         self._queries: tuple[dict[bytes, Any], dict[bytes, Any]] = ({}, {})  # udp, tcp
         self._replies: dict[tuple[Any, ...], bytes] = {}
         self._sources: dict[str, ClientLocation] = {}
@@ -73,6 +76,9 @@ class Authority:
         cfg = self.config
         self.origin = cfg.zone_name
         self.service = cfg.service_name
+        self.services: tuple[ServiceInfo, ...] = cfg.all_services()
+        self.service_names = {cfg.service_dns_name(svc): i
+                              for i, svc in enumerate(self.services)}
         self.ns_name = cfg.ns_name
         soa = dns.rdtypes.ANY.SOA.SOA(IN, SOA, self.ns_name,
                                       dns.name.from_text(cfg.soa.rname, origin=self.origin),
@@ -88,7 +94,7 @@ class Authority:
         if self.ns_name.is_subdomain(self.origin):
             self.glue = dns.rrset.from_rdata(self.ns_name, STATIC_TTL_S, dns.rdtypes.IN.A.A(
                 IN, A, str(cfg.authority_address)))
-        owners = [self.origin, self.service] + ([self.ns_name] if self.glue else [])
+        owners = [self.origin, *self.service_names] + ([self.ns_name] if self.glue else [])
         # every owner and its ancestors inside the zone exist (empty non-terminals: NODATA)
         self.existing = set()
         for name in owners:
@@ -116,9 +122,11 @@ class Authority:
         if entry.__class__ is bytes:
             return data[:2] + entry
         location = entry.location or self._locate_source(source)
-        p = self._plans.get(location.region)
+        pkey = (entry.service, location.region)
+        p = self._plans.get(pkey)
         if p is None:
-            p = self._plans[location.region] = plan(self.config, self.snapshot, location.region)
+            p = self._plans[pkey] = plan(self.config, self.snapshot, location.region,
+                                         self.services[entry.service], self.full)
         self._counter += 1
         vips = p.pick(self._counter, self.rng)
         scope = location.scope if p.depends_on_client else 0
@@ -152,9 +160,10 @@ class Authority:
         if q.qclass != IN or not q.qname.is_subdomain(self.origin):
             # not ours: REFUSED, not an open resolver (RFC 8906 keeps OPT in the reply)
             return wire.render(q, dns.rcode.REFUSED, limit=limit, aa=False)[2:], True
-        if q.qname == self.service and q.qtype in (A, ANY):
+        service = self.service_names.get(q.qname)
+        if service is not None and q.qtype in (A, ANY):
             loc = self.regions.locate_prefix(q.ecs.network) if q.ecs is not None else None
-            return _Dynamic(q, loc, limit), True
+            return _Dynamic(q, loc, limit, service), True
         ecs_reply = ecs_mod.reply_option(q.ecs, 0)  # these answers never depend on the client
         if q.qname not in self.existing:
             return wire.render(q, dns.rcode.NXDOMAIN, authority=[self.neg_soa],
@@ -182,6 +191,6 @@ class Authority:
     def _render_service(self, entry: _Dynamic, vips: Sequence[Any], scope: int) -> bytes:
         q = entry.query
         rdatas = [dns.rdtypes.IN.A.A(IN, A, str(v)) for v in vips]
-        rrset = dns.rrset.from_rdata_list(q.qname, self.config.ttl_s, rdatas)
+        rrset = dns.rrset.from_rdata_list(q.qname, self.services[entry.service].ttl_s, rdatas)
         return wire.render(q, dns.rcode.NOERROR, [rrset],
                            ecs_reply=ecs_mod.reply_option(q.ecs, scope), limit=entry.limit)

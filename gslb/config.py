@@ -15,7 +15,9 @@ from typing import Any
 
 import dns.name
 
-POLICIES = ("all", "geo", "capacity")
+POLICIES = ("all", "geo", "capacity", "spare")
+# what the capacity policy does when every DC is full (gslb/policy.py)
+OVERLOADS = ("spill", "shed")
 MAX_TTL_S = 86400  # a day: longer makes run-time policy changes meaningless
 
 
@@ -41,6 +43,26 @@ class RegionInfo:
 
     name: str
     subnets: tuple[IpNetwork, ...]
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """A service name of the zone with its own answer policy and TTL (a traffic class:
+    search.lblab.test for latency, upload.lblab.test for success). `capacity_share`: the
+    share of each DC's capacity the class may fill, against the class's own load (the
+    backends count requests per path; `load_key` names the path, default the name's first
+    label); `max_distance_ms`: the spare policy's latency bound (one-way, region -> DC)."""
+
+    name: str                        # relative to the zone (search), or absolute with '.'
+    policy: str = "geo"
+    ttl_s: int = 30
+    capacity_share: float = 1.0
+    max_distance_ms: float | None = None
+    load_key: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.load_key or self.name.split(".")[0]
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,15 @@ class GslbConfig:
     # capacity policy: a DC starts shedding new answers when less than this fraction of its
     # capacity is spare, and sheds all of them when full.
     spill_headroom: float = 0.2
+    # capacity policy with every DC full: spill (the least loaded DC, relative to its
+    # capacity) or shed (each client's nearest: its backends refuse the excess fast)
+    overload: str = "spill"
+    # a DC that filled up counts as full until its load falls below (1 - hysteresis) of
+    # its capacity, so answers do not flap at the threshold
+    hysteresis: float = 0.1
+    # further service names, each with its own policy and TTL (the `service` name above
+    # keeps `policy` and `ttl_s`, and the run-time overrides)
+    services: tuple[ServiceInfo, ...] = ()
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -94,6 +125,17 @@ class GslbConfig:
     def service_fqdn(self) -> str:
         """The service name as text, without the final dot (www.lblab.test)."""
         return self.service_name.to_text(omit_final_dot=True)
+
+    @property
+    def primary(self) -> ServiceInfo:
+        """The `service` name as a ServiceInfo (its policy and TTL are the config's own)."""
+        return ServiceInfo(self.service, self.policy, self.ttl_s)
+
+    def all_services(self) -> tuple[ServiceInfo, ...]:
+        return (self.primary, *self.services)
+
+    def service_dns_name(self, service: ServiceInfo) -> dns.name.Name:
+        return dns.name.from_text(service.name, origin=self.zone_name)
 
     def dc(self, name: str) -> DcInfo:
         for dc in self.dcs:
@@ -122,6 +164,11 @@ class GslbConfig:
         return {
             "zone": self.zone, "service": self.service, "ttl_s": self.ttl_s,
             "policy": self.policy, "spill_headroom": self.spill_headroom,
+            "overload": self.overload, "hysteresis": self.hysteresis,
+            "services": [{"name": v.name, "policy": v.policy, "ttl_s": v.ttl_s,
+                          "capacity_share": v.capacity_share,
+                          "max_distance_ms": v.max_distance_ms, "load_key": v.load_key}
+                         for v in self.services],
             "dcs": [{"name": d.name, "vip": str(d.vip), "capacity_rps": d.capacity_rps}
                     for d in self.dcs],
             "regions": [{"name": r.name, "subnets": [str(n) for n in r.subnets]}
@@ -147,6 +194,32 @@ def _validate(cfg: GslbConfig) -> None:
         raise GslbConfigError("authority_address: must be an IPv4Address")
     if not (isinstance(cfg.spill_headroom, (int, float)) and 0 < cfg.spill_headroom <= 1):
         raise GslbConfigError("spill_headroom: must be a number in (0, 1]")
+    if cfg.overload not in OVERLOADS:
+        raise GslbConfigError(f"overload: {cfg.overload!r} is not one of "
+                              f"{', '.join(OVERLOADS)}")
+    if not (_finite_nonneg(cfg.hysteresis) and cfg.hysteresis < 1):
+        raise GslbConfigError("hysteresis: must be a number in [0, 1)")
+    names = []
+    for i, svc in enumerate(cfg.services):
+        where = f"services[{i}]"
+        if not isinstance(svc, ServiceInfo):
+            raise GslbConfigError(f"{where}: must be a ServiceInfo")
+        _check_name(svc.name, f"{where}.name")
+        if svc.policy not in POLICIES:
+            raise GslbConfigError(f"{where}.policy: {svc.policy!r} is not one of "
+                                  f"{', '.join(POLICIES)}")
+        _check_int(svc.ttl_s, f"{where}.ttl_s", 0, MAX_TTL_S)
+        if not (_finite_nonneg(svc.capacity_share) and 0 < svc.capacity_share <= 1):
+            raise GslbConfigError(f"{where}.capacity_share: must be a number in (0, 1]")
+        if svc.max_distance_ms is not None and not _finite_nonneg(svc.max_distance_ms):
+            raise GslbConfigError(f"{where}.max_distance_ms: must be a number >= 0")
+        names.append(cfg.service_dns_name(svc))
+    primary = dns.name.from_text(cfg.service, origin=dns.name.from_text(cfg.zone))
+    for i, name in enumerate(names):
+        if name == primary or name in names[:i]:
+            raise GslbConfigError(f"services[{i}].name: {name} is already a service name")
+        if not name.is_subdomain(dns.name.from_text(cfg.zone)):
+            raise GslbConfigError(f"services[{i}].name: {name} is not in zone {cfg.zone}")
     if not cfg.dcs:
         raise GslbConfigError("dcs: at least one data centre is needed")
     _check_unique([d.name for d in cfg.dcs], "dcs[].name")
@@ -221,7 +294,8 @@ def _check_name(name: object, where: str) -> None:
 # from_dict: scenario mapping -> dataclasses, with the path of the offending field
 
 _TOP_KEYS = {"zone", "service", "ttl_s", "policy", "dcs", "regions", "distance_ms",
-             "authority", "soa", "spill_headroom"}
+             "authority", "soa", "spill_headroom", "overload", "hysteresis", "services"}
+_SERVICE_KEYS = {"name", "policy", "ttl_s", "capacity_share", "max_distance_ms", "load_key"}
 
 
 def _from_dict(data: Mapping[str, Any], where: str) -> GslbConfig:
@@ -234,9 +308,19 @@ def _from_dict(data: Mapping[str, Any], where: str) -> GslbConfig:
     kwargs: dict[str, Any] = {"dcs": dcs, "regions": regions,
                               "distance_ms": _distances_from(data.get("distance_ms", {}),
                                                              f"{where}.distance_ms")}
-    for key in ("zone", "service", "ttl_s", "policy", "spill_headroom"):
+    for key in ("zone", "service", "ttl_s", "policy", "spill_headroom", "overload",
+                "hysteresis"):
         if key in data:
             kwargs[key] = data[key]
+    if "services" in data:
+        services = []
+        for i, item in enumerate(_expect_list(data["services"], f"{where}.services")):
+            _expect_mapping(item, f"{where}.services[{i}]")
+            _no_unknown(item, _SERVICE_KEYS, f"{where}.services[{i}]")
+            if "name" not in item:
+                raise GslbConfigError(f"{where}.services[{i}].name: missing")
+            services.append(ServiceInfo(**item))
+        kwargs["services"] = tuple(services)
     if "authority" in data:
         auth = data["authority"]
         _expect_mapping(auth, f"{where}.authority")

@@ -1,9 +1,12 @@
 """A tiny JSON-over-HTTP control channel for experiments (loopback by default).
 
-  GET  /state                      -> policy, ttl_s, version, each DC's state
+  GET  /state                      -> policy, ttl_s, version, each DC's state, every
+                                      service name's policy and TTL, which (service, DC)
+                                      pairs are full, and the full state's transitions
   POST /policy  {"policy": "geo"}
   POST /ttl     {"ttl_s": 5}
-  POST /dc/NAME {"healthy": false} and/or {"load": 123.0}
+  POST /dc/NAME {"healthy": false} and/or {"load": 123.0} and/or
+                {"load_by_service": {"search": 80.0}}  (a traffic class's load)
 
 A bad request gets a 400 JSON error and changes nothing: every field is validated before
 any is applied. One request per connection (``Connection: close``) keeps the parser tiny;
@@ -36,13 +39,30 @@ class BadRequest(Exception):
 def state(server: GslbServer) -> dict[str, Any]:
     cfg = server.authority.base_config.replace(**server.view.overrides())
     records = server.view.records()
+    full = server.view.full()
     return {
         "zone": cfg.zone, "policy": cfg.policy, "ttl_s": cfg.ttl_s,
         "version": server.view.version,
         "dcs": {d.name: {"vip": str(d.vip), "capacity_rps": d.capacity_rps,
                          "healthy": records[d.name].state.healthy,
-                         "load": records[d.name].state.load} for d in cfg.dcs},
+                         "load": records[d.name].state.load,
+                         "load_by_service": dict(records[d.name].state.by_service)}
+                for d in cfg.dcs},
+        "services": {cfg.service_dns_name(v).to_text(omit_final_dot=True): {
+            "policy": v.policy, "ttl_s": v.ttl_s, "capacity_share": v.capacity_share,
+            "max_distance_ms": v.max_distance_ms, "load_key": v.key,
+            "full": sorted(dc for svc, dc in full if svc == v.name)}
+            for v in cfg.all_services()},
+        "overload": cfg.overload, "hysteresis": cfg.hysteresis,
+        # (epoch s, service, dc, full): a DC leaving (true) or rejoining a service's answers
+        "transitions": [[round(t, 3), svc, dc, now_full]
+                        for t, svc, dc, now_full in server.view.transitions()],
     }
+
+
+def _rate(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) \
+        and math.isfinite(value) and value >= 0
 
 
 def _object(body: bytes) -> dict[str, Any]:
@@ -94,17 +114,23 @@ def dispatch(server: GslbServer, method: str, path: str, body: bytes) -> dict[st
         if name not in server.view.names():
             raise BadRequest(404, f"unknown dc {name!r}")
         obj = _object(body)
-        _only(obj, {"healthy", "load"})
+        _only(obj, {"healthy", "load", "load_by_service"})
         if "healthy" in obj and not isinstance(obj["healthy"], bool):
             raise BadRequest(400, "healthy must be true or false")
-        load = obj.get("load")
-        if "load" in obj and (isinstance(load, bool) or not isinstance(load, (int, float))
-                              or not math.isfinite(load) or load < 0):
+        if "load" in obj and not _rate(obj["load"]):
             raise BadRequest(400, "load must be a number >= 0")
+        classes = obj.get("load_by_service")
+        if "load_by_service" in obj and not (
+                isinstance(classes, dict) and all(isinstance(k, str) and _rate(v)
+                                                  for k, v in classes.items())):
+            raise BadRequest(400, "load_by_service must map class names to numbers >= 0")
         if "healthy" in obj:
             server.view.set_health(name, obj["healthy"])
-        if "load" in obj:
-            server.view.set_load(name, float(load))
+        if "load" in obj or classes is not None:
+            state_now = server.view.snapshot()[name]   # a partial update: merge classes
+            server.view.set_load(name, float(obj.get("load", state_now.load)),
+                                 by_service=None if classes is None else
+                                 {**dict(state_now.by_service), **classes})
     else:
         raise BadRequest(404, f"no such path {path}")
     return state(server)

@@ -34,14 +34,22 @@ class GlobalView:
     """Thread-safe map dc name -> DcState, plus run-time config overrides, with a change counter.
 
     Overrides (policy, TTL) live here too so that one counter tells the authority that any
-    input of its answers changed, whichever thread changed it.
+    input of its answers changed, whichever thread changed it. Which (service, DC) pairs are
+    full is kept here as well, by a rule the authority gives (``track_full``: capacity with
+    hysteresis, gslb/policy.py), re-evaluated on every change of state, not only when a
+    query comes; every transition is kept with its time (the answers' flaps).
     """
+
+    MAX_TRANSITIONS = 1000
 
     def __init__(self, dc_names: Iterable[str]) -> None:
         self._lock = threading.Lock()
         self._records: dict[str, DcRecord] = {n: DcRecord(DcState()) for n in dc_names}
         self._snapshot: Mapping[str, DcState] = self._freeze()
         self._overrides: dict[str, object] = {}
+        self._full_rule = None
+        self._full: frozenset = frozenset()
+        self._transitions: list[tuple[float, str, str, bool]] = []
         self.version = 0  # read without the lock: an int attribute read is atomic in CPython
 
     def _freeze(self) -> Mapping[str, DcState]:
@@ -59,37 +67,65 @@ class GlobalView:
         with self._lock:
             rec = self._check(dc)
             changed = rec.state.healthy != bool(ok)
-            self._records[dc] = DcRecord(DcState(bool(ok), rec.state.load), now, rec.load_at)
+            self._records[dc] = DcRecord(DcState(bool(ok), rec.state.load,
+                                                 rec.state.by_service), now, rec.load_at)
             if changed:
-                self._publish()
+                self._publish(now)
         return changed
 
-    def set_load(self, dc: str, value: float, now: float | None = None) -> None:
-        """Record load (requests/s, the unit of capacity_rps)."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value < 0:
-            raise ValueError(f"load must be a finite number >= 0, got {value!r}")
+    def set_load(self, dc: str, value: float, now: float | None = None,
+                 by_service: Mapping[str, float] | None = None) -> None:
+        """Record load (requests/s, the unit of capacity_rps), and per service class
+        (ServiceInfo.key -> requests/s) where known."""
+        for v in [value, *(by_service or {}).values()]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) \
+                    or not math.isfinite(v) or v < 0:
+                raise ValueError(f"load must be a finite number >= 0, got {v!r}")
         now = time.monotonic() if now is None else now
         with self._lock:
             rec = self._check(dc)
-            changed = rec.state.load != float(value)
-            self._records[dc] = DcRecord(DcState(rec.state.healthy, float(value)),
-                                         rec.health_at, now)
+            classes = rec.state.by_service if by_service is None else tuple(
+                sorted((str(k), float(v)) for k, v in by_service.items()))
+            state = DcState(rec.state.healthy, float(value), classes)
+            changed = rec.state != state
+            self._records[dc] = DcRecord(state, rec.health_at, now)
             if changed:
-                self._publish()
+                self._publish(now)
+
+    def track_full(self, rule) -> None:
+        """rule(snapshot, full before) -> full now (a frozenset of (service, dc))."""
+        with self._lock:
+            self._full_rule = rule
+            self._publish(time.monotonic())
+
+    def full(self) -> frozenset:
+        with self._lock:
+            return self._full
+
+    def transitions(self) -> list[tuple[float, str, str, bool]]:
+        """(wall-clock time, service, dc, now full) of every change of a full state."""
+        with self._lock:
+            return list(self._transitions)
 
     def set_overrides(self, **settings: object) -> None:
         """Run-time config changes (policy, ttl_s); the caller validates them first."""
         with self._lock:
             self._overrides.update(settings)
-            self._publish()
+            self._publish(time.monotonic())
 
     def overrides(self) -> dict[str, object]:
         with self._lock:
             return dict(self._overrides)
 
-    def _publish(self) -> None:
+    def _publish(self, now: float) -> None:
         self._snapshot = self._freeze()
+        if self._full_rule is not None:
+            full = self._full_rule(self._snapshot, self._full)
+            wall = time.time()
+            for service, dc in sorted(full ^ self._full):
+                self._transitions.append((wall, service, dc, (service, dc) in full))
+            del self._transitions[:-self.MAX_TRANSITIONS]
+            self._full = full
         self.version += 1
 
     def snapshot(self) -> Mapping[str, DcState]:

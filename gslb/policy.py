@@ -4,9 +4,15 @@ Pure: the inputs are the config, a GlobalView snapshot, the client's location an
 rng; nothing here reads the clock or the network, so every decision is testable and repeatable.
 
 Availability rule shared by all policies (documented choice):
-  1. a DC is *eligible* when healthy and its load does not exceed its capacity;
+  1. a DC is *eligible* for a service when healthy and not *full* for it: full once the
+     service's load there exceeds its capacity there (the DC's capacity_rps times the
+     service's capacity_share), and again not full only once the load falls below
+     (1 - hysteresis) of it (``update_full``; without a history, full = over capacity);
   2. if no DC is eligible but some are healthy (all overloaded), the healthy ones are used:
-     overloaded service is better than none, and the policy still orders them;
+     overloaded service is better than none; the capacity policy then answers by its
+     ``overload`` setting: ``spill`` the least loaded DC (relative to its capacity),
+     ``shed`` each client's nearest (whose backends refuse the excess fast), the others
+     still order them by their own rule;
   3. if no DC is healthy, every configured VIP is answered (fail open, as Route 53 does).
      SERVFAIL would be cached by resolvers (RFC 9520) and turn a wrong health view - e.g. the
      prober cut off from DCs that clients can still reach - into a certain outage.
@@ -19,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from gslb.config import GslbConfig, IpNetwork
+from gslb.config import GslbConfig, IpNetwork, ServiceInfo
 from gslb.ecs import FAMILY_BITS
 
 
@@ -29,6 +35,8 @@ class DcState:
 
     healthy: bool = True
     load: float = 0.0  # same unit as capacity_rps (requests/s)
+    # the load per service class (ServiceInfo.key -> requests/s), where the backends count it
+    by_service: tuple[tuple[str, float], ...] = ()
 
 
 Snapshot = Mapping[str, DcState]  # dc name -> state; a missing DC counts as healthy, idle
@@ -131,16 +139,48 @@ class Plan:
         return self.vips
 
 
-def candidates(config: GslbConfig, snapshot: Snapshot) -> tuple[list[str], bool]:
-    """DC names to answer from (config order), and whether that is the fail-open set."""
+def service_load(state: DcState, service: ServiceInfo) -> float:
+    """A service's load at a DC: its own class's rate where known, else the DC's total."""
+    for key, value in state.by_service:
+        if key == service.key:
+            return value
+    return state.load
+
+
+def service_capacity(config: GslbConfig, dc: str, service: ServiceInfo) -> float:
+    return config.dc(dc).capacity_rps * service.capacity_share
+
+
+Full = frozenset  # of (service name, dc name): full, by update_full's hysteresis
+
+
+def update_full(config: GslbConfig, snapshot: Snapshot, before: Full | None = None) -> Full:
+    """Which (service, DC) pairs are full now: over capacity, or full before and not yet
+    below (1 - hysteresis) of it."""
+    out = set()
+    for svc in config.all_services():
+        for dc in config.dcs:
+            load = service_load(snapshot.get(dc.name, DcState()), svc)
+            cap = service_capacity(config, dc.name, svc)
+            was = before is not None and (svc.name, dc.name) in before
+            if load > cap or (was and load >= (1 - config.hysteresis) * cap):
+                out.add((svc.name, dc.name))
+    return frozenset(out)
+
+
+def candidates(config: GslbConfig, snapshot: Snapshot, service: ServiceInfo | None = None,
+               full: Full | None = None) -> tuple[list[str], bool, bool]:
+    """DC names to answer from (config order), whether that is the fail-open set, and
+    whether every healthy DC is full (the overloaded set)."""
+    svc = service or config.primary
+    full = update_full(config, snapshot) if full is None else full
     healthy = [d.name for d in config.dcs if snapshot.get(d.name, DcState()).healthy]
-    eligible = [n for n in healthy
-                if snapshot.get(n, DcState()).load <= config.dc(n).capacity_rps]
+    eligible = [n for n in healthy if (svc.name, n) not in full]
     if eligible:
-        return eligible, False
+        return eligible, False, False
     if healthy:
-        return healthy, False
-    return [d.name for d in config.dcs], True
+        return healthy, False, True
+    return [d.name for d in config.dcs], True, False
 
 
 def _by_distance(config: GslbConfig, names: list[str], region: str) -> list[str]:
@@ -148,33 +188,53 @@ def _by_distance(config: GslbConfig, names: list[str], region: str) -> list[str]
     return sorted(names, key=lambda n: config.distance_ms[(region, n)])
 
 
-def _stay_probability(config: GslbConfig, snapshot: Snapshot, name: str) -> float:
+def _spare(config: GslbConfig, snapshot: Snapshot, name: str, svc: ServiceInfo) -> float:
+    return service_capacity(config, name, svc) - service_load(
+        snapshot.get(name, DcState()), svc)
+
+
+def _stay_probability(config: GslbConfig, snapshot: Snapshot, name: str,
+                      svc: ServiceInfo) -> float:
     """Nearest first, shedding as the DC fills: 1 until spare < headroom, 0 when full."""
-    capacity = config.dc(name).capacity_rps
-    spare = capacity - snapshot.get(name, DcState()).load
+    capacity = service_capacity(config, name, svc)
+    spare = _spare(config, snapshot, name, svc)
     return max(0.0, min(1.0, spare / (config.spill_headroom * capacity)))
 
 
-def plan(config: GslbConfig, snapshot: Snapshot, region: str | None) -> Plan:
-    """The decision for a client in ``region`` (None: location unknown) under config.policy."""
-    names, fail_open = candidates(config, snapshot)
+def plan(config: GslbConfig, snapshot: Snapshot, region: str | None,
+         service: ServiceInfo | None = None, full: Full | None = None) -> Plan:
+    """The decision for a client in ``region`` (None: location unknown) for ``service``
+    (default the config's own name and policy); ``full`` from update_full."""
+    svc = service or config.primary
+    names, fail_open, overloaded = candidates(config, snapshot, svc, full)
     vip = {d.name: d.vip for d in config.dcs}
     all_vips = tuple(vip[n] for n in names)
-    if fail_open or config.policy == "all" or region is None or len(names) == 1:
+    if fail_open or svc.policy == "all" or region is None or len(names) == 1:
         # no location to use (or nothing to choose): every candidate, rotated. Geo/capacity
         # answers still differ between regions when several DCs exist, hence the flag.
-        depends = config.policy != "all" and not fail_open and len(names) > 1
+        depends = svc.policy != "all" and not fail_open and len(names) > 1
         return Plan(all_vips, rotate=True, stay=None, depends_on_client=depends)
     ordered = _by_distance(config, names, region)
-    if config.policy == "geo":
+    if svc.policy == "geo":
         return Plan((vip[ordered[0]],), rotate=False, stay=None, depends_on_client=True)
-    stay = tuple(_stay_probability(config, snapshot, n) for n in ordered)
+    if svc.policy == "spare":
+        bound = svc.max_distance_ms
+        near = [n for n in ordered if bound is None or config.distance_ms[(region, n)] <= bound]
+        best = max(near or ordered[:1], key=lambda n: _spare(config, snapshot, n, svc))
+        return Plan((vip[best],), rotate=False, stay=None, depends_on_client=True)
+    if overloaded:
+        if config.overload == "shed":
+            return Plan((vip[ordered[0]],), rotate=False, stay=None, depends_on_client=True)
+        least = min(ordered, key=lambda n: service_load(snapshot.get(n, DcState()), svc)
+                    / service_capacity(config, n, svc))
+        return Plan((vip[least],), rotate=False, stay=None, depends_on_client=True)
+    stay = tuple(_stay_probability(config, snapshot, n, svc) for n in ordered)
     return Plan(tuple(vip[n] for n in ordered), rotate=False, stay=stay,
                 depends_on_client=True)
 
 
 def decide(config: GslbConfig, snapshot: Snapshot, location: ClientLocation, counter: int,
-           rng: random.Random | None = None) -> Answer:
+           rng: random.Random | None = None, service: ServiceInfo | None = None) -> Answer:
     """One query's answer: VIPs in order and the ECS scope they depended on."""
-    p = plan(config, snapshot, location.region)
+    p = plan(config, snapshot, location.region, service)
     return Answer(p.pick(counter, rng), location.scope if p.depends_on_client else 0)

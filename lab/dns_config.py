@@ -7,7 +7,8 @@ The authority's view of the world comes entirely from the network plan:
 - distances = the routed one-way delay region -> DC (``plan.one_way_ms``), so "nearest" is
   what a packet actually experiences, not the length of some direct link;
 - the authority's own address = the ``lba-`` host (glue for ``ns1``); policy and TTL from
-  the scenario's ``dns:`` section.
+  the scenario's ``dns:`` section, with its further service names (``dns.services``), the
+  capacity policy's overload behaviour and the hysteresis.
 
 Service address: the scenario's ``dns.answers`` says ``vip`` (the DC's VIP, served by the VIP
 balancer) or ``first_backend`` (the DC's first backend, for networks where nothing answers on
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from ipaddress import IPv4Address
 
-from gslb.config import DcInfo, GslbConfig, RegionInfo
+from gslb.config import DcInfo, GslbConfig, RegionInfo, ServiceInfo
 from topologies.plan import SERVICE_PORT, HostPlan, NetworkPlan
 from topologies.scenario import DNS_ANSWERS
 
@@ -61,7 +62,11 @@ def gslb_config(plan: NetworkPlan, *, answers: str | None = None, policy: str | 
     return GslbConfig(dcs=dcs, regions=regions, distance_ms=distance,
                       ttl_s=scen.dns.ttl_s if ttl_s is None else ttl_s,
                       policy=policy or scen.dns.policy,
-                      authority_address=authority_host(plan).ip)
+                      authority_address=authority_host(plan).ip,
+                      overload=scen.dns.overload, hysteresis=scen.dns.hysteresis,
+                      services=tuple(ServiceInfo(v.name, v.policy, v.ttl_s, v.capacity_share,
+                                                 v.max_distance_ms)
+                                     for v in scen.dns.services))
 
 
 def probe_targets(config: GslbConfig, plan: NetworkPlan,

@@ -6,7 +6,8 @@
       the global view with each DC's load, read from the load files;
   python -m lab.dnsproc loadfeed --dc us1 --backend 10.101.0.11 ... --out FILE
       a DC's request rate (its backends' /stats counters, summed) written to FILE, with the
-      rates served (answered 200) and shed (refused by the capacity limit) beside it;
+      rates served (answered 200) and shed (refused by the capacity limit) and the demand
+      per path (/search, /upload: each traffic class's load) beside it;
   python -m lab.dnsproc ready --timeout 10 IP ...
       exit 0 once every resolver at IP answers an SOA query for the zone with NOERROR
       (all asked at once, each again until it does); else print those that never did, exit 1.
@@ -46,7 +47,8 @@ def request_rate(history: list[tuple[float, int]], window_s: float,
     return None
 
 
-COUNTERS = ("requests", "served", "shed")
+COUNTERS = ("requests", "served", "shed", "search", "upload")
+PATHS = ("search", "upload")     # per-class demand: ServiceInfo.key of search and upload
 
 
 async def _backend_counters(ip: str, port: int = SERVICE_PORT) -> tuple[int, ...] | None:
@@ -57,6 +59,7 @@ async def _backend_counters(ip: str, port: int = SERVICE_PORT) -> tuple[int, ...
         data = await asyncio.wait_for(reader.read(), 0.4)
         writer.close()
         stats = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        stats.update(stats.get("by_path", {}))
         return tuple(int(stats.get(key, 0)) for key in COUNTERS)
     except (OSError, asyncio.TimeoutError, ValueError, KeyError, IndexError):
         return None
@@ -64,7 +67,8 @@ async def _backend_counters(ip: str, port: int = SERVICE_PORT) -> tuple[int, ...
 
 def loadfeed_main(dc: str, backends: list[str], out: str) -> int:
     """Every LOAD_POLL_S: the DC's request rate (sum over its reachable backends; what the
-    global view takes as its load) -> `out`, with served_rps and shed_rps."""
+    global view takes as its load) -> `out`, with served_rps, shed_rps and by_service (the
+    demand on /search and on /upload: each traffic class's load)."""
     history: dict[str, list[tuple[float, tuple[int, ...]]]] = {ip: [] for ip in backends}
 
     async def loop() -> None:
@@ -89,7 +93,9 @@ def loadfeed_main(dc: str, backends: list[str], out: str) -> int:
             if known:
                 write_atomic(Path(out), json.dumps({
                     "dc": dc, "rps": round(totals[0], 1), "served_rps": round(totals[1], 1),
-                    "shed_rps": round(totals[2], 1), "time": time.time()}))
+                    "shed_rps": round(totals[2], 1),
+                    "by_service": {k: round(totals[3 + i], 1) for i, k in enumerate(PATHS)},
+                    "time": time.time()}))
             await asyncio.sleep(max(0.0, LOAD_POLL_S - (time.monotonic() - started)))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -112,7 +118,10 @@ async def read_load_files(view, files: dict[str, str], interval_s: float = 0.25,
                 continue
             if data.get("time", 0) != seen.get(dc) and time.time() - data["time"] < stale_s:
                 seen[dc] = data["time"]
-                view.set_load(dc, float(data["rps"]))
+                by_service = data.get("by_service")
+                view.set_load(dc, float(data["rps"]),
+                              by_service={k: float(v) for k, v in by_service.items()}
+                              if isinstance(by_service, dict) else None)
         await asyncio.sleep(interval_s)
 
 

@@ -12,7 +12,8 @@ keeps the user's). Handlers are Lua (Debian's libnginx-mod-http-lua):
   framing, so a client reads lines as from the Python server).
 - GET /health, GET /stats: JSON counters kept by the server itself in a shared dict:
   connections (with at least one request), active (nginx's own count), requests, bytes_in,
-  served (/search and /upload answered 200), shed (refused with 503 by the capacity limit).
+  served (/search and /upload answered 200), shed (refused with 503 by the capacity limit),
+  by_path (requests to /search and to /upload, whatever their answer: each class's demand).
 - With a capacity limit (topologies/capacity.py): /search and /upload go through nginx's
   limit_req (burst admitted at once, then delayed up to the queue, `delay=`/`nodelay`) and,
   with max_concurrent, limit_conn; a refused request gets 503 with Retry-After from a named
@@ -109,10 +110,11 @@ _STATS = r"""
         local d = ngx.shared.lblab
         return lblab.reply(200, string.format(
             '{"connections": %d, "active": %d, "requests": %d, "bytes_in": %d, '
-            .. '"served": %d, "shed": %d}',
+            .. '"served": %d, "shed": %d, "by_path": {"search": %d, "upload": %d}}',
             d:get("connections") or 0, tonumber(ngx.var.connections_active) or 0,
             (d:get("requests") or 0) + 1, d:get("bytes_in") or 0, d:get("served") or 0,
-            d:get("shed") or 0), "application/json")
+            d:get("shed") or 0, d:get("req_search") or 0, d:get("req_upload") or 0),
+            "application/json")
 """
 
 _SHED = r"""
@@ -125,8 +127,10 @@ _LOG = r"""
         local d = ngx.shared.lblab
         d:incr("requests", 1, 0)
         if ngx.var.connection_requests == "1" then d:incr("connections", 1, 0) end
-        if ngx.status == 200 and (ngx.var.uri == "/search" or ngx.var.uri == "/upload") then
-            d:incr("served", 1, 0)
+        local uri = ngx.var.uri
+        if uri == "/search" or uri == "/upload" then
+            d:incr("req_" .. string.sub(uri, 2), 1, 0)
+            if ngx.status == 200 then d:incr("served", 1, 0) end
         end
 """
 

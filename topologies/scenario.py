@@ -30,7 +30,8 @@ CONNTRACK_IMPLS = ("ct", "learn")
 # Where the VIP's hash is computed: in the datapath (a select group's dp_hash) or in OVS's
 # slow path (the multipath action: an upcall per new connection). controller/hashing.py.
 HASH_IMPLS = ("dp_hash", "multipath")
-DNS_POLICIES = ("all", "geo", "capacity")
+DNS_POLICIES = ("all", "geo", "capacity", "spare")
+DNS_OVERLOADS = ("spill", "shed")   # the capacity policy when every DC is full (gslb/policy.py)
 DNS_ANSWERS = ("first_backend", "vip")
 # What a user's machine does with the A records it gets (experiments/workloads/population.py)
 BEHAVIOURS = ("random", "first", "retry-next")
@@ -150,6 +151,25 @@ class Dns:
     # a public resolver (the chapter's "middleman") in region `site` that users of every
     # population may use (`population.public_share`), with or without ECS
     public_resolver: "PublicResolver | None" = None
+    # the capacity policy when every DC is full, and how far below capacity a full DC must
+    # fall to rejoin the answers (gslb/policy.py)
+    overload: str = "spill"
+    hysteresis: float = 0.1
+    # further names of the zone (search.lblab.test, ...), each with its own policy and TTL;
+    # www.lblab.test keeps `policy` and `ttl_s`
+    services: tuple["DnsService", ...] = ()
+
+
+@dataclass(frozen=True)
+class DnsService:
+    """A traffic class's name: `name`.lblab.test, answered by `policy` with `ttl_s`, filling
+    at most `capacity_share` of each DC's capacity (its load: the backends' count of
+    requests to /`name`), `spare` within `max_distance_ms` of the client's region."""
+    name: str
+    policy: str = "geo"
+    ttl_s: int = 30
+    capacity_share: float = 1.0
+    max_distance_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -219,7 +239,8 @@ def parse(data: Any, source: str) -> Scenario:
 def _parse_dns(source: str, data: Any, regions: list[Region], names: list[str]) -> Dns:
     f = Fields(source, "dns", data, {"authority", "policy", "ttl_s", "cache_min_ttl_s",
                                       "cache_max_ttl_s", "answers", "shared_resolver",
-                                      "public_resolver"})
+                                      "public_resolver", "overload", "hysteresis",
+                                      "services"})
     authority = f.get("authority", str, names[len(regions)] if len(names) > len(regions)
                       else "")
     if authority not in names:
@@ -243,7 +264,42 @@ def _parse_dns(source: str, data: Any, regions: list[Region], names: list[str]) 
                ttl_s=int(f.number("ttl_s", 30, minimum=0, maximum=86400)),
                cache_min_ttl_s=min_ttl, cache_max_ttl_s=max_ttl,
                answers=f.choice("answers", DNS_ANSWERS, "vip"),
-               shared_resolver=shared, public_resolver=public)
+               shared_resolver=shared, public_resolver=public,
+               overload=f.choice("overload", DNS_OVERLOADS, "spill"),
+               hysteresis=f.number("hysteresis", 0.1, minimum=0, maximum=0.9),
+               services=_parse_services(source, f.data.get("services")))
+
+
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+RESERVED_NAMES = ("www", "ns1")
+
+
+def _parse_services(source: str, data: Any) -> tuple[DnsService, ...]:
+    """`dns.services`: name -> {policy, ttl_s, capacity_share, max_distance_ms}."""
+    if data is None:
+        return ()
+    holder = Fields(source, "dns.services", data, set(map(str, data))
+                    if isinstance(data, dict) else set())
+    if not isinstance(data, dict) or not data:
+        holder.fail("expected a mapping like {search: {policy: capacity, ttl_s: 10}}")
+    out = []
+    for name, spec in data.items():
+        if not isinstance(name, str) or not SERVICE_NAME.match(name) or \
+                name in RESERVED_NAMES:
+            holder.fail(f"'{name}' is not a usable name (a DNS label: lowercase letters, "
+                        f"digits, '-'; not {' or '.join(RESERVED_NAMES)})")
+        f = Fields(source, f"dns.services.{name}", spec if spec is not None else {},
+                   {"policy", "ttl_s", "capacity_share", "max_distance_ms"})
+        distance = f.number("max_distance_ms", None, minimum=0, maximum=10_000)
+        policy = f.choice("policy", DNS_POLICIES, "geo")
+        if distance is not None and policy != "spare":
+            f.fail("applies only with policy: spare", sub="max_distance_ms")
+        out.append(DnsService(
+            name=name, policy=policy,
+            ttl_s=int(f.number("ttl_s", 30, minimum=0, maximum=86400)),
+            capacity_share=f.number("capacity_share", 1.0, minimum=0.01, maximum=1),
+            max_distance_ms=distance))
+    return tuple(out)
 
 
 def _parse_public_resolver(source: str, data: Any, regions: list[Region]) -> PublicResolver:

@@ -5,7 +5,8 @@ and the client address it saw (X-Client), so a client can tell which backend a V
 to, and as whom, without any other instrumentation.
 Endpoints: GET /search?size=N (N bytes), POST /upload (reads the whole body, acknowledges
 the byte count), GET /stream?seconds=S (a long-lived connection that trickles data),
-GET /health, GET /stats (connections, requests, bytes_in, served, shed, as JSON).
+GET /health, GET /stats (connections, requests, bytes_in, served, shed, and by_path: the
+requests to /search and /upload whatever their answer, as JSON).
 With --limit-rps (topologies/capacity.py, as nginx's limit_req): /search and /upload go
 through a leaky bucket (--limit-burst at once, then up to --limit-queue delayed to the
 rate) and at most --limit-concurrent at a time; a refused request gets 503 with Retry-After.
@@ -38,6 +39,7 @@ class Counters:
         self.bytes_in = 0
         self.served = 0
         self.shed = 0
+        self.by_path = {"search": 0, "upload": 0}
 
     def add(self, **deltas):
         with self.lock:
@@ -48,7 +50,11 @@ class Counters:
         with self.lock:
             return {"connections": self.connections, "active": self.active,
                     "requests": self.requests, "bytes_in": self.bytes_in,
-                    "served": self.served, "shed": self.shed}
+                    "served": self.served, "shed": self.shed, "by_path": dict(self.by_path)}
+
+    def count_path(self, name: str) -> None:
+        with self.lock:
+            self.by_path[name] += 1
 
 
 class Limit:
@@ -132,6 +138,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         query = parse_qs(url.query)
         if url.path == "/search":
+            self.server.counters.count_path("search")
             return self._limited(lambda: self._search(query))
         if url.path == "/health":
             return self._reply(200, b"ok\n")
@@ -178,6 +185,7 @@ class Handler(BaseHTTPRequestHandler):
         self.server.counters.add(requests=1)
         if urlparse(self.path).path != "/upload":
             return self._reply(404, b"not found\n")
+        self.server.counters.count_path("upload")
         self._limited(self._upload)
 
     def _upload(self) -> None:

@@ -52,11 +52,13 @@ def running_unbound(tmp: Path, authority_port: int, ecs: bool) -> Iterator[int]:
         stop_process(proc)
 
 
-def resolve(port: int, subnet: str | None) -> list[str]:
+def resolve(port: int, subnet: str | None, name: str = "www.lblab.test",
+            ttl: list | None = None) -> list[str]:
     opts = [dns.edns.ECSOption(subnet, 24)] if subnet else None
-    q = dns.message.make_query("www.lblab.test", "A", use_edns=0 if opts else False,
-                               options=opts)
+    q = dns.message.make_query(name, "A", use_edns=0 if opts else False, options=opts)
     r = dns.query.udp(q, HOST, port=port, timeout=3)
+    if ttl is not None:
+        ttl.extend(rrset.ttl for rrset in r.answer)
     return sorted(rd.address for rrset in r.answer for rd in rrset)
 
 
@@ -74,3 +76,30 @@ def test_unbound_without_ecs_hides_the_client(tmp_path: Path) -> None:
             running_unbound(tmp_path, auth.port, ecs=False) as resolver:
         # the authority sees the resolver's 127.0.0.1: no region, fallback to every DC
         assert resolve(resolver, "10.3.2.0") == sorted([EAST, CENTRAL, WEST])
+
+
+def test_search_and_upload_names_lead_one_client_to_different_dcs(tmp_path: Path) -> None:
+    """Through a real unbound: with east busy with searches, an east client's search goes
+    to east (nearest, capacity to spare) and its upload to central (more spare capacity for
+    uploads within 60 ms), each cached for its own TTL; www stays geo."""
+    import json
+    import urllib.request
+    from gslb.config import ServiceInfo
+    cfg = example_config(policy="geo", ttl_s=30, services=(
+        ServiceInfo("search", "capacity", 10, capacity_share=0.6),
+        ServiceInfo("upload", "spare", 60, capacity_share=0.4, max_distance_ms=60)))
+    with running_server(cfg, seed=1) as auth, \
+            running_unbound(tmp_path, auth.port, ecs=True) as resolver:
+        host, port = auth.control
+        for dc, body in (("dc-east", {"load": 500, "load_by_service": {"search": 400,
+                                                                        "upload": 100}}),
+                         ("dc-central", {"load": 100, "load_by_service": {"search": 90,
+                                                                           "upload": 10}})):
+            req = urllib.request.Request(f"http://{host}:{port}/dc/{dc}", method="POST",
+                                         data=json.dumps(body).encode())
+            assert urllib.request.urlopen(req, timeout=2).status == 200
+        search_ttl, upload_ttl = [], []
+        assert resolve(resolver, "10.1.2.0", "search.lblab.test", search_ttl) == [EAST]
+        assert resolve(resolver, "10.1.2.0", "upload.lblab.test", upload_ttl) == [CENTRAL]
+        assert resolve(resolver, "10.1.2.0") == [EAST]
+        assert 0 < search_ttl[0] <= 10 and 10 < upload_ttl[0] <= 60

@@ -121,8 +121,10 @@ def test_stats_counts_requests_and_connections(server):
     after = json.loads(_get(server, "/stats")[2])
     assert after["requests"] - before["requests"] == 6   # 5 searches and this /stats
     assert after["connections"] - before["connections"] == 6
-    assert set(after) == {"connections", "active", "requests", "bytes_in", "served", "shed"}
+    assert set(after) == {"connections", "active", "requests", "bytes_in", "served", "shed",
+                          "by_path"}
     assert after["served"] - before["served"] == 5 and after["shed"] == 0
+    assert after["by_path"]["search"] - before["by_path"]["search"] == 5
 
 
 def test_nginx_config_refuses_names_that_would_break_it(tmp_path):

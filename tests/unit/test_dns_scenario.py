@@ -78,6 +78,18 @@ def test_defaults_and_three_dc_shared_resolver():
      "bad.yaml: dns.shared_resolver.who: unknown key 'who'"),
     ({"shared_resolver": {"clients_from": ["ap"]}},
      "bad.yaml: dns.shared_resolver.site: missing required key"),
+    ({"overload": "drop"}, "bad.yaml: dns.overload: 'drop' is not one of spill, shed"),
+    ({"hysteresis": 1}, "bad.yaml: dns.hysteresis: must be between 0 and 0.9"),
+    ({"services": []}, "bad.yaml: dns.services: expected a mapping"),
+    ({"services": {"www": {}}}, "bad.yaml: dns.services: 'www' is not a usable name"),
+    ({"services": {"Up_load": {}}}, "bad.yaml: dns.services: 'Up_load' is not a usable"),
+    ({"services": {"search": {"policy": "fast"}}},
+     "bad.yaml: dns.services.search.policy: 'fast' is not one of all, geo, capacity, spare"),
+    ({"services": {"search": {"ttl": 5}}}, "bad.yaml: dns.services.search.ttl: unknown key"),
+    ({"services": {"search": {"capacity_share": 0}}},
+     "bad.yaml: dns.services.search.capacity_share: must be between 0.01 and 1"),
+    ({"services": {"search": {"policy": "geo", "max_distance_ms": 50}}},
+     "bad.yaml: dns.services.search.max_distance_ms: applies only with policy: spare"),
 ])
 def test_bad_dns_settings_get_one_line(dns, expected):
     assert error(with_dns(**dns)).startswith(expected)
@@ -91,6 +103,23 @@ def test_shared_resolver_needs_a_resolver_in_its_site():
 
 
 # -- scenario -> GslbConfig ---------------------------------------------------------------
+
+
+def test_service_names_reach_the_authority_with_their_policies():
+    data = with_dns(overload="shed", hysteresis=0.2, services={
+        "search": {"policy": "capacity", "ttl_s": 10, "capacity_share": 0.7},
+        "upload": {"policy": "spare", "ttl_s": 60, "capacity_share": 0.3,
+                   "max_distance_ms": 80}})
+    config = gslb_config(build_plan(scenario.parse(data, "x.yaml")))
+    assert (config.overload, config.hysteresis) == ("shed", 0.2)
+    assert [(v.name, v.policy, v.ttl_s, v.capacity_share, v.max_distance_ms)
+            for v in config.all_services()] == [
+        ("www", "geo", 30, 1.0, None), ("search", "capacity", 10, 0.7, None),
+        ("upload", "spare", 60, 0.3, 80)]
+    assert GslbConfig.from_dict(config.to_dict()) == config
+    # without the keys, exactly today's authority
+    plain = gslb_config(build_plan(scenario.parse(three_dc(), "x.yaml")))
+    assert plain.services == () and plain.overload == "spill"
 
 
 def test_gslb_config_from_three_dc():

@@ -44,3 +44,19 @@ def test_prober_needs_fall_failures_and_rise_successes() -> None:
 def test_prober_rejects_unknown_dc() -> None:
     with pytest.raises(KeyError):
         Prober(GlobalView(["a"]), {"b": ("127.0.0.1", 9)})
+
+
+def test_full_states_follow_every_load_change_and_their_transitions_are_kept() -> None:
+    from gslb.config import example_config
+    from gslb.policy import update_full
+    cfg = example_config(hysteresis=0.2)
+    view = GlobalView(d.name for d in cfg.dcs)
+    view.track_full(lambda snap, before: update_full(cfg, snap, before))
+    for load in (500, 1200, 900, 700, 1100):       # full, held (in the band), out, full
+        view.set_load("dc-east", load, by_service={"search": load / 2})
+    assert [(svc, dc, full) for _, svc, dc, full in view.transitions()] == [
+        ("www", "dc-east", True), ("www", "dc-east", False), ("www", "dc-east", True)]
+    assert view.full() == {("www", "dc-east")}
+    assert view.snapshot()["dc-east"].by_service == (("search", 550.0),)
+    view.set_health("dc-east", False)              # health keeps the class loads
+    assert view.snapshot()["dc-east"].by_service == (("search", 550.0),)

@@ -120,3 +120,60 @@ def test_nested_region_raises_scope() -> None:
     # 10.1.0.0/20 is inside east's /16 but contains lab's /24: scope must say 24
     assert rm.locate_prefix(ipaddress.ip_network("10.1.0.0/20")) == ClientLocation("east", 24)
     assert rm.locate_prefix(ipaddress.ip_network("10.1.5.0/24")) == ClientLocation("lab", 24)
+
+
+# -- traffic classes, overload and hysteresis (issue: capacity, overload, traffic classes) --
+
+def _classes(**changes):
+    from gslb.config import ServiceInfo
+    return example_config(services=(
+        ServiceInfo("search", "capacity", 10, capacity_share=0.5),
+        ServiceInfo("upload", "spare", 60, capacity_share=0.5, max_distance_ms=60)), **changes)
+
+
+def test_spare_picks_the_most_spare_dc_within_the_latency_bound() -> None:
+    cfg = _classes()
+    upload = cfg.services[1]
+    # east is 10 ms from east, central 50, west 90 (beyond the 60 ms bound)
+    snap = {"dc-east": DcState(load=400), "dc-central": DcState(load=100),
+            "dc-west": DcState(load=0)}
+    assert decide(cfg, snap, loc("east"), 0, service=upload).vips == (CENTRAL,)
+    # the bound excludes everything but the nearest: the nearest, however loaded
+    from gslb.config import ServiceInfo
+    tight = ServiceInfo("upload", "spare", 60, 0.5, max_distance_ms=5)
+    assert decide(cfg, snap, loc("east"), 0, service=tight).vips == (EAST,)
+
+
+def test_a_class_fills_its_share_of_capacity_by_its_own_load() -> None:
+    cfg = _classes()
+    search = cfg.services[0]
+    # east's search share is 500 of its 1000 rps, judged by the search load alone
+    under = {"dc-east": DcState(load=600, by_service=(("search", 450.0), ("upload", 150.0)))}
+    over = {"dc-east": DcState(load=600, by_service=(("search", 550.0), ("upload", 50.0)))}
+    assert EAST in plan(cfg, under, "east", search).vips
+    assert EAST not in plan(cfg, over, "east", search).vips       # search full at east
+    assert decide(cfg, over, loc("east"), 0).vips == (EAST,)      # www: 600 of 1000, fine
+
+
+def test_every_dc_full_spill_answers_the_least_loaded_shed_the_nearest() -> None:
+    snap = {"dc-east": DcState(load=3000), "dc-central": DcState(load=1500),
+            "dc-west": DcState(load=2000)}
+    spill = example_config(policy="capacity", overload="spill")
+    shed = example_config(policy="capacity", overload="shed")
+    assert decide(spill, snap, loc("east"), 0).vips == (CENTRAL,)
+    assert decide(shed, snap, loc("east"), 0).vips == (EAST,)
+    assert decide(shed, snap, loc("west"), 0).vips == (WEST,)
+
+
+def test_a_full_dc_rejoins_only_below_the_hysteresis_band() -> None:
+    from gslb.policy import update_full
+    cfg = example_config(policy="geo", hysteresis=0.1)
+    full = update_full(cfg, {"dc-east": DcState(load=1001)})
+    assert ("www", "dc-east") in full
+    # back under capacity but inside the band: still full; below 900: not
+    assert ("www", "dc-east") in update_full(cfg, {"dc-east": DcState(load=950)}, full)
+    assert ("www", "dc-east") not in update_full(cfg, {"dc-east": DcState(load=899)}, full)
+    # without a history the band does not hold a DC out
+    assert ("www", "dc-east") not in update_full(cfg, {"dc-east": DcState(load=950)})
+    p = plan(cfg, {"dc-east": DcState(load=950)}, "east", full=full)
+    assert p.vips == (CENTRAL,)

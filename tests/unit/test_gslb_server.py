@@ -283,3 +283,39 @@ def test_dig_subnet(server: ServerThread) -> None:
                           "+tries=1", "+time=2", "www.lblab.test"],
                          capture_output=True, text=True, timeout=10).stdout
     assert "status: FORMERR" in bad
+
+
+def test_each_service_name_has_its_policy_and_ttl_and_the_state_says_why() -> None:
+    """search (capacity, TTL 10) and upload (spare within 60 ms, TTL 60) from the same
+    client name different DCs when east is busy with searches; www keeps geo and TTL 30."""
+    from gslb.config import ServiceInfo
+    cfg = example_config(policy="geo", services=(
+        ServiceInfo("search", "capacity", 10, capacity_share=0.6),
+        ServiceInfo("upload", "spare", 60, capacity_share=0.4, max_distance_ms=60)))
+    with running_server(cfg, seed=1) as s:
+        east = dns.edns.ECSOption("10.1.0.0", 24)
+        assert http(s, "POST", "/dc/dc-east",
+                    b'{"load": 500, "load_by_service": {"search": 400, "upload": 100}}'
+                    )[0] == 200
+        assert http(s, "POST", "/dc/dc-central",
+                    b'{"load": 100, "load_by_service": {"search": 90, "upload": 10}}')[0] == 200
+        search, upload, www = (ask(s, f"{n}.lblab.test", ecs=east)
+                               for n in ("search", "upload", "www"))
+        assert a_records(search) == [EAST] and search.answer[0].ttl == 10
+        assert a_records(upload) == [CENTRAL] and upload.answer[0].ttl == 60
+        assert a_records(www) == [EAST] and www.answer[0].ttl == 30
+        state = http(s, "GET", "/state")[1]
+        assert state["services"]["upload.lblab.test"]["policy"] == "spare"
+        assert state["dcs"]["dc-central"]["load_by_service"] == {"search": 90.0,
+                                                                  "upload": 10.0}
+        # search fills east's share (600 of 1000): east leaves search's answers only
+        assert http(s, "POST", "/dc/dc-east", b'{"load_by_service": {"search": 700}}'
+                    )[0] == 200
+        assert a_records(ask(s, "search.lblab.test", ecs=east)) == [CENTRAL]
+        assert a_records(ask(s, "www.lblab.test", ecs=east)) == [EAST]
+        state = http(s, "GET", "/state")[1]
+        assert state["services"]["search.lblab.test"]["full"] == ["dc-east"]
+        assert [t[1:] for t in state["transitions"]] == [["search", "dc-east", True]]
+        assert http(s, "POST", "/dc/dc-east", b'{"load_by_service": {"search": -1}}'
+                    )[0] == 400
+        assert ask(s, "nothere.lblab.test").rcode() == dns.rcode.NXDOMAIN
