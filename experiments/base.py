@@ -82,6 +82,8 @@ class Experiment:
     renderer: str = ""
     # summary DataFrame -> the rows `lblab compare` matches by key_columns (dns-rr ranks DCs)
     comparable: Callable[[Any], Any] | None = None
+    # the suites that run it (experiments/suites.py); `lblab run NAME [--quick]` always can
+    suites: tuple[str, ...] = ("quick", "full")
 
     def expected(self, suite: str) -> float:
         return float(self.expected_s.get(suite, DEFAULT_EXPECTED_S))

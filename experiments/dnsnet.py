@@ -242,10 +242,13 @@ def run_population(live, users: list, duration_s: float, work_dir: Path, *, seed
 
 def start_population(live, users: list, duration_s: float, work_dir: Path, *, seed: int,
                      rate: float | None = None, start_in_s: float = 1.5,
-                     timeout_s: float = 3.0, retry_delay_s: float | None = None
-                     ) -> tuple[float, list]:
+                     timeout_s: float = 3.0, retry_delay_s: float | None = None,
+                     segments: list[tuple[float, float]] | None = None,
+                     name: str = "www.lblab.test") -> tuple[float, list]:
     """run_population's first half: the clients started (they begin at the returned
-    wall-clock instant), for collect_population; an experiment acts in between."""
+    wall-clock instant), for collect_population; an experiment acts in between.
+    `segments` [(seconds, factor), ...]: every open-loop rate times each factor in turn
+    (their seconds should sum to duration_s); `name`: the service name users resolve."""
     import json
     from topologies.plan import population_host
     from topologies.population import with_process
@@ -262,7 +265,9 @@ def start_population(live, users: list, duration_s: float, work_dir: Path, *, se
         stats = Path(work_dir) / f"population-{tag}.json"
         proc = live.spawn(host, [
             sys.executable, "-m", "experiments.workloads.population", "--users", str(spec),
-            "--duration", str(duration_s),
+            "--duration", str(duration_s), "--name", name,
+            *(["--segments", ",".join(f"{a:g}:{f:g}" for a, f in segments)]
+              if segments else []),
             "--seed", str(derive(seed, "population", host)), "--start-at", f"{start_at:.3f}",
             "--timeout", str(timeout_s), "--out", str(out), "--stats-out", str(stats)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(REPO_ROOT))

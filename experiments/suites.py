@@ -102,7 +102,8 @@ def run_suite(name: str, *, seed: int = 1, out_root: Path | None = None,
     suite = SUITES[name]
     reps = repetitions or suite.repetitions
     registry = experiments()
-    names = [n for n in plan_order(registry) if not only or n in only]
+    names = [n for n in plan_order(registry)
+             if (n in only if only else name in registry[n].suites)]
     out_root = Path(out_root or REPO_ROOT / "results")
     suite_id = new_run_id(f"suite-{name}")
     suite_dir = out_root / "suite" / suite_id

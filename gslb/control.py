@@ -3,7 +3,7 @@
   GET  /state                      -> policy, ttl_s, version, each DC's state, every
                                       service name's policy and TTL, which (service, DC)
                                       pairs are full, and the full state's transitions
-  POST /policy  {"policy": "geo"}
+  POST /policy  {"policy": "capacity", "overload": "shed"}   (either or both)
   POST /ttl     {"ttl_s": 5}
   POST /dc/NAME {"healthy": false} and/or {"load": 123.0} and/or
                 {"load_by_service": {"search": 80.0}}  (a traffic class's load)
@@ -53,7 +53,7 @@ def state(server: GslbServer) -> dict[str, Any]:
             "max_distance_ms": v.max_distance_ms, "load_key": v.key,
             "full": sorted(dc for svc, dc in full if svc == v.name)}
             for v in cfg.all_services()},
-        "overload": cfg.overload, "hysteresis": cfg.hysteresis,
+        "overload": cfg.overload, "hysteresis": cfg.hysteresis,  # overload: run-time too
         # (epoch s, service, dc, full): a DC leaving (true) or rejoining a service's answers
         "transitions": [[round(t, 3), svc, dc, now_full]
                         for t, svc, dc, now_full in server.view.transitions()],
@@ -83,6 +83,14 @@ def _only(obj: dict[str, Any], allowed: set[str]) -> None:
         raise BadRequest(400, f"expected one of {sorted(allowed)}")
 
 
+def _check_config(server: GslbServer, changes: dict[str, Any]) -> None:
+    """Every change of one request validated together before any is applied."""
+    try:
+        server.authority.base_config.replace(**{**server.view.overrides(), **changes})
+    except (GslbConfigError, TypeError) as exc:
+        raise BadRequest(400, str(exc)) from None
+
+
 def _set_config(server: GslbServer, key: str, value: Any) -> None:
     base = server.authority.base_config
     try:  # validate with the config's own rules, against the other overrides
@@ -103,8 +111,11 @@ def dispatch(server: GslbServer, method: str, path: str, body: bytes) -> dict[st
                          else 404, f"no {method} {path}")
     if path == "/policy":
         obj = _object(body)
-        _only(obj, {"policy"})
-        _set_config(server, "policy", obj["policy"])
+        _only(obj, {"policy", "overload"})
+        _check_config(server, obj)
+        for key in ("policy", "overload"):
+            if key in obj:
+                _set_config(server, key, obj[key])
     elif path == "/ttl":
         obj = _object(body)
         _only(obj, {"ttl_s"})

@@ -54,8 +54,10 @@ class Authority:
             raise LblabError(f"gslb control {method} {path}: {reply['error']}")
         return reply
 
-    def set_policy(self, policy: str) -> None:
-        self.control("POST", "/policy", {"policy": policy})
+    def set_policy(self, policy: str, overload: str | None = None) -> None:
+        """The primary name's policy (and the capacity policy's overload behaviour)."""
+        self.control("POST", "/policy", {"policy": policy,
+                                         **({"overload": overload} if overload else {})})
 
     def set_ttl(self, ttl_s: int) -> None:
         self.control("POST", "/ttl", {"ttl_s": ttl_s})

@@ -60,20 +60,39 @@ FIELDS = ("epoch", "t_s", "user", "user_ip", "user_subnet", "resolver", "behavio
 WORKLOADS = ("search", "upload")
 
 
-def schedule(rates: list[float], duration: float, seed: int) -> list[tuple[float, int]]:
+def schedule(rates: list[float], duration: float, seed: int,
+             segments: list[tuple[float, float]] | None = None) -> list[tuple[float, int]]:
     """(offset s, user index) of every open-loop request: one Poisson process of rates[i]
-    per user (0: the user is not open loop), merged."""
+    per user (0: the user is not open loop), merged; with `segments` [(seconds, factor),
+    ...] every rate is multiplied by each segment's factor in turn (a ramp of steps), and
+    the segments' seconds replace `duration`."""
     rng = random.Random(f"lblab-population-schedule:{seed}")
     total = sum(rates)
     if total <= 0:
         return []
     cum = list(itertools.accumulate(rates))
-    out, at = [], 0.0
-    while True:
-        at += rng.expovariate(total)
-        if at >= duration:
-            return out
-        out.append((at, bisect.bisect_right(cum, rng.random() * total)))
+    out, start = [], 0.0
+    for seconds, factor in segments or [(duration, 1.0)]:
+        end, at = start + seconds, start
+        while factor > 0:
+            at += rng.expovariate(total * factor)
+            if at >= end:
+                break
+            out.append((at, bisect.bisect_right(cum, rng.random() * total)))
+        start = end
+    return out
+
+
+def parse_segments(text: str) -> list[tuple[float, float]]:
+    """'8:0.6,8:0.9' -> [(8.0, 0.6), (8.0, 0.9)]; ValueError on anything else."""
+    out = []
+    for part in text.split(","):
+        seconds, _, factor = part.partition(":")
+        seg = (float(seconds), float(factor))
+        if not seg[0] > 0 or seg[1] < 0:
+            raise ValueError(f"segment {part!r}: seconds must be > 0 and factor >= 0")
+        out.append(seg)
+    return out
 
 
 def think_times(think_s: float, duration: float, rng: random.Random):
@@ -198,7 +217,7 @@ def open_rate(user: dict) -> float:
 
 async def run(users: list[dict], args, stats: dict | None = None) -> list[dict]:
     rates = [open_rate(u) for u in users]
-    events = schedule(rates, args.duration, args.seed)
+    events = schedule(rates, args.duration, args.seed, getattr(args, "segments", None))
     rng = random.Random(f"lblab-population-pick:{args.seed}")
     caches = [StubCache() if u.get("stub_cache") else None for u in users]
     if args.start_at:
@@ -224,7 +243,9 @@ async def run(users: list[dict], args, stats: dict | None = None) -> list[dict]:
         row["epoch"] = round(t0_wall + at, 4)
         rows.append(row)
     if stats is not None:
-        stats.update(client_stats(rows, time.monotonic() - t0, sum(rates)),
+        stats.update(client_stats(rows, time.monotonic() - t0, sum(rates) * (
+                         sum(a * f for a, f in args.segments) / args.duration
+                         if getattr(args, "segments", None) else 1.0)),
                      load_generator="lblab population", users=len(users),
                      closed_loop_users=len(closed))
     return rows
@@ -242,12 +263,20 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=1024, help="reply bytes")
     parser.add_argument("--timeout", type=float, default=3.0, help="HTTP, per request, s")
     parser.add_argument("--dns-timeout", type=float, default=2.0, help="per query, s")
+    parser.add_argument("--segments", help="open-loop ramp: SECONDS:FACTOR,... (each "
+                        "user's rate times FACTOR for SECONDS; replaces --duration)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", required=True, help="CSV file to write")
     parser.add_argument("--stats-out", help="JSON file for the client's own summary")
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")
+    try:
+        args.segments = parse_segments(args.segments) if args.segments else None
+    except ValueError as exc:
+        parser.error(f"--segments: {exc}")
+    if args.segments:
+        args.duration = sum(seconds for seconds, _ in args.segments)
     try:
         users = json.loads(open(args.users).read())
     except (OSError, ValueError) as exc:

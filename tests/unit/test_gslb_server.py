@@ -319,3 +319,19 @@ def test_each_service_name_has_its_policy_and_ttl_and_the_state_says_why() -> No
         assert http(s, "POST", "/dc/dc-east", b'{"load_by_service": {"search": -1}}'
                     )[0] == 400
         assert ask(s, "nothere.lblab.test").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_policy_and_overload_change_together_or_not_at_all() -> None:
+    with running_server(example_config(policy="geo")) as s:
+        bad = http(s, "POST", "/policy", b'{"policy": "capacity", "overload": "drop"}')
+        assert bad[0] == 400 and "overload" in bad[1]["error"]
+        assert http(s, "GET", "/state")[1]["policy"] == "geo"    # nothing applied
+        state = http(s, "POST", "/policy", b'{"policy": "capacity", "overload": "shed"}')[1]
+        assert (state["policy"], state["overload"]) == ("capacity", "shed")
+        # every DC full: shed answers the client's nearest (east), spill the least loaded
+        for dc, load in (("dc-east", 3000), ("dc-central", 1500), ("dc-west", 2000)):
+            assert http(s, "POST", f"/dc/{dc}", f'{{"load": {load}}}'.encode())[0] == 200
+        east = dns.edns.ECSOption("10.1.0.0", 24)
+        assert a_records(ask(s, ecs=east)) == [EAST]
+        assert http(s, "POST", "/policy", b'{"overload": "spill"}')[0] == 200
+        assert a_records(ask(s, ecs=east)) == [CENTRAL]
