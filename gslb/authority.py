@@ -27,7 +27,7 @@ from gslb import ecs as ecs_mod
 from gslb import wire
 from gslb.config import GslbConfig, ServiceInfo
 from gslb.globalview import GlobalView
-from gslb.policy import ClientLocation, Plan, RegionMap, plan, update_full
+from gslb.policy import ClientLocation, Plan, RegionMap, plan, update_admit, update_full
 
 STATIC_TTL_S = 3600  # SOA/NS/glue never change during a run
 CACHE_LIMIT = 20000  # entries per cache; cleared when full (junk queries cannot grow memory)
@@ -57,6 +57,8 @@ class Authority:
         self._counter = 0
         self._version = -1
         view.track_full(lambda snapshot, before: update_full(config, snapshot, before))
+        view.track_admit(lambda snapshot, before, dt: update_admit(config, snapshot, before,
+                                                                   dt))
         self._reset()
 
     # -- state derived from config + view -------------------------------------------------
@@ -66,6 +68,7 @@ class Authority:
             if self.view.overrides() else self.base_config
         self.snapshot = self.view.snapshot()
         self.full = self.view.full()
+        self.admit = self.view.admit()
         self._build_zone()
         self._plans: dict[tuple[int, str | None], Plan] = {}
         self._queries: tuple[dict[bytes, Any], dict[bytes, Any]] = ({}, {})  # udp, tcp
@@ -126,7 +129,8 @@ class Authority:
         p = self._plans.get(pkey)
         if p is None:
             p = self._plans[pkey] = plan(self.config, self.snapshot, location.region,
-                                         self.services[entry.service], self.full)
+                                         self.services[entry.service], self.full,
+                                         self.admit)
         self._counter += 1
         vips = p.pick(self._counter, self.rng)
         scope = location.scope if p.depends_on_client else 0

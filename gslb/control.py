@@ -39,7 +39,7 @@ class BadRequest(Exception):
 def state(server: GslbServer) -> dict[str, Any]:
     cfg = server.authority.base_config.replace(**server.view.overrides())
     records = server.view.records()
-    full = server.view.full()
+    full, admit = server.view.full(), server.view.admit()
     return {
         "zone": cfg.zone, "policy": cfg.policy, "ttl_s": cfg.ttl_s,
         "version": server.view.version,
@@ -51,7 +51,10 @@ def state(server: GslbServer) -> dict[str, Any]:
         "services": {cfg.service_dns_name(v).to_text(omit_final_dot=True): {
             "policy": v.policy, "ttl_s": v.ttl_s, "capacity_share": v.capacity_share,
             "max_distance_ms": v.max_distance_ms, "load_key": v.key,
-            "full": sorted(dc for svc, dc in full if svc == v.name)}
+            "full": sorted(dc for svc, dc in full if svc == v.name),
+            # the capacity policy's admitted share per DC (the rest spills onward)
+            "admit": {dc: round(f, 3) for (svc, dc), f in (admit or {}).items()
+                      if svc == v.name}}
             for v in cfg.all_services()},
         "overload": cfg.overload, "hysteresis": cfg.hysteresis,  # overload: run-time too
         # (epoch s, service, dc, full): a DC leaving (true) or rejoining a service's answers

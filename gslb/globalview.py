@@ -49,6 +49,9 @@ class GlobalView:
         self._overrides: dict[str, object] = {}
         self._full_rule = None
         self._full: frozenset = frozenset()
+        self._admit_rule = None
+        self._admit: dict | None = None
+        self._admit_at = 0.0
         self._transitions: list[tuple[float, str, str, bool]] = []
         self.version = 0  # read without the lock: an int attribute read is atomic in CPython
 
@@ -98,6 +101,18 @@ class GlobalView:
             self._full_rule = rule
             self._publish(time.monotonic())
 
+    def track_admit(self, rule) -> None:
+        """rule(snapshot, shares before, seconds since) -> shares now (the capacity
+        policy's memory, gslb/policy.py update_admit), integrated on every change."""
+        with self._lock:
+            self._admit_rule = rule
+            self._admit, self._admit_at = None, time.monotonic()
+            self._publish(self._admit_at)
+
+    def admit(self) -> dict | None:
+        with self._lock:
+            return self._admit
+
     def full(self) -> frozenset:
         with self._lock:
             return self._full
@@ -126,6 +141,10 @@ class GlobalView:
                 self._transitions.append((wall, service, dc, (service, dc) in full))
             del self._transitions[:-self.MAX_TRANSITIONS]
             self._full = full
+        if self._admit_rule is not None:
+            self._admit = self._admit_rule(self._snapshot, self._admit,
+                                           time.monotonic() - self._admit_at)
+            self._admit_at = time.monotonic()
         self.version += 1
 
     def snapshot(self) -> Mapping[str, DcState]:

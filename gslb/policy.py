@@ -168,6 +168,35 @@ def update_full(config: GslbConfig, snapshot: Snapshot, before: Full | None = No
     return frozenset(out)
 
 
+Admit = dict  # (service name, dc name) -> the share of a region's queries a DC keeps
+
+
+ADMIT_MIN = 0.02
+ADMIT_GAIN = 0.5     # of the correction applied per loop delay (TTL + the feed's 1 s window)
+
+
+def update_admit(config: GslbConfig, snapshot: Snapshot, before: Admit | None,
+                 dt_s: float) -> Admit:
+    """The capacity policy's memory: for each (service, DC) the share of the queries that
+    would go to it that it keeps (the rest spill to the next-nearest). Integral control in
+    log space: over dt_s the share moves by (target / load) ** (gain * dt_s / delay), with
+    target (1 - spill_headroom) of the capacity and delay the service's TTL + 1 s (how
+    long an answer takes to show in the load), so a DC settles just under its capacity
+    instead of leaving the answers whole and coming back whole."""
+    out = {}
+    for svc in config.all_services():
+        delay = max(1.0, float(svc.ttl_s)) + 1.0
+        for dc in config.dcs:
+            key = (svc.name, dc.name)
+            f = 1.0 if before is None else before.get(key, 1.0)
+            load = service_load(snapshot.get(dc.name, DcState()), svc)
+            target = (1 - config.spill_headroom) * service_capacity(config, dc.name, svc)
+            ratio = min(2.0, target / load) if load > 0 else 2.0
+            f *= ratio ** (ADMIT_GAIN * max(0.0, dt_s) / delay)
+            out[key] = min(1.0, max(ADMIT_MIN, f))
+    return out
+
+
 def candidates(config: GslbConfig, snapshot: Snapshot, service: ServiceInfo | None = None,
                full: Full | None = None) -> tuple[list[str], bool, bool]:
     """DC names to answer from (config order), whether that is the fail-open set, and
@@ -201,11 +230,29 @@ def _stay_probability(config: GslbConfig, snapshot: Snapshot, name: str,
     return max(0.0, min(1.0, spare / (config.spill_headroom * capacity)))
 
 
+def _admitted(config: GslbConfig, snapshot: Snapshot, name: str, svc: ServiceInfo,
+              admit: Admit) -> float:
+    """The share a DC keeps: its admitted share, cut at once to what would fit when its
+    load is over the target (the memory then catches up)."""
+    load = service_load(snapshot.get(name, DcState()), svc)
+    target = (1 - config.spill_headroom) * service_capacity(config, name, svc)
+    share = admit.get((svc.name, name), 1.0)
+    return min(share, target / load) if load > target else share
+
+
 def plan(config: GslbConfig, snapshot: Snapshot, region: str | None,
-         service: ServiceInfo | None = None, full: Full | None = None) -> Plan:
+         service: ServiceInfo | None = None, full: Full | None = None,
+         admit: Admit | None = None) -> Plan:
     """The decision for a client in ``region`` (None: location unknown) for ``service``
-    (default the config's own name and policy); ``full`` from update_full."""
+    (default the config's own name and policy); ``full`` from update_full, ``admit`` from
+    update_admit (the capacity policy then keeps each DC's admitted share instead of
+    judging by its spare capacity alone, and a full DC is not dropped whole)."""
     svc = service or config.primary
+    if admit is not None and svc.policy == "capacity":
+        full = update_full(config, snapshot) if full is None else full
+        healthy = [d.name for d in config.dcs if snapshot.get(d.name, DcState()).healthy]
+        if not all((svc.name, n) in full for n in healthy):
+            full = frozenset()     # the admitted shares steer; only all-full is overload
     names, fail_open, overloaded = candidates(config, snapshot, svc, full)
     vip = {d.name: d.vip for d in config.dcs}
     all_vips = tuple(vip[n] for n in names)
@@ -228,7 +275,8 @@ def plan(config: GslbConfig, snapshot: Snapshot, region: str | None,
         least = min(ordered, key=lambda n: service_load(snapshot.get(n, DcState()), svc)
                     / service_capacity(config, n, svc))
         return Plan((vip[least],), rotate=False, stay=None, depends_on_client=True)
-    stay = tuple(_stay_probability(config, snapshot, n, svc) for n in ordered)
+    stay = tuple(_admitted(config, snapshot, n, svc, admit) if admit is not None
+                 else _stay_probability(config, snapshot, n, svc) for n in ordered)
     return Plan(tuple(vip[n] for n in ordered), rotate=False, stay=stay,
                 depends_on_client=True)
 

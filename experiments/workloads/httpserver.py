@@ -155,8 +155,10 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._reply(400, b"bad size\n")
         head = self._ident()
-        self._reply(200, head + b"x" * max(0, size - len(head)))
+        # counted before the reply goes out: a client that reads /stats right after its
+        # reply must find it counted (the handler thread would race the next request)
         self.server.counters.add(served=1)
+        self._reply(200, head + b"x" * max(0, size - len(head)))
 
     def _stream(self, query) -> None:
         """A long-lived connection: a line every `interval` seconds for `seconds`."""
@@ -203,8 +205,8 @@ class Handler(BaseHTTPRequestHandler):
         if received != length:
             self.close_connection = True
             return
-        self._reply(200, self._ident() + f"received={received}\n".encode())
         self.server.counters.add(served=1)
+        self._reply(200, self._ident() + f"received={received}\n".encode())
 
 
 class Server(ThreadingHTTPServer):

@@ -33,7 +33,8 @@ def test_hot_demand_puts_its_share_on_the_first_region_and_keeps_the_total():
 
 def _row(epoch, dst, ok=True, status=200, latency=20.0, resolve=0.0):
     return {"epoch": epoch, "dst": dst, "ok": ok, "status": str(status),
-            "latency_ms": latency, "resolve_ms": resolve}
+            "latency_ms": latency, "resolve_ms": resolve, "user_region": "na",
+            "dc": {"10.0.0.1": "a", "10.0.0.2": "b"}[dst]}
 
 
 def test_step_rows_count_what_each_step_served_refused_and_put_on_each_dc():
@@ -44,7 +45,8 @@ def test_step_rows_count_what_each_step_served_refused_and_put_on_each_dc():
     samples = [(101.5, "a", 9.0), (101.8, "b", 3.0), (103.2, "a", 15.0), (103.6, "a", 12.0)]
     flips = [(103.1, "a"), (103.9, "a")]
     out = go.step_rows(rows, samples, flips, t0=100.0, steps=[0.5, 1.5], step_s=2.0,
-                       capacity=10.0, dcs=["a", "b"], to_dc=to_dc)
+                       capacity=10.0, dcs=["a", "b"], to_dc=to_dc,
+                       one_way_ms={("na", "a"): 0.5, ("na", "b"): 20.0})
     assert [(r["step"], r["dc"]) for r in out] == [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
     s0a, s0b, s1a, _ = out
     assert (s0a["offered_rps"], s0a["capacity_rps_total"]) == (10.0, 20.0)
@@ -53,7 +55,7 @@ def test_step_rows_count_what_each_step_served_refused_and_put_on_each_dc():
     assert s0a["dc_utilisation_max"] == 0.9 and s0b["dc_utilisation_max"] == 0.3
     assert s1a["requests"] == 3 and s1a["refused_pct"] == pytest.approx(33.33)
     assert s1a["served_ok_pct"] == 50.0            # the timeout was not refused: it failed
-    assert s1a["refused_p99_ms"] == 4.0
+    assert s1a["refused_p99_ms"] == 4.0 and s1a["refused_wait_p99_ms"] == 2.0
     assert s1a["dc_utilisation_max"] == 1.5 and s1a["dc_utilisation_mean"] == 1.35
     assert s1a["answer_flaps"] == 2 and s0a["answer_flaps"] == 0
 
@@ -70,7 +72,8 @@ def summary(spill_peak=1.05, geo_peak=1.6, shed_ok=99.6, shed_fast=12.0) -> pd.D
                              "capacity_rps_total": 90.0, "served_rps": min(offered, 88.0),
                              "served_ok_pct": shed_ok if policy == "capacity-shed" else 97.0,
                              "refused_pct": 20.0 if step == 2 else 0.0,
-                             "refused_p99_ms": shed_fast, "p50_ms": 15.0, "dc": dc,
+                             "refused_p99_ms": shed_fast + 40, "refused_wait_p99_ms": shed_fast,
+                             "p50_ms": 15.0, "dc": dc,
                              "dc_utilisation_mean": peak if dc == "us1" and step < 2 else 0.7,
                              "dc_utilisation_max": 1.5})
     return pd.DataFrame(rows)

@@ -177,3 +177,22 @@ def test_a_full_dc_rejoins_only_below_the_hysteresis_band() -> None:
     assert ("www", "dc-east") not in update_full(cfg, {"dc-east": DcState(load=950)})
     p = plan(cfg, {"dc-east": DcState(load=950)}, "east", full=full)
     assert p.vips == (CENTRAL,)
+
+
+def test_admitted_share_settles_a_dc_under_its_capacity_without_flapping() -> None:
+    """A region sends 1.3x east's capacity to east (its nearest): fed back through a
+    delay of one TTL, the admitted share settles where east carries its target (80% of
+    capacity), instead of east leaving the answers whole and coming back whole."""
+    from gslb.policy import update_admit
+    cfg = example_config(policy="capacity", ttl_s=5)
+    demand, admit, history = 1300.0, None, []
+    delayed = [demand] * 12          # what the load feed shows: the answers of 6 s ago
+    for _ in range(240):             # two minutes of load updates every 0.5 s
+        load = delayed.pop(0)
+        admit = update_admit(cfg, {"dc-east": DcState(load=load)}, admit, 0.5)
+        p = plan(cfg, {"dc-east": DcState(load=load)}, "east", admit=admit)
+        delayed.append(demand * p.stay[0])
+        history.append(load)
+    tail = history[-60:]
+    assert all(700 < x < 900 for x in tail), tail[::6]
+    assert max(tail) - min(tail) < 100          # settled, not swinging in and out
