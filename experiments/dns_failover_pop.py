@@ -102,11 +102,9 @@ def run(ctx: Context) -> list[dict]:
     vip = str(config.dc(dc).vip)
     subnet = str(region.subnet)
     k = max(1, int(p["resolvers_per_region"]))
-    own = {r.name: population.region_resolvers(r)[:k] for r in scen.populations}
-    specs = [r for pool in own.values() for r in pool]
     # every user on its own region's first k resolvers, evenly
-    users = population.with_public_share(population.make_users(scen, ctx.seed), own, None,
-                                         0.0, ctx.seed)
+    own, users = population.on_own_resolvers(scen, k, ctx.seed)
+    specs = [r for pool in own.values() for r in pool]
     duration = p["before_s"] + ttl + DETECT_BUDGET_S + p["after_s"]
     summary = []
     with ctx.open_net(controller_apps=dnsnet.controller_apps(plan)) as live:

@@ -156,10 +156,9 @@ def run(ctx: Context) -> list[dict]:
         raise InputError("steps: give one or more fractions of the total capacity, each > 0")
     step_s, capacity, ttl = float(p["step_s"]), float(p["capacity_rps"]), int(p["ttl_s"])
     k = max(1, int(p["resolvers_per_region"]))
-    own = {r.name: population.region_resolvers(r)[:k] for r in scen.populations}
+    # every user on its own region's first k resolvers, evenly
+    own, users = population.on_own_resolvers(scen, k, ctx.seed)
     specs = [r for pool in own.values() for r in pool]
-    users = population.with_public_share(population.make_users(scen, ctx.seed), own, None,
-                                         0.0, ctx.seed)
     regions = [r.name for r in scen.populations]
     duration = step_s * len(steps)
     summary, flaps_all = [], {}

@@ -86,21 +86,14 @@ def _only(obj: dict[str, Any], allowed: set[str]) -> None:
         raise BadRequest(400, f"expected one of {sorted(allowed)}")
 
 
-def _check_config(server: GslbServer, changes: dict[str, Any]) -> None:
-    """Every change of one request validated together before any is applied."""
+def _set_config(server: GslbServer, changes: dict[str, Any]) -> None:
+    """Validate one request's config changes together, with the config's own rules and
+    against the other overrides, then apply them at once (or raise, changing nothing)."""
     try:
         server.authority.base_config.replace(**{**server.view.overrides(), **changes})
     except (GslbConfigError, TypeError) as exc:
         raise BadRequest(400, str(exc)) from None
-
-
-def _set_config(server: GslbServer, key: str, value: Any) -> None:
-    base = server.authority.base_config
-    try:  # validate with the config's own rules, against the other overrides
-        base.replace(**{**server.view.overrides(), key: value})
-    except (GslbConfigError, TypeError) as exc:
-        raise BadRequest(400, str(exc)) from None
-    server.view.set_overrides(**{key: value})
+    server.view.set_overrides(**changes)
 
 
 def dispatch(server: GslbServer, method: str, path: str, body: bytes) -> dict[str, Any]:
@@ -115,14 +108,11 @@ def dispatch(server: GslbServer, method: str, path: str, body: bytes) -> dict[st
     if path == "/policy":
         obj = _object(body)
         _only(obj, {"policy", "overload"})
-        _check_config(server, obj)
-        for key in ("policy", "overload"):
-            if key in obj:
-                _set_config(server, key, obj[key])
+        _set_config(server, obj)
     elif path == "/ttl":
         obj = _object(body)
         _only(obj, {"ttl_s"})
-        _set_config(server, "ttl_s", obj["ttl_s"])
+        _set_config(server, {"ttl_s": obj["ttl_s"]})
     elif path.startswith("/dc/"):
         name = path[len("/dc/"):]
         if name not in server.view.names():

@@ -142,9 +142,10 @@ class GlobalView:
             del self._transitions[:-self.MAX_TRANSITIONS]
             self._full = full
         if self._admit_rule is not None:
-            self._admit = self._admit_rule(self._snapshot, self._admit,
-                                           time.monotonic() - self._admit_at)
-            self._admit_at = time.monotonic()
+            # its own clock: callers may pass their own `now` (tests give small numbers)
+            at = time.monotonic()
+            self._admit = self._admit_rule(self._snapshot, self._admit, at - self._admit_at)
+            self._admit_at = at
         self.version += 1
 
     def snapshot(self) -> Mapping[str, DcState]:

@@ -151,6 +151,11 @@ def service_capacity(config: GslbConfig, dc: str, service: ServiceInfo) -> float
     return config.dc(dc).capacity_rps * service.capacity_share
 
 
+def admit_target(config: GslbConfig, dc: str, service: ServiceInfo) -> float:
+    """The load the capacity policy steers a DC towards: (1 - spill_headroom) of it."""
+    return (1 - config.spill_headroom) * service_capacity(config, dc, service)
+
+
 Full = frozenset  # of (service name, dc name): full, by update_full's hysteresis
 
 
@@ -190,8 +195,7 @@ def update_admit(config: GslbConfig, snapshot: Snapshot, before: Admit | None,
             key = (svc.name, dc.name)
             f = 1.0 if before is None else before.get(key, 1.0)
             load = service_load(snapshot.get(dc.name, DcState()), svc)
-            target = (1 - config.spill_headroom) * service_capacity(config, dc.name, svc)
-            ratio = min(2.0, target / load) if load > 0 else 2.0
+            ratio = min(2.0, admit_target(config, dc.name, svc) / load) if load > 0 else 2.0
             f *= ratio ** (ADMIT_GAIN * max(0.0, dt_s) / delay)
             out[key] = min(1.0, max(ADMIT_MIN, f))
     return out
@@ -235,7 +239,7 @@ def _admitted(config: GslbConfig, snapshot: Snapshot, name: str, svc: ServiceInf
     """The share a DC keeps: its admitted share, cut at once to what would fit when its
     load is over the target (the memory then catches up)."""
     load = service_load(snapshot.get(name, DcState()), svc)
-    target = (1 - config.spill_headroom) * service_capacity(config, name, svc)
+    target = admit_target(config, name, svc)
     share = admit.get((svc.name, name), 1.0)
     return min(share, target / load) if load > target else share
 
@@ -248,12 +252,10 @@ def plan(config: GslbConfig, snapshot: Snapshot, region: str | None,
     update_admit (the capacity policy then keeps each DC's admitted share instead of
     judging by its spare capacity alone, and a full DC is not dropped whole)."""
     svc = service or config.primary
-    if admit is not None and svc.policy == "capacity":
-        full = update_full(config, snapshot) if full is None else full
-        healthy = [d.name for d in config.dcs if snapshot.get(d.name, DcState()).healthy]
-        if not all((svc.name, n) in full for n in healthy):
-            full = frozenset()     # the admitted shares steer; only all-full is overload
     names, fail_open, overloaded = candidates(config, snapshot, svc, full)
+    if admit is not None and svc.policy == "capacity" and not overloaded:
+        # the admitted shares steer: a full DC keeps its share; only all-full is overload
+        names, fail_open, overloaded = candidates(config, snapshot, svc, frozenset())
     vip = {d.name: d.vip for d in config.dcs}
     all_vips = tuple(vip[n] for n in names)
     if fail_open or svc.policy == "all" or region is None or len(names) == 1:

@@ -180,6 +180,14 @@ def with_process(users: list[User], rate_rps: float | None = None,
             for u in users]
 
 
+def on_own_resolvers(scenario: Scenario, per_region: int, seed: int
+                     ) -> tuple[dict[str, list[ResolverSpec]], list[User]]:
+    """Each region's first `per_region` resolvers (region -> specs), and every user of the
+    scenario on its own region's, evenly (nobody on the public resolver)."""
+    own = {r.name: region_resolvers(r)[:max(1, per_region)] for r in scenario.populations}
+    return own, with_public_share(make_users(scenario, seed), own, None, 0.0, seed)
+
+
 def with_public_share(users: list[User], own: dict[str, list[ResolverSpec]],
                       public: ResolverSpec | None, share: float, seed: int) -> list[User]:
     """The same users with `share` of each region's (exactly, rounded) behind `public` and

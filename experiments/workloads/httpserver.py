@@ -97,8 +97,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # quiet: thousands of requests per run
         pass
 
-    def _reply(self, status: int, body: bytes, ctype: str = "text/plain") -> None:
+    def _reply(self, status: int, body: bytes, ctype: str = "text/plain",
+               headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
         self.send_header("X-Backend", self.server.backend_id)
         self.send_header("X-DC", self.server.dc)
         self.send_header("X-Client", self.client_address[0])
@@ -115,17 +118,9 @@ class Handler(BaseHTTPRequestHandler):
         limit = self.server.limit
         if limit is not None and not limit.enter():
             self.server.counters.add(shed=1)
-            self.send_response(503)
-            self.send_header("Retry-After", str(RETRY_AFTER_S))
-            self.send_header("X-Backend", self.server.backend_id)
-            self.send_header("X-DC", self.server.dc)
-            self.send_header("X-Client", self.client_address[0])
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", "11")
-            self.send_header("Connection", "close")   # an upload's body is left unread
-            self.end_headers()
-            self.wfile.write(b"overloaded\n")
-            self.close_connection = True
+            # Connection: close (send_header then closes it): an upload's body is unread
+            self._reply(503, b"overloaded\n", headers=(("Retry-After", str(RETRY_AFTER_S)),
+                                                      ("Connection", "close")))
             return
         try:
             serve()

@@ -217,7 +217,7 @@ def open_rate(user: dict) -> float:
 
 async def run(users: list[dict], args, stats: dict | None = None) -> list[dict]:
     rates = [open_rate(u) for u in users]
-    events = schedule(rates, args.duration, args.seed, getattr(args, "segments", None))
+    events = schedule(rates, args.duration, args.seed, args.segments)
     rng = random.Random(f"lblab-population-pick:{args.seed}")
     caches = [StubCache() if u.get("stub_cache") else None for u in users]
     if args.start_at:
@@ -245,7 +245,7 @@ async def run(users: list[dict], args, stats: dict | None = None) -> list[dict]:
     if stats is not None:
         stats.update(client_stats(rows, time.monotonic() - t0, sum(rates) * (
                          sum(a * f for a, f in args.segments) / args.duration
-                         if getattr(args, "segments", None) else 1.0)),
+                         if args.segments else 1.0)),
                      load_generator="lblab population", users=len(users),
                      closed_loop_users=len(closed))
     return rows
