@@ -244,11 +244,13 @@ def start_population(live, users: list, duration_s: float, work_dir: Path, *, se
                      rate: float | None = None, start_in_s: float = 1.5,
                      timeout_s: float = 3.0, retry_delay_s: float | None = None,
                      segments: list[tuple[float, float]] | None = None,
-                     name: str = "www.lblab.test") -> tuple[float, list]:
+                     name: str = "www.lblab.test", upload_name: str = ""
+                     ) -> tuple[float, list]:
     """run_population's first half: the clients started (they begin at the returned
     wall-clock instant), for collect_population; an experiment acts in between.
     `segments` [(seconds, factor), ...]: every open-loop rate times each factor in turn
-    (their seconds should sum to duration_s); `name`: the service name users resolve."""
+    (their seconds should sum to duration_s); `name`: the service name users resolve
+    (`upload_name`, when given, for their uploads)."""
     import json
     from topologies.plan import population_host
     from topologies.population import with_process
@@ -265,7 +267,7 @@ def start_population(live, users: list, duration_s: float, work_dir: Path, *, se
         stats = Path(work_dir) / f"population-{tag}.json"
         proc = live.spawn(host, [
             sys.executable, "-m", "experiments.workloads.population", "--users", str(spec),
-            "--duration", str(duration_s), "--name", name,
+            "--duration", str(duration_s), "--name", name, "--upload-name", upload_name,
             *(["--segments", ",".join(f"{a:g}:{f:g}" for a, f in segments)]
               if segments else []),
             "--seed", str(derive(seed, "population", host)), "--start-at", f"{start_at:.3f}",

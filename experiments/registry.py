@@ -17,12 +17,12 @@ def experiments() -> dict[str, Experiment]:
     """Registered experiments in suite order."""
     from experiments import (dns_failover, dns_failover_pop, dns_geo, dns_geo_pop, dns_rr,
                              dns_rr_pop, global_overload, gre_mtu, lb_tier, rtt_matrix,
-                             vip_hashing, vip_modes)
+                             traffic_classes, vip_hashing, vip_modes)
     found = [rtt_matrix.EXPERIMENT, vip_modes.EXPERIMENT, vip_hashing.EXPERIMENT,
              lb_tier.EXPERIMENT, gre_mtu.EXPERIMENT, dns_rr.EXPERIMENT,
              dns_rr_pop.EXPERIMENT, dns_geo.EXPERIMENT, dns_geo_pop.EXPERIMENT,
              dns_failover.EXPERIMENT, dns_failover_pop.EXPERIMENT,
-             global_overload.EXPERIMENT]
+             global_overload.EXPERIMENT, traffic_classes.EXPERIMENT]
     return {e.name: e for e in sorted(found, key=lambda e: suite_rank(e.name, e))}
 
 

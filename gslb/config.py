@@ -18,6 +18,9 @@ import dns.name
 POLICIES = ("all", "geo", "capacity", "spare")
 # what the capacity policy does when every DC is full (gslb/policy.py)
 OVERLOADS = ("spill", "shed")
+# a service's load_key for "judge by the DC's whole load, whatever the class" (one policy
+# for every name, as a single service name would be)
+WHOLE_DC = "*"
 MAX_TTL_S = 86400  # a day: longer makes run-time policy changes meaningless
 
 
@@ -51,7 +54,8 @@ class ServiceInfo:
     search.lblab.test for latency, upload.lblab.test for success). `capacity_share`: the
     share of each DC's capacity the class may fill, against the class's own load (the
     backends count requests per path; `load_key` names the path, default the name's first
-    label); `max_distance_ms`: the spare policy's latency bound (one-way, region -> DC)."""
+    label; WHOLE_DC: the DC's whole load); `max_distance_ms`: the spare policy's latency
+    bound (one-way, region -> DC)."""
 
     name: str                        # relative to the zone (search), or absolute with '.'
     policy: str = "geo"

@@ -4,9 +4,12 @@
                                       service name's policy and TTL, which (service, DC)
                                       pairs are full, and the full state's transitions
   POST /policy  {"policy": "capacity", "overload": "shed"}   (either or both)
+  POST /policy  {"service": "upload", "policy": "spare"}     (one service name's policy,
+                 and optionally "load_key": the class it is judged by, "*" the whole DC)
   POST /ttl     {"ttl_s": 5}
   POST /dc/NAME {"healthy": false} and/or {"load": 123.0} and/or
-                {"load_by_service": {"search": 80.0}}  (a traffic class's load)
+                {"load_by_service": {"search": 80.0}}  (a traffic class's load) and/or
+                {"wan": {"na": 0.85}}  (how full the WAN link from a region is, 0..1+)
 
 A bad request gets a 400 JSON error and changes nothing: every field is validated before
 any is applied. One request per connection (``Connection: close``) keeps the parser tiny;
@@ -15,6 +18,7 @@ any is applied. One request per connection (``Connection: close``) keeps the par
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -46,7 +50,8 @@ def state(server: GslbServer) -> dict[str, Any]:
         "dcs": {d.name: {"vip": str(d.vip), "capacity_rps": d.capacity_rps,
                          "healthy": records[d.name].state.healthy,
                          "load": records[d.name].state.load,
-                         "load_by_service": dict(records[d.name].state.by_service)}
+                         "load_by_service": dict(records[d.name].state.by_service),
+                         "wan_used": dict(records[d.name].state.wan)}
                 for d in cfg.dcs},
         "services": {cfg.service_dns_name(v).to_text(omit_final_dot=True): {
             "policy": v.policy, "ttl_s": v.ttl_s, "capacity_share": v.capacity_share,
@@ -96,6 +101,37 @@ def _set_config(server: GslbServer, changes: dict[str, Any]) -> None:
     server.view.set_overrides(**changes)
 
 
+def _service_policy(server: GslbServer, obj: dict[str, Any]) -> dict[str, Any]:
+    """{"service": NAME, "policy": P[, "load_key": K][, "overload": O]} -> the config
+    changes: the named service's policy (and load key) replaced (the zone's own name: the
+    config's policy)."""
+    cfg = server.authority.base_config.replace(**server.view.overrides())
+    name = obj.pop("service")
+    if "policy" not in obj:
+        raise BadRequest(400, "a service's change needs its policy")
+    for svc in cfg.all_services():
+        if isinstance(name, str) and name.rstrip(".") in (
+                svc.name, cfg.service_dns_name(svc).to_text(omit_final_dot=True)):
+            break
+    else:
+        raise BadRequest(404, f"unknown service {name!r}")
+    if svc == cfg.primary:
+        if "load_key" in obj:
+            raise BadRequest(400, f"load_key: {cfg.service} is judged by the DC's whole load")
+        return obj
+    policy, change = obj.pop("policy"), {}
+    if not isinstance(policy, str):
+        raise BadRequest(400, "policy must be a string")
+    if "load_key" in obj:
+        key = obj.pop("load_key")
+        if not (isinstance(key, str) and key) and key is not None:
+            raise BadRequest(400, "load_key must be a class name, \"*\" or null")
+        change["load_key"] = key
+    services = tuple(dataclasses.replace(v, policy=policy, **change) if v == svc else v
+                     for v in cfg.services)
+    return {**obj, "services": services}
+
+
 def dispatch(server: GslbServer, method: str, path: str, body: bytes) -> dict[str, Any]:
     """Apply one request; raise BadRequest without side effects when anything is wrong."""
     if path == "/state":
@@ -107,7 +143,11 @@ def dispatch(server: GslbServer, method: str, path: str, body: bytes) -> dict[st
                          else 404, f"no {method} {path}")
     if path == "/policy":
         obj = _object(body)
-        _only(obj, {"policy", "overload"})
+        _only(obj, {"policy", "overload", "service", "load_key"})
+        if "load_key" in obj and "service" not in obj:
+            raise BadRequest(400, "load_key applies to a service: give its name")
+        if "service" in obj:
+            obj = _service_policy(server, obj)
         _set_config(server, obj)
     elif path == "/ttl":
         obj = _object(body)
@@ -118,7 +158,7 @@ def dispatch(server: GslbServer, method: str, path: str, body: bytes) -> dict[st
         if name not in server.view.names():
             raise BadRequest(404, f"unknown dc {name!r}")
         obj = _object(body)
-        _only(obj, {"healthy", "load", "load_by_service"})
+        _only(obj, {"healthy", "load", "load_by_service", "wan"})
         if "healthy" in obj and not isinstance(obj["healthy"], bool):
             raise BadRequest(400, "healthy must be true or false")
         if "load" in obj and not _rate(obj["load"]):
@@ -128,13 +168,20 @@ def dispatch(server: GslbServer, method: str, path: str, body: bytes) -> dict[st
                 isinstance(classes, dict) and all(isinstance(k, str) and _rate(v)
                                                   for k, v in classes.items())):
             raise BadRequest(400, "load_by_service must map class names to numbers >= 0")
+        wan = obj.get("wan")
+        regions = {r.name for r in server.authority.base_config.regions}
+        if "wan" in obj and not (isinstance(wan, dict) and all(
+                k in regions and _rate(v) for k, v in wan.items())):
+            raise BadRequest(400, "wan must map region names to numbers >= 0 (a link's "
+                             "carried share of its bandwidth)")
         if "healthy" in obj:
             server.view.set_health(name, obj["healthy"])
-        if "load" in obj or classes is not None:
+        if "load" in obj or classes is not None or wan is not None:
             state_now = server.view.snapshot()[name]   # a partial update: merge classes
             server.view.set_load(name, float(obj.get("load", state_now.load)),
                                  by_service=None if classes is None else
-                                 {**dict(state_now.by_service), **classes})
+                                 {**dict(state_now.by_service), **classes},
+                                 wan=None if wan is None else {**dict(state_now.wan), **wan})
     else:
         raise BadRequest(404, f"no such path {path}")
     return state(server)

@@ -8,6 +8,7 @@ immutable dict copy) only when it changed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import threading
@@ -70,17 +71,19 @@ class GlobalView:
         with self._lock:
             rec = self._check(dc)
             changed = rec.state.healthy != bool(ok)
-            self._records[dc] = DcRecord(DcState(bool(ok), rec.state.load,
-                                                 rec.state.by_service), now, rec.load_at)
+            self._records[dc] = DcRecord(dataclasses.replace(rec.state, healthy=bool(ok)),
+                                         now, rec.load_at)
             if changed:
                 self._publish(now)
         return changed
 
     def set_load(self, dc: str, value: float, now: float | None = None,
-                 by_service: Mapping[str, float] | None = None) -> None:
+                 by_service: Mapping[str, float] | None = None,
+                 wan: Mapping[str, float] | None = None) -> None:
         """Record load (requests/s, the unit of capacity_rps), and per service class
-        (ServiceInfo.key -> requests/s) where known."""
-        for v in [value, *(by_service or {}).values()]:
+        (ServiceInfo.key -> requests/s) and the WAN links' use (region -> carried /
+        bandwidth) where known (None keeps what was known)."""
+        for v in [value, *(by_service or {}).values(), *(wan or {}).values()]:
             if isinstance(v, bool) or not isinstance(v, (int, float)) \
                     or not math.isfinite(v) or v < 0:
                 raise ValueError(f"load must be a finite number >= 0, got {v!r}")
@@ -89,7 +92,9 @@ class GlobalView:
             rec = self._check(dc)
             classes = rec.state.by_service if by_service is None else tuple(
                 sorted((str(k), float(v)) for k, v in by_service.items()))
-            state = DcState(rec.state.healthy, float(value), classes)
+            links = rec.state.wan if wan is None else tuple(
+                sorted((str(k), float(v)) for k, v in wan.items()))
+            state = DcState(rec.state.healthy, float(value), classes, links)
             changed = rec.state != state
             self._records[dc] = DcRecord(state, rec.health_at, now)
             if changed:

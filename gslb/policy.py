@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from gslb.config import GslbConfig, IpNetwork, ServiceInfo
+from gslb.config import WHOLE_DC, GslbConfig, IpNetwork, ServiceInfo
 from gslb.ecs import FAMILY_BITS
 
 
@@ -37,6 +37,9 @@ class DcState:
     load: float = 0.0  # same unit as capacity_rps (requests/s)
     # the load per service class (ServiceInfo.key -> requests/s), where the backends count it
     by_service: tuple[tuple[str, float], ...] = ()
+    # how full the WAN link from each region to this DC is (region -> carried / bandwidth,
+    # the busier direction), where the DC measures it; a region not listed: unknown, free
+    wan: tuple[tuple[str, float], ...] = ()
 
 
 Snapshot = Mapping[str, DcState]  # dc name -> state; a missing DC counts as healthy, idle
@@ -140,7 +143,10 @@ class Plan:
 
 
 def service_load(state: DcState, service: ServiceInfo) -> float:
-    """A service's load at a DC: its own class's rate where known, else the DC's total."""
+    """A service's load at a DC: its own class's rate where known, else the DC's total
+    (always the total for a service whose load_key is WHOLE_DC)."""
+    if service.key == WHOLE_DC:
+        return state.load
     for key, value in state.by_service:
         if key == service.key:
             return value
@@ -226,6 +232,30 @@ def _spare(config: GslbConfig, snapshot: Snapshot, name: str, svc: ServiceInfo) 
         snapshot.get(name, DcState()), svc)
 
 
+SPARE_TIE = 0.1     # the spare policy: room within this of the most counts as the most
+
+
+def wan_used(state: DcState, region: str) -> float:
+    """The share of the region -> DC WAN link in use (0 where not measured)."""
+    for name, value in state.wan:
+        if name == region:
+            return value
+    return 0.0
+
+
+def spare_score(config: GslbConfig, snapshot: Snapshot, name: str, svc: ServiceInfo,
+                region: str) -> float:
+    """The spare policy's measure of room for one more transfer from `region`: the
+    scarcest of the class's spare share of the DC, the DC's spare capacity over all
+    classes (they share the backends) and the headroom of the WAN link from the region,
+    each a fraction of its whole."""
+    state = snapshot.get(name, DcState())
+    capacity = config.dc(name).capacity_rps
+    own = _spare(config, snapshot, name, svc) / max(service_capacity(config, name, svc), 1e-9)
+    whole = (capacity - state.load) / capacity if capacity > 0 else 0.0
+    return min(own, whole, 1.0 - wan_used(state, region))
+
+
 def _stay_probability(config: GslbConfig, snapshot: Snapshot, name: str,
                       svc: ServiceInfo) -> float:
     """Nearest first, shedding as the DC fills: 1 until spare < headroom, 0 when full."""
@@ -269,7 +299,11 @@ def plan(config: GslbConfig, snapshot: Snapshot, region: str | None,
     if svc.policy == "spare":
         bound = svc.max_distance_ms
         near = [n for n in ordered if bound is None or config.distance_ms[(region, n)] <= bound]
-        best = max(near or ordered[:1], key=lambda n: _spare(config, snapshot, n, svc))
+        scores = {n: spare_score(config, snapshot, n, svc, region) for n in near or ordered[:1]}
+        top = max(scores.values())
+        # the nearest of those within SPARE_TIE of the most room: a sliver more room (an
+        # idle link against one carrying DNS and health checks) is no reason to go further
+        best = next(n for n in scores if scores[n] >= top - SPARE_TIE)
         return Plan((vip[best],), rotate=False, stay=None, depends_on_client=True)
     if overloaded:
         if config.overload == "shed":

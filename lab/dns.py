@@ -59,6 +59,13 @@ class Authority:
         self.control("POST", "/policy", {"policy": policy,
                                          **({"overload": overload} if overload else {})})
 
+    def set_service_policy(self, service: str, policy: str, load_key: str | None = None
+                           ) -> None:
+        """One further service name's policy, judged by `load_key`'s class (None: the
+        name's own, "*": the DC's whole load)."""
+        self.control("POST", "/policy", {"service": service, "policy": policy,
+                                         "load_key": load_key})
+
     def set_ttl(self, ttl_s: int) -> None:
         self.control("POST", "/ttl", {"ttl_s": ttl_s})
 
@@ -136,6 +143,21 @@ def load_file(work_dir: Path, dc: str) -> Path:
     return Path(work_dir) / "load" / f"{dc}.json"
 
 
+def wan_links_into(plan: NetworkPlan, dc: str) -> list[tuple[str, str, float]]:
+    """(region, the DC router's address on the link, Mbit/s) of every WAN link with a
+    bandwidth between a client region's router and the DC's."""
+    regions = {r.name for r in plan.scenario.regions}
+    site = {r.name: r.site for r in plan.routers}
+    own = plan.router(dc).name
+    out = []
+    for wan in plan.wans:
+        for here, ip, there in ((wan.a_router, wan.a_ip, wan.b_router),
+                                (wan.b_router, wan.b_ip, wan.a_router)):
+            if here == own and site.get(there) in regions and wan.link.bw_mbps:
+                out.append((site[there], str(ip), float(wan.link.bw_mbps)))
+    return out
+
+
 def start_load_feeds(live, plan: NetworkPlan, work_dir: Path) -> list:
     """One load feeder per DC, in the DC's router; returns their processes."""
     (Path(work_dir) / "load").mkdir(parents=True, exist_ok=True)
@@ -145,6 +167,8 @@ def start_load_feeds(live, plan: NetworkPlan, work_dir: Path) -> list:
                 "--out", str(load_file(work_dir, dc.name))]
         for host in plan.hosts_in(dc.name, "backend"):
             argv += ["--backend", str(host.ip)]
+        for region, ip, mbps in wan_links_into(plan, dc.name):
+            argv += ["--wan", f"{region}={ip}:{mbps:g}"]
         procs.append(live.spawn(plan.router(dc.name).name, argv, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=str(REPO_ROOT)))
     return procs

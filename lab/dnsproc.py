@@ -4,10 +4,13 @@
       the GSLB authority: serves the zone on the host's own address, keeps the control
       channel on the host's loopback, probes each DC's service address over TCP and feeds
       the global view with each DC's load, read from the load files;
-  python -m lab.dnsproc loadfeed --dc us1 --backend 10.101.0.11 ... --out FILE
+  python -m lab.dnsproc loadfeed --dc us1 --backend 10.101.0.11 ... [--wan na=IP:MBPS]
+                              --out FILE
       a DC's request rate (its backends' /stats counters, summed) written to FILE, with the
       rates served (answered 200) and shed (refused by the capacity limit) and the demand
-      per path (/search, /upload: each traffic class's load) beside it;
+      per path (/search, /upload: each traffic class's load) beside it, and how full each
+      WAN link into the DC is (the DC router's interface with that address: the busier
+      direction's bytes over the link's bandwidth; for the spare policy's WAN headroom);
   python -m lab.dnsproc ready --timeout 10 IP ...
       exit 0 once every resolver at IP answers an SOA query for the zone with NOERROR
       (all asked at once, each again until it does); else print those that never did, exit 1.
@@ -65,17 +68,93 @@ async def _backend_counters(ip: str, port: int = SERVICE_PORT) -> tuple[int, ...
         return None
 
 
-def loadfeed_main(dc: str, backends: list[str], out: str) -> int:
+def parse_wan(text: str) -> tuple[str, str, float]:
+    """'na=10.200.0.2:100' -> (region, the DC router's address on the link, Mbit/s)."""
+    region, _, rest = text.partition("=")
+    ip, _, bw = rest.rpartition(":")
+    try:
+        mbps = float(bw)
+    except ValueError:
+        mbps = 0.0
+    if not region or not ip or not mbps > 0:
+        raise ValueError(f"--wan {text!r}: expected REGION=IP:MBPS with MBPS > 0")
+    return region, ip, mbps
+
+
+def interface_of(ip: str, ip_addr_text: str) -> str | None:
+    """The interface holding `ip`, from `ip -o -4 addr show` output."""
+    for line in ip_addr_text.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[2] == "inet" and parts[3].split("/")[0] == ip:
+            return parts[1].split("@")[0]
+    return None
+
+
+def interface_bytes(proc_net_dev: str) -> dict[str, tuple[int, int]]:
+    """/proc/net/dev text -> interface -> (rx bytes, tx bytes)."""
+    out = {}
+    for line in proc_net_dev.splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        fields = rest.split()
+        if len(fields) >= 9:
+            out[name.strip()] = (int(fields[0]), int(fields[8]))
+    return out
+
+
+class WanMeter:
+    """How full each WAN link into this DC is: the router's interface counters, read in
+    its own network namespace (/proc/net/dev), over LOAD_WINDOW_S."""
+
+    def __init__(self, links: list[tuple[str, str, float]]) -> None:
+        self.links = links
+        self.ifaces: dict[str, str] = {}
+        self.history: dict[str, list[tuple[float, tuple[int, int]]]] = {}
+
+    def sample(self, now: float) -> dict[str, dict]:
+        import subprocess
+        if len(self.ifaces) < len(self.links):
+            text = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True,
+                                  text=True).stdout
+            for region, ip, _ in self.links:
+                name = interface_of(ip, text)
+                if name:
+                    self.ifaces[region] = name
+        try:
+            counters = interface_bytes(Path("/proc/net/dev").read_text())
+        except OSError:
+            return {}
+        out = {}
+        for region, _, mbps in self.links:
+            got = counters.get(self.ifaces.get(region, ""))
+            if got is None:
+                continue
+            hist = self.history.setdefault(region, [])
+            hist.append((now, got))
+            del hist[:-20]
+            rates = [request_rate([(t, c[k]) for t, c in hist], LOAD_WINDOW_S,
+                                  own_polls=False) for k in (0, 1)]
+            if None in rates:
+                continue
+            rx, tx = (8 * r / 1e6 for r in rates)
+            out[region] = {"rx_mbps": round(rx, 3), "tx_mbps": round(tx, 3),
+                           "bw_mbps": mbps, "used": round(max(rx, tx) / mbps, 4)}
+        return out
+
+
+def loadfeed_main(dc: str, backends: list[str], out: str,
+                  wan: list[tuple[str, str, float]] | None = None) -> int:
     """Every LOAD_POLL_S: the DC's request rate (sum over its reachable backends; what the
     global view takes as its load) -> `out`, with served_rps, shed_rps and by_service (the
     demand on /search and on /upload: each traffic class's load)."""
     history: dict[str, list[tuple[float, tuple[int, ...]]]] = {ip: [] for ip in backends}
+    meter = WanMeter(wan or [])
 
     async def loop() -> None:
         while True:
             started = time.monotonic()
             counts = await asyncio.gather(*(_backend_counters(ip) for ip in backends))
             now = time.monotonic()
+            links = meter.sample(now)
             totals, known = [0.0] * len(COUNTERS), False
             for ip, count in zip(backends, counts):
                 hist = history[ip]
@@ -95,7 +174,7 @@ def loadfeed_main(dc: str, backends: list[str], out: str) -> int:
                     "dc": dc, "rps": round(totals[0], 1), "served_rps": round(totals[1], 1),
                     "shed_rps": round(totals[2], 1),
                     "by_service": {k: round(totals[3 + i], 1) for i, k in enumerate(PATHS)},
-                    "time": time.time()}))
+                    "wan": links, "time": time.time()}))
             await asyncio.sleep(max(0.0, LOAD_POLL_S - (time.monotonic() - started)))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -118,10 +197,12 @@ async def read_load_files(view, files: dict[str, str], interval_s: float = 0.25,
                 continue
             if data.get("time", 0) != seen.get(dc) and time.time() - data["time"] < stale_s:
                 seen[dc] = data["time"]
-                by_service = data.get("by_service")
+                by_service, wan = data.get("by_service"), data.get("wan")
                 view.set_load(dc, float(data["rps"]),
                               by_service={k: float(v) for k, v in by_service.items()}
-                              if isinstance(by_service, dict) else None)
+                              if isinstance(by_service, dict) else None,
+                              wan={k: float(v["used"]) for k, v in wan.items()}
+                              if isinstance(wan, dict) and wan else None)
         await asyncio.sleep(interval_s)
 
 
@@ -181,6 +262,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("loadfeed", help="a DC's request rate from its backends -> a file")
     p.add_argument("--dc", required=True)
     p.add_argument("--backend", action="append", required=True, help="backend address")
+    p.add_argument("--wan", action="append", default=[],
+                   help="REGION=IP:MBPS: the WAN link from REGION ends at this router's IP")
     p.add_argument("--out", required=True)
     p = sub.add_parser("ready", help="wait until resolvers answer the zone's SOA")
     p.add_argument("--timeout", type=float, default=10.0)
@@ -189,7 +272,11 @@ def main(argv=None) -> int:
     if args.command == "ready":
         return ready_main(args.ip, args.timeout)
     if args.command == "loadfeed":
-        return loadfeed_main(args.dc, args.backend, args.out)
+        try:
+            links = [parse_wan(text) for text in args.wan]
+        except ValueError as exc:
+            parser.error(str(exc))
+        return loadfeed_main(args.dc, args.backend, args.out, links)
     return authority_main(args.launch)
 
 

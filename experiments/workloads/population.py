@@ -9,8 +9,8 @@ again; its first request at a random instant of its first think time. Each reque
 user's workload: `search` (a short GET) or `upload` (a POST of `upload_bytes`). For each
 request, as that user's machine would: find the service name's A records (from the user's
 own stub cache while the TTL of a cached answer lasts, when the user has one; else one
-query to the user's resolver from the user's own address), then reach the service from the
-user's address:
+query to the user's resolver from the user's own address, for --name, or --upload-name
+for an upload), then reach the service from the user's address:
 
   random      one of the records at random (what the chapter recommends clients do);
   first       the first record (many stub resolvers and getaddrinfo's sorting, in effect);
@@ -166,7 +166,8 @@ async def one(user: dict, cache: StubCache | None, args, rng: random.Random,
     if addrs is not None:
         row["cached"] = True
     else:
-        addrs, ttl, err = await resolve(user["resolver_ip"], args.name, args.dns_timeout,
+        name = args.upload_name if workload == "upload" and args.upload_name else args.name
+        addrs, ttl, err = await resolve(user["resolver_ip"], name, args.dns_timeout,
                                         user["ip"], args.dns_port)
         row["resolve_ms"] = round((time.monotonic() - now) * 1000, 3)
         if err:
@@ -255,6 +256,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", required=True, help="JSON list of users")
     parser.add_argument("--name", default="www.lblab.test")
+    parser.add_argument("--upload-name", default="",
+                        help="the name uploads resolve (default: --name)")
     parser.add_argument("--dns-port", type=int, default=53)
     parser.add_argument("--port", type=int, default=80, help="HTTP port of the service")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 
 import pytest
@@ -20,7 +19,7 @@ from experiments.workloads import control
 from lab import dns, mechanisms
 from lab.dns_config import gslb_config
 from lab.net import LiveNet
-from topologies import scenario
+from topologies import capacity, scenario
 from topologies.plan import build_plan
 from topologies.state import new_run_id
 
@@ -82,7 +81,8 @@ def test_over_capacity_a_dc_sheds_at_once_or_queues_and_its_backends_count_it(lb
         # about the capacity (40/s), never the 80/s offered: at most the rate over the run,
         # plus each backend's burst, plus (queue) what was still waiting when the load ended
         queue_s = 0.5 if dc == "eu1" else 0.0
-        most = 40 * (DURATION_S + queue_s) + 2 * (math.ceil(20 * 0.1) + 1)
+        burst = capacity.backend_limit(plan.scenario.dc(dc)).burst
+        most = 40 * (DURATION_S + queue_s) + 2 * (burst + 1)
         assert 0.8 * 40 * DURATION_S <= len(ok) <= most, (dc, len(ok), most)
         assert stats[dc] == {"served": len(ok), "shed": len(refused)}, (dc, stats[dc])
     shed_ms = sorted(r["latency_ms"] for r in rows["us1"] if r["status"] == "503")

@@ -28,7 +28,7 @@ def test_no_overload_key_means_no_limit_as_before():
 def test_capacity_is_split_over_the_backends_with_a_burst_and_a_queue():
     dc = _three_dc(overload="queue", overload_queue_s=0.5, max_concurrent=30).dc("us1")
     rate = dc.capacity_rps / dc.backends
-    assert capacity.backend_limit(dc) == BackendLimit(rate, max(1, math.ceil(rate * 0.1)),
+    assert capacity.backend_limit(dc) == BackendLimit(rate, max(8, math.ceil(rate * 0.1)),
                                                       math.ceil(rate * 0.5), 30)
     shed = capacity.backend_limit(_three_dc(overload="shed").dc("us1"))
     assert shed.queue == 0 and shed.mode == "shed" and shed.max_concurrent is None
@@ -45,6 +45,19 @@ def test_overload_mistakes_get_one_clear_line(keys, words):
     with pytest.raises(ScenarioError) as info:
         _three_dc(**keys)
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("rate", [2.5, 7.5, 100.0])
+def test_a_backend_under_its_capacity_refuses_almost_nothing_at_any_rate(rate):
+    """A shedding backend's burst absorbs Poisson bunching: at 80% of its rate under 1%
+    refused, whether its share of the DC is 2.5 or 100 requests/s."""
+    limit = capacity.backend_limit(_three_dc(overload="shed").dc("us1"))
+    bucket = LeakyBucket(rate, max(limit.burst, math.ceil(rate * capacity.JITTER_S)))
+    rng, at, refused, n = random.Random(7), 0.0, 0, 20000
+    for _ in range(n):
+        at += rng.expovariate(0.8 * rate)
+        refused += bucket.admit(at) is None
+    assert refused / n < 0.01, refused / n
 
 
 def test_leaky_bucket_admits_the_burst_at_once_then_refuses():

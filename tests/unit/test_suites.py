@@ -37,7 +37,7 @@ def test_every_experiment_declares_its_facts():
     exps = registry.experiments()
     assert list(exps) == ["rtt-matrix", "vip-modes", "vip-hashing", "lb-tier", "gre-mtu",
                           "dns-rr", "dns-rr-pop", "dns-geo", "dns-geo-pop", "dns-failover",
-                          "dns-failover-pop", "global-overload"]
+                          "dns-failover-pop", "global-overload", "traffic-classes"]
     for exp in exps.values():
         assert exp.order is not None and set(exp.expected_s) == {"quick", "full"}
         assert exp.key_columns and exp.tolerances and exp.claim
