@@ -83,8 +83,9 @@ def classes_readings(agg: pd.DataFrame, metadata: dict | None = None) -> list[st
             text += (f" — per-class placement raises upload success at no more than "
                      f"{SEARCH_P50_SLACK - 1:.0%} higher search p50: {verdict(True)}.")
         elif same and fast:
-            text += (" — upload success is the same either way in this variant (neither "
-                     "placement costs uploads here); per class, search p50 is "
+            text += (" — upload success is the same either way in this variant: what is "
+                     "tight is the DC's capacity, which one capacity-aware policy for both "
+                     "names already sees and keeps; per class, search p50 is "
                      + ("lower" if p50_p < p50_1 else "no higher")
                      + f": {verdict(True)} as far as it goes.")
         else:
@@ -103,10 +104,11 @@ def classes_readings(agg: pd.DataFrame, metadata: dict | None = None) -> list[st
                 f"{r['dc']} at {fmt(100 * num(r['dc_utilisation_mean']), 3)}% of its "
                 f"capacity, hot region's link {fmt(100 * num(r['wan_used_mean']), 3)}% used"
                 for _, r in rows.iterrows())
-            out.append(f"{variant}, per class, halfway through: the hot region's host was "
-                       f"answered {mid['search']} for search and {mid['upload']} for "
-                       f"upload ({'different DCs' if mid['search'] != mid['upload'] else 'the same DC'}"
-                       f"); the authority's inputs over the run: {why}.")
+            same = "the same DC" if mid["search"] == mid["upload"] else "different DCs"
+            out.append(f"{variant}, per class, halfway through: a hot-region user (its /24 "
+                       f"as ECS) was answered {mid['search']} for search and "
+                       f"{mid['upload']} for upload ({same}); the authority's inputs over "
+                       f"the run: {why}.")
     return out
 
 

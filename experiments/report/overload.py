@@ -59,8 +59,9 @@ def overload_figure(agg: pd.DataFrame):
     return fig
 
 
-def overload_readings(agg: pd.DataFrame) -> list[str]:
+def overload_readings(agg: pd.DataFrame, metadata: dict | None = None) -> list[str]:
     steps = _steps(agg)
+    nearest = ((metadata or {}).get("global_overload") or {}).get("hot_region_nearest_dc")
     out = []
     for variant, part in agg.groupby("variant", sort=False):
         policy = str(part["policy"].iloc[0])
@@ -77,11 +78,15 @@ def overload_readings(agg: pd.DataFrame) -> list[str]:
                        f"; at most {SPILL_MAX_UTILISATION:.0%} expected) — {verdict(ok)}.")
         elif policy == "geo" and peak is not None:
             over = num(peak["dc_utilisation_mean"]) > SPILL_MAX_UTILISATION
-            out.append(f"{variant}: below the total capacity {peak['dc']} still ran at "
+            which = ("" if not nearest else " (the hot region's nearest DC)"
+                     if peak["dc"] == nearest else
+                     f" (not the hot region's nearest, {nearest}: once {nearest} was full "
+                     "geo sent the whole region on to the next)")
+            out.append(f"{variant}: below the total capacity {peak['dc']}{which} still ran at "
                        f"{fmt(100 * num(peak['dc_utilisation_mean']), 3)}% of its capacity "
                        f"on average over a step: "
-                       + ("the DC nearest the hot region overloads, as the chapter expects "
-                          "of a balancer that does not spread by capacity."
+                       + ("a DC overloads, as the chapter expects of a balancer that does "
+                          "not spread by capacity."
                           if over else "no DC went past 110% under geo in this run, which "
                           "the chapter does not lead one to expect (whole regions move "
                           "off a full DC at once here)."))
@@ -115,5 +120,6 @@ def render_global_overload(group: Group) -> Section:
         "all served; dashed: the DCs' total capacity). Right, per variant: each DC's demand "
         "(what reached its backends, from the load feed) over its capacity, step by step: "
         "the step's mean (solid) and its highest 1 s window (dotted)."))
-    section.attempt("reading", lambda: section.readings.extend(overload_readings(group.agg)))
+    section.attempt("reading", lambda: section.readings.extend(
+        overload_readings(group.agg, group.metadata)))
     return section

@@ -90,6 +90,12 @@ def test_readings_follow_the_numbers():
     bad = "\n".join(overload.overload_readings(summary(spill_peak=1.4, shed_ok=90.0,
                                                        shed_fast=400.0)))
     assert bad.count("contradicts") == 2
+    meta = {"global_overload": {"hot_region_nearest_dc": "us1"}}
+    assert "us1 (the hot region's nearest DC) still ran" in overload.overload_readings(
+        summary(), meta)[0]
+    meta = {"global_overload": {"hot_region_nearest_dc": "eu1"}}
+    assert "(not the hot region's nearest, eu1: once eu1 was full" in "\n".join(
+        overload.overload_readings(summary(), meta))
     calm = "\n".join(overload.overload_readings(summary(geo_peak=0.9)))
     assert "which the chapter does not lead one to expect" in calm
     assert isinstance(overload.overload_figure(summary()), Figure)
