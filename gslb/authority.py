@@ -33,6 +33,7 @@ STATIC_TTL_S = 3600  # SOA/NS/glue never change during a run
 CACHE_LIMIT = 20000  # entries per cache; cleared when full (junk queries cannot grow memory)
 IN, A, NS, SOA, ANY = (dns.rdataclass.IN, dns.rdatatype.A, dns.rdatatype.NS,
                        dns.rdatatype.SOA, dns.rdatatype.ANY)
+AXFR, IXFR, CLASS_ANY = dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdataclass.ANY
 
 
 @dataclass(slots=True)
@@ -161,9 +162,18 @@ class Authority:
         except wire.QueryError as err:
             return wire.error_response(err), False
         limit = wire.TCP_MAX if tcp else q.udp_limit()
-        if q.qclass != IN or not q.qname.is_subdomain(self.origin):
+        if q.tsig is not None:
+            # signed with a key this server does not have (it has none): NOTAUTH, BADKEY
+            return wire.render_badkey(q), False
+        # QCLASS ANY (RFC 1035 3.2.5) asks for any class: this zone's is IN
+        if q.qclass not in (IN, CLASS_ANY) or not q.qname.is_subdomain(self.origin):
             # not ours: REFUSED, not an open resolver (RFC 8906 keeps OPT in the reply)
             return wire.render(q, dns.rcode.REFUSED, limit=limit, aa=False)[2:], True
+        if q.qtype in (AXFR, IXFR):
+            # no zone transfers: REFUSED over TCP; AXFR over UDP is NOTIMP (RFC 5936
+            # section 4.2), as NSD answers
+            rcode = dns.rcode.NOTIMP if q.qtype == AXFR and not tcp else dns.rcode.REFUSED
+            return wire.render(q, rcode, limit=limit, aa=False)[2:], True
         service = self.service_names.get(q.qname)
         if service is not None and q.qtype in (A, ANY):
             loc = self.regions.locate_prefix(q.ecs.network) if q.ecs is not None else None

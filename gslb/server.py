@@ -21,6 +21,7 @@ log = logging.getLogger("lblab.gslb")
 TCP_IDLE_S = 10.0  # RFC 7766 suggests seconds, not minutes
 TCP_IO_S = 5.0
 TCP_MAX_CONNS = 512
+TCP_PER_SOURCE = 64   # connections one address may hold (its oldest idle one gives way)
 UDP_BATCH = 256  # datagrams per wake-up before yielding to TCP/control
 
 
@@ -93,7 +94,9 @@ class GslbServer:
     tcp: list[tuple[str, int]] = field(default_factory=list)
     control: tuple[str, int] | None = None
     _closers: list[Any] = field(default_factory=list)
-    _tcp_conns: int = 0
+    # open TCP connections: writer -> [peer, idle since (monotonic) or None while a query
+    # is in hand]; dicts keep insertion order, so the first idle one found is the oldest
+    _tcp: dict[Any, list[Any]] = field(default_factory=dict)
 
     @property
     def port(self) -> int:
@@ -105,19 +108,47 @@ class GslbServer:
             if asyncio.iscoroutine(result):
                 await result
         self._closers.clear()
+        for writer in list(self._tcp):     # open connections end with the server
+            writer.close()
+        for _ in range(3):                 # let their tasks see it and finish
+            await asyncio.sleep(0)
+
+    def _tcp_admit(self, peer: str) -> bool:
+        """Room for a new connection from `peer`: beyond TCP_PER_SOURCE of its own, or
+        with the table full, the oldest idle connection (of that peer, or of anyone) is
+        closed to make room, as mature servers do (RFC 7766 section 6.2.3: a client
+        holding many idle connections must not lock the others out); False when every
+        connection that would have to give way is busy with a query."""
+        mine = [w for w, (p, _) in self._tcp.items() if p == peer]
+        if len(mine) >= TCP_PER_SOURCE:
+            pool = mine
+        elif len(self._tcp) >= TCP_MAX_CONNS:
+            pool = list(self._tcp)
+        else:
+            return True
+        idle = [w for w in pool if self._tcp[w][1] is not None]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda w: self._tcp[w][1])
+        del self._tcp[oldest]
+        oldest.close()
+        return True
 
     async def _tcp_client(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         """RFC 7766 framing: 2-byte length, then the message; several per connection."""
-        if self._tcp_conns >= TCP_MAX_CONNS:
+        peer = (writer.get_extra_info("peername") or ("", 0))[0]
+        if not self._tcp_admit(peer):
             writer.close()
             return
-        self._tcp_conns += 1
-        peer = (writer.get_extra_info("peername") or ("", 0))[0]
+        loop = asyncio.get_running_loop()
+        conn = self._tcp[writer] = [peer, loop.time()]
         try:
-            while True:
+            while writer in self._tcp:
+                conn[1] = loop.time()          # idle: waiting for the next query
                 size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_S),
                                       "big")
+                conn[1] = None
                 if size == 0:
                     break  # a zero-length message has nothing to answer: hang up
                 data = await asyncio.wait_for(reader.readexactly(size), TCP_IO_S)
@@ -133,7 +164,7 @@ class GslbServer:
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, OSError):
             pass
         finally:
-            self._tcp_conns -= 1
+            self._tcp.pop(writer, None)
             writer.close()
 
 

@@ -25,6 +25,9 @@ from gslb.ecs import ECS_CODE, ClientSubnet, EcsError, parse_ecs
 HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")
 OPT_TYPE = 41
+TSIG_TYPE = 250
+IXFR_TYPE = 251
+CLASS_ANY = 255
 SERVER_PAYLOAD = 1232  # our EDNS UDP size (DNS flag day 2020: avoids IP fragmentation)
 MIN_UDP = 512  # RFC 1035 limit without EDNS
 TCP_MAX = 65535
@@ -57,6 +60,8 @@ class Query:
     payload: int  # requester's UDP payload size (512 without EDNS)
     dnssec_ok: bool
     ecs: ClientSubnet | None
+    # a TSIG record (the last of the additional section): (key name, rdata as sent)
+    tsig: tuple[dns.name.Name, bytes] | None = None
 
     def udp_limit(self) -> int:
         """Largest UDP reply allowed: the requester's size, capped at ours, at least 512."""
@@ -72,7 +77,7 @@ def parse_query(data: bytes) -> Query:
         raise Drop("a response")
     if (flags >> 11) & 0xF != 0:
         raise QueryError(dns.rcode.NOTIMP, qid, flags, why="opcode not QUERY")
-    if qdcount != 1 or ancount or nscount:
+    if qdcount != 1 or ancount:
         raise QueryError(dns.rcode.FORMERR, qid, flags, why="section counts")
     try:
         qname, used = dns.name.from_wire(data, HEADER.size)
@@ -86,42 +91,65 @@ def parse_query(data: bytes) -> Query:
     qtype, qclass = struct.unpack_from("!HH", data, off)
     off += 4
     question = bytes(data[HEADER.size:off])
-    opt, off = _parse_additional(data, off, arcount, qid, flags, question)
+    # an authority section only in an IXFR query: the client's SOA (RFC 1995 section 3)
+    if nscount and not (qtype == IXFR_TYPE and nscount == 1):
+        raise QueryError(dns.rcode.FORMERR, qid, flags, question, why="section counts")
+    for _ in range(nscount):
+        off = _walk_rr(data, off, qid, flags, question)[-1]
+    opt, tsig, off = _parse_additional(data, off, arcount, qid, flags, question)
     if off != len(data):
         raise QueryError(dns.rcode.FORMERR, qid, flags, question, opt is not None,
                          "trailing data")
     if opt is None:
-        return Query(qid, flags, qname, qtype, qclass, question, False, MIN_UDP, False, None)
+        return Query(qid, flags, qname, qtype, qclass, question, False, MIN_UDP, False, None,
+                     tsig)
     payload, ttl, rdata = opt
     if (ttl >> 16) & 0xFF != 0:  # EDNS version (RFC 6891 6.1.3)
         raise QueryError(dns.rcode.BADVERS, qid, flags, question, True, "EDNS version")
     ecs = _parse_options(rdata, qid, flags, question)
     return Query(qid, flags, qname, qtype, qclass, question, True, payload,
-                 bool(ttl & 0x8000), ecs)
+                 bool(ttl & 0x8000), ecs, tsig)
+
+
+def _walk_rr(data: bytes, off: int, qid: int, flags: int, question: bytes
+             ) -> tuple[dns.name.Name, int, int, int, bytes, int]:
+    """One resource record at `off` -> (owner, type, class, ttl, rdata, offset after it)."""
+    try:
+        owner, used = dns.name.from_wire(data, off)
+    except (dns.exception.DNSException, ValueError, IndexError):
+        raise QueryError(dns.rcode.FORMERR, qid, flags, question, why="rr name") from None
+    off += used
+    if off + _RR_FIXED.size > len(data):
+        raise QueryError(dns.rcode.FORMERR, qid, flags, question, why="rr truncated")
+    rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, off)
+    off += _RR_FIXED.size
+    if off + rdlen > len(data):
+        raise QueryError(dns.rcode.FORMERR, qid, flags, question, why="rdata truncated")
+    return owner, rtype, rclass, ttl, bytes(data[off:off + rdlen]), off + rdlen
 
 
 def _parse_additional(data: bytes, off: int, count: int, qid: int, flags: int,
-                      question: bytes) -> tuple[tuple[int, int, bytes] | None, int]:
-    """Walk the additional section; keep the one OPT, skip others (e.g. an unknown TSIG)."""
+                      question: bytes
+                      ) -> tuple[tuple[int, int, bytes] | None,
+                                 tuple[dns.name.Name, bytes] | None, int]:
+    """Walk the additional section: at most one OPT and one TSIG, the TSIG last (RFC 8945
+    section 5.1); any other record is a FORMERR, as NSD answers."""
     opt: tuple[int, int, bytes] | None = None
-    for _ in range(count):
-        try:
-            owner, used = dns.name.from_wire(data, off)
-        except (dns.exception.DNSException, ValueError, IndexError):
-            raise QueryError(dns.rcode.FORMERR, qid, flags, question, why="rr name") from None
-        off += used
-        if off + _RR_FIXED.size > len(data):
-            raise QueryError(dns.rcode.FORMERR, qid, flags, question, why="rr truncated")
-        rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, off)
-        off += _RR_FIXED.size
-        if off + rdlen > len(data):
-            raise QueryError(dns.rcode.FORMERR, qid, flags, question, why="rdata truncated")
+    tsig: tuple[dns.name.Name, bytes] | None = None
+    for i in range(count):
+        owner, rtype, rclass, ttl, rdata, off = _walk_rr(data, off, qid, flags, question)
         if rtype == OPT_TYPE:
             if opt is not None or owner != dns.name.root:
                 raise QueryError(dns.rcode.FORMERR, qid, flags, question, True, "bad OPT")
-            opt = (rclass, ttl, bytes(data[off:off + rdlen]))
-        off += rdlen
-    return opt, off
+            opt = (rclass, ttl, rdata)
+        elif rtype == TSIG_TYPE and i == count - 1:
+            tsig = (owner, rdata)
+        else:
+            # NSD answers these without the question (and so without OPT)
+            raise QueryError(dns.rcode.FORMERR, qid, flags, b"", False,
+                             "TSIG not last" if rtype == TSIG_TYPE else
+                             "a record in the additional section")
+    return opt, tsig, off
 
 
 def _parse_options(rdata: bytes, qid: int, flags: int, question: bytes) -> ClientSubnet | None:
@@ -163,6 +191,9 @@ def render(q: Query, rcode: int, answer: Sequence[dns.rrset.RRset] = (),
            ecs_reply: bytes | None = None, limit: int = TCP_MAX, aa: bool = True) -> bytes:
     """Render a reply; if it exceeds ``limit``, a header+question reply with TC set."""
     msg = dns.message.Message(id=q.qid)
+    # QCLASS ANY is answered (as IN) without AA, as NSD does: "any class" is more than
+    # this server is authoritative for
+    aa = aa and q.qclass != CLASS_ANY
     msg.flags = dns.flags.QR | (q.flags & RD) | (dns.flags.AA if aa else 0)
     msg.set_rcode(rcode)
     msg.question.append(dns.rrset.RRset(q.qname, q.qclass, q.qtype))
@@ -184,6 +215,32 @@ def render(q: Query, rcode: int, answer: Sequence[dns.rrset.RRset] = (),
     msg.additional.clear()
     msg.flags |= dns.flags.TC
     return _restore_question(msg.to_wire(max_size=TCP_MAX, want_shuffle=False), q)
+
+
+BADKEY = 17   # TSIG error: the server does not know the key (RFC 8945 section 5.2.2)
+
+
+def render_badkey(q: Query) -> bytes:
+    """NOTAUTH with the client's TSIG echoed unsigned and error BADKEY (RFC 8945 sections
+    5.2.2 and 5.3.2: no MAC), the TSIG last, after any OPT, and no question (as NSD
+    answers); this server knows no keys."""
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    assert q.tsig is not None
+    name, rdata = q.tsig
+    reply = error_response(QueryError(dns.rcode.NOTAUTH, q.qid, q.flags, b"", q.edns))
+    try:
+        tsig = dns.rdata.from_wire(dns.rdataclass.ANY, dns.rdatatype.TSIG, rdata, 0,
+                                   len(rdata)).replace(mac=b"", error=BADKEY, other=b"")
+    except (dns.exception.DNSException, ValueError, IndexError, struct.error):
+        return reply       # a TSIG that does not parse: NOTAUTH alone
+    body = tsig.to_wire()
+    record = name.to_wire() + _RR_FIXED.pack(TSIG_TYPE, dns.rdataclass.ANY, 0, len(body)) \
+        + body
+    head = bytearray(reply[:HEADER.size])
+    struct.pack_into("!H", head, 10, struct.unpack_from("!H", reply, 10)[0] + 1)
+    return bytes(head) + reply[HEADER.size:] + record
 
 
 def _restore_question(wire: bytes, q: Query) -> bytes:
