@@ -181,8 +181,9 @@ def validate(switch: LbSwitch, vips: Sequence[Vip]) -> None:
             ip = _ip(b.ip, f"{bw}: ip")
             if b.state not in STATES:
                 raise VipError(f"{bw}: unknown state {b.state!r} (one of {', '.join(STATES)})")
-            if not b.weight > 0:
-                raise VipError(f"{bw}: weight must be > 0 (use state drain), got {b.weight}")
+            if not 0 < b.weight < float("inf"):
+                raise VipError(f"{bw}: weight must be a finite number > 0 (use state drain), "
+                               f"got {b.weight}")
             if v.mode in ("nat", "dsr"):
                 if ip not in subnet:
                     why = ("DSR only rewrites the destination MAC, so the backend must share "

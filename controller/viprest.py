@@ -111,8 +111,9 @@ def add_backend(sw, vip: Vip, body: dict) -> Vip:
         raise BadRequest("missing field 'ip'")
     ip = _address(body["ip"])
     weight = body.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-        raise BadRequest(f"weight must be a positive number, got {weight!r}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+            or not 0 < weight < float("inf"):
+        raise BadRequest(f"weight must be a finite positive number, got {weight!r}")
     if any(b.ip == ip for b in vip.backends):
         raise BadRequest(f"VIP {vip.name}: {ip} is already a backend")
     host = sw.hosts.get(ip)

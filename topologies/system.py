@@ -25,9 +25,15 @@ class LblabError(RuntimeError):
 
 
 class InputError(LblabError):
-    """Bad user input (scenario file, --set value, experiment name): exit code 2."""
+    """Bad user input (scenario file, --set value, experiment name): exit code 2. Control
+    characters the input carried into the message (a key or value of '\\n') are shown
+    escaped, so the message stays one line."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1]
+                                 for c in str(message)))
 
 
 def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 60,
