@@ -30,7 +30,8 @@ Policies (set on the running authority before each run, resolver caches fresh):
              from the client's region) within `max_distance_ms` one way.
 Measured per (variant, policy, class, DC): requests and their outcome, latency of the
 answered ones (from the user's first step: resolution included), each acknowledged
-upload's goodput (its bytes over its HTTP exchange), the share of the class each DC got,
+upload's goodput (its bytes over its HTTP exchange: without the client's start lag and
+the user's DNS query), the share of the class each DC got,
 what the authority's inputs said about each DC over the run (its demand over its capacity
 and how full the WAN link from the hot region is, from the load feed), and which DC each
 name's answer named for a hot-region user halfway through the run (dig at the authority
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import subprocess
 import time
@@ -109,6 +111,9 @@ def with_classes(users: list, p: dict, seed: int) -> list:
     out = []
     for i, region in enumerate(regions):
         mine = [u for u in users if u.region == region]
+        if len(mine) < 2:
+            raise InputError(f"traffic-classes: region {region} has {len(mine)} user(s); "
+                             "it needs two or more (some search, some upload)")
         rng = random.Random(f"lblab-traffic-classes:{seed}:{region}")
         n_up = max(1, min(len(mine) - 1, round(len(mine) * float(p["upload_users"]))))
         up = set(rng.sample(range(len(mine)), n_up))
@@ -120,6 +125,13 @@ def with_classes(users: list, p: dict, seed: int) -> list:
             out.append(dataclasses.replace(u, workload=workload, rate_rps=rate[workload],
                                            think_time_s=0.0))
     return out
+
+
+def _exchange_ms(row: dict) -> float:
+    """A request's HTTP exchange: its latency without the client's start lag and the
+    user's DNS query."""
+    return row["latency_ms"] - (row.get("resolve_ms") or 0.0) - (row.get("start_lag_ms")
+                                                                 or 0.0)
 
 
 def summary_rows(rows: list[dict], samples: list[tuple], to_dc: dict, dcs: list[str],
@@ -134,8 +146,7 @@ def summary_rows(rows: list[dict], samples: list[tuple], to_dc: dict, dcs: list[
         ok = [r for r in part if r["ok"]]
         hot_rows = [r for r in part if r["user_region"] == hot]
         hot_ok = [r for r in hot_rows if r["ok"]]
-        goodput = [8 * r["bytes"] / (r["latency_ms"] - (r.get("resolve_ms") or 0.0)) / 1e3
-                   for r in ok if r["latency_ms"] - (r.get("resolve_ms") or 0.0) > 0]
+        goodput = [8 * r["bytes"] / _exchange_ms(r) / 1e3 for r in ok if _exchange_ms(r) > 0]
         base = {"class": cls, "requests": len(part),
                 "ok_pct": round(100 * len(ok) / len(part), 2) if part else None,
                 "latency_p50_ms": percentile([r["latency_ms"] for r in ok], 50),
@@ -182,12 +193,17 @@ def start_cross_traffic(live, plan, p: dict, seconds: float) -> list:
     srv = live.spawn(server.name, ["iperf3", "-s", "-p", str(IPERF_PORT), "-B",
                                    str(server.ip)], stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL)
-    live.wait_until(server.name, f"ss -Hltn 'sport = :{IPERF_PORT}' | grep -q .",
-                    f"iperf3 server on {server.name}", 10)
-    mbps = float(p["cross_share"]) * float(p["wan_mbps"])
-    cli = live.spawn(client, ["iperf3", "-c", str(server.ip), "-p", str(IPERF_PORT), "-u",
-                              "-b", f"{mbps:g}M", "-l", "1200", "-t", f"{seconds:.0f}"],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        live.wait_until(server.name, f"ss -Hltn 'sport = :{IPERF_PORT}' | grep -q .",
+                        f"iperf3 server on {server.name}", 10)
+        mbps = float(p["cross_share"]) * float(p["wan_mbps"])
+        cli = live.spawn(client, ["iperf3", "-c", str(server.ip), "-p", str(IPERF_PORT),
+                                  "-u", "-b", f"{mbps:g}M", "-l", "1200", "-t",
+                                  f"{math.ceil(seconds)}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except BaseException:
+        _stop([srv])
+        raise
     return [cli, srv]
 
 
@@ -249,11 +265,13 @@ def run(ctx: Context) -> list[dict]:
                     for cls, (name, key) in POLICIES[policy].items():
                         authority.set_service_policy(cls, name, key)
                     lead = 3.0 if variant == "wan" else 1.5
-                    cross = start_cross_traffic(live, plan, p, warmup + duration + lead + 2) \
-                        if variant == "wan" else []
+                    cross: list = []
                     samples: list = []
                     try:
                         with unbound.instances(live, plan, specs, authority.ip, ctx.work_dir):
+                            if variant == "wan":   # from now to past the population's end
+                                cross = start_cross_traffic(live, plan, p,
+                                                            lead + warmup + duration + 2)
                             start_at, running = dnsnet.start_population(
                                 live, load, warmup + duration, ctx.work_dir, seed=ctx.seed,
                                 start_in_s=lead, timeout_s=float(p["timeout_s"]),

@@ -94,8 +94,8 @@ class GslbServer:
     tcp: list[tuple[str, int]] = field(default_factory=list)
     control: tuple[str, int] | None = None
     _closers: list[Any] = field(default_factory=list)
-    # open TCP connections: writer -> [peer, idle since (monotonic) or None while a query
-    # is in hand]; dicts keep insertion order, so the first idle one found is the oldest
+    # open TCP connections: writer -> [peer, idle since (loop time) or None while a query
+    # is in hand, the connection's task]
     _tcp: dict[Any, list[Any]] = field(default_factory=dict)
 
     @property
@@ -108,10 +108,11 @@ class GslbServer:
             if asyncio.iscoroutine(result):
                 await result
         self._closers.clear()
+        tasks = [conn[2] for conn in self._tcp.values()]
         for writer in list(self._tcp):     # open connections end with the server
-            writer.close()
-        for _ in range(3):                 # let their tasks see it and finish
-            await asyncio.sleep(0)
+            writer.transport.abort()
+        if tasks:                          # and their tasks finish before the loop does
+            await asyncio.wait(tasks, timeout=2.0)
 
     def _tcp_admit(self, peer: str) -> bool:
         """Room for a new connection from `peer`: beyond TCP_PER_SOURCE of its own, or
@@ -119,7 +120,7 @@ class GslbServer:
         closed to make room, as mature servers do (RFC 7766 section 6.2.3: a client
         holding many idle connections must not lock the others out); False when every
         connection that would have to give way is busy with a query."""
-        mine = [w for w, (p, _) in self._tcp.items() if p == peer]
+        mine = [w for w, conn in self._tcp.items() if conn[0] == peer]
         if len(mine) >= TCP_PER_SOURCE:
             pool = mine
         elif len(self._tcp) >= TCP_MAX_CONNS:
@@ -131,7 +132,7 @@ class GslbServer:
             return False
         oldest = min(idle, key=lambda w: self._tcp[w][1])
         del self._tcp[oldest]
-        oldest.close()
+        oldest.transport.abort()   # at once: a close would wait for unsent data to drain
         return True
 
     async def _tcp_client(self, reader: asyncio.StreamReader,
@@ -142,7 +143,7 @@ class GslbServer:
             writer.close()
             return
         loop = asyncio.get_running_loop()
-        conn = self._tcp[writer] = [peer, loop.time()]
+        conn = self._tcp[writer] = [peer, loop.time(), asyncio.current_task()]
         try:
             while writer in self._tcp:
                 conn[1] = loop.time()          # idle: waiting for the next query
@@ -161,7 +162,11 @@ class GslbServer:
                     break
                 writer.write(len(reply).to_bytes(2, "big") + reply)
                 await asyncio.wait_for(writer.drain(), TCP_IO_S)
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, OSError):
+        except asyncio.TimeoutError:
+            # idle too long, or a peer that does not read its answers: no graceful close
+            # (it would wait for the unsent data)
+            writer.transport.abort()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
             self._tcp.pop(writer, None)

@@ -27,6 +27,7 @@ _RR_FIXED = struct.Struct("!HHIH")
 OPT_TYPE = 41
 TSIG_TYPE = 250
 IXFR_TYPE = 251
+SOA_TYPE = 6
 CLASS_ANY = 255
 SERVER_PAYLOAD = 1232  # our EDNS UDP size (DNS flag day 2020: avoids IP fragmentation)
 MIN_UDP = 512  # RFC 1035 limit without EDNS
@@ -95,7 +96,9 @@ def parse_query(data: bytes) -> Query:
     if nscount and not (qtype == IXFR_TYPE and nscount == 1):
         raise QueryError(dns.rcode.FORMERR, qid, flags, question, why="section counts")
     for _ in range(nscount):
-        off = _walk_rr(data, off, qid, flags, question)[-1]
+        _, rtype, *_, off = _walk_rr(data, off, qid, flags, question)
+        if rtype != SOA_TYPE:
+            raise QueryError(dns.rcode.FORMERR, qid, flags, question, why="IXFR without SOA")
     opt, tsig, off = _parse_additional(data, off, arcount, qid, flags, question)
     if off != len(data):
         raise QueryError(dns.rcode.FORMERR, qid, flags, question, opt is not None,
@@ -142,7 +145,7 @@ def _parse_additional(data: bytes, off: int, count: int, qid: int, flags: int,
             if opt is not None or owner != dns.name.root:
                 raise QueryError(dns.rcode.FORMERR, qid, flags, question, True, "bad OPT")
             opt = (rclass, ttl, rdata)
-        elif rtype == TSIG_TYPE and i == count - 1:
+        elif rtype == TSIG_TYPE and i == count - 1 and rclass == CLASS_ANY:
             tsig = (owner, rdata)
         else:
             # NSD answers these without the question (and so without OPT)

@@ -108,13 +108,18 @@ class WanMeter:
     def __init__(self, links: list[tuple[str, str, float]]) -> None:
         self.links = links
         self.ifaces: dict[str, str] = {}
+        self.retry_at = 0.0
         self.history: dict[str, list[tuple[float, tuple[int, int]]]] = {}
 
     def sample(self, now: float) -> dict[str, dict]:
         import subprocess
-        if len(self.ifaces) < len(self.links):
-            text = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True,
-                                  text=True).stdout
+        if len(self.ifaces) < len(self.links) and now >= self.retry_at:
+            self.retry_at = now + 5.0      # an address not (yet) found: look again in 5 s
+            try:
+                text = subprocess.run(["ip", "-o", "-4", "addr", "show"],
+                                      capture_output=True, text=True, timeout=2).stdout
+            except (OSError, subprocess.SubprocessError):
+                text = ""
             for region, ip, _ in self.links:
                 name = interface_of(ip, text)
                 if name:
@@ -202,7 +207,7 @@ async def read_load_files(view, files: dict[str, str], interval_s: float = 0.25,
                               by_service={k: float(v) for k, v in by_service.items()}
                               if isinstance(by_service, dict) else None,
                               wan={k: float(v["used"]) for k, v in wan.items()}
-                              if isinstance(wan, dict) and wan else None)
+                              if isinstance(wan, dict) else None)
         await asyncio.sleep(interval_s)
 
 
