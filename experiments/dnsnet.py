@@ -18,7 +18,7 @@ from pathlib import Path
 from experiments.seeds import derive
 from experiments.workloads.control import start_http_backends
 from gslb.config import GslbConfig
-from lab.dns import Authority, start_authority
+from lab.dns import Authority, load_file, start_authority
 from lab.dns_config import resolver_of
 from lab.unbound import Resolver, start_resolvers
 from topologies.plan import NetworkPlan
@@ -312,3 +312,19 @@ def record_population(ctx, rows: list[dict], t0: float, variant: str, **extra) -
                    behaviour=row["behaviour"], cached=row["cached"],
                    resolve_ms=row["resolve_ms"], tries=row["tries"], answers=row["answers"],
                    seen_as=row["seen_as"], start_lag_ms=row["start_lag_ms"], **extra)
+
+
+def new_load_readings(work_dir: Path, dcs: list[str], seen: dict) -> list[tuple[str, dict]]:
+    """(dc, reading) of every DC whose load-feed file has a reading newer than the last one
+    taken (`seen`: dc -> the time of that reading, updated here); unreadable files skipped."""
+    import json
+    out = []
+    for dc in dcs:
+        try:
+            data = json.loads(load_file(work_dir, dc).read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("time") != seen.get(dc):
+            seen[dc] = data.get("time")
+            out.append((dc, data))
+    return out

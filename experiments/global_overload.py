@@ -31,14 +31,13 @@ the answers).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
 from experiments import dnsnet
 from experiments.base import Context, Experiment, Param
 from experiments.stats import percentile
 from experiments.tolerance import Tol
-from lab import dns, unbound
+from lab import unbound
 from lab.dns_config import gslb_config
 from topologies import population
 from topologies.plan import build_plan
@@ -138,17 +137,6 @@ def step_rows(rows: list[dict], samples: list[tuple], flips: list, t0: float, st
     return out
 
 
-def _sample(work_dir, dcs: list[str], seen: dict, samples: list) -> None:
-    for dc in dcs:
-        try:
-            data = json.loads(dns.load_file(work_dir, dc).read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("time") != seen.get(dc):
-            seen[dc] = data.get("time")
-            samples.append((float(data["time"]), dc, float(data["rps"])))
-
-
 def run(ctx: Context) -> list[dict]:
     p = ctx.params
     scen = ctx.plan.scenario
@@ -194,7 +182,8 @@ def run(ctx: Context) -> list[dict]:
                         t0 = start_at + warmup          # step 0 starts here
                         seen: dict = {}
                         while time.time() < t0 + duration + 0.5:
-                            _sample(ctx.work_dir, dcs, seen, samples)
+                            samples += [(float(d["time"]), dc, float(d["rps"])) for dc, d
+                                        in dnsnet.new_load_readings(ctx.work_dir, dcs, seen)]
                             time.sleep(0.25)
                         rows = dnsnet.collect_population(live, running, warmup + duration)
                     state = authority.state()

@@ -40,7 +40,6 @@ with the user's /24 as ECS): the reason the two names can differ.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 import subprocess
@@ -171,17 +170,12 @@ def summary_rows(rows: list[dict], samples: list[tuple], to_dc: dict, dcs: list[
     return out
 
 
-def _sample(work_dir, dcs: list[str], hot: str, seen: dict, samples: list) -> None:
-    for dc in dcs:
-        try:
-            data = json.loads(dns.load_file(work_dir, dc).read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("time") != seen.get(dc):
-            seen[dc] = data.get("time")
-            link = (data.get("wan") or {}).get(hot)
-            samples.append((float(data["time"]), dc, float(data["rps"]),
-                            float(link["used"]) if link else None))
+def _sample(reading: dict, dc: str, hot: str) -> tuple:
+    """(epoch, dc, demand rps, share of the hot region's WAN link into the DC in use or
+    None) of one load-feed reading."""
+    link = (reading.get("wan") or {}).get(hot)
+    return (float(reading["time"]), dc, float(reading["rps"]),
+            float(link["used"]) if link else None)
 
 
 def start_cross_traffic(live, plan, p: dict, seconds: float) -> list:
@@ -281,7 +275,8 @@ def run(ctx: Context) -> list[dict]:
                             mid = None
                             t0 = start_at + warmup     # measured from here
                             while time.time() < t0 + duration + 0.5:
-                                _sample(ctx.work_dir, dcs, hot, seen, samples)
+                                samples += [_sample(d, dc, hot) for dc, d in
+                                            dnsnet.new_load_readings(ctx.work_dir, dcs, seen)]
                                 if mid is None and time.time() >= t0 + duration / 2:
                                     mid = answers_now(live, authority, config, hot_subnet)
                                 time.sleep(0.25)

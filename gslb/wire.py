@@ -18,6 +18,9 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
 import dns.rrset
 
 from gslb.ecs import ECS_CODE, ClientSubnet, EcsError, parse_ecs
@@ -227,9 +230,6 @@ def render_badkey(q: Query) -> bytes:
     """NOTAUTH with the client's TSIG echoed unsigned and error BADKEY (RFC 8945 sections
     5.2.2 and 5.3.2: no MAC), the TSIG last, after any OPT, and no question (as NSD
     answers); this server knows no keys."""
-    import dns.rdata
-    import dns.rdataclass
-    import dns.rdatatype
     assert q.tsig is not None
     name, rdata = q.tsig
     reply = error_response(QueryError(dns.rcode.NOTAUTH, q.qid, q.flags, b"", q.edns))

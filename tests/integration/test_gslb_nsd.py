@@ -24,6 +24,7 @@ import pytest
 from gslb.bench import running_nsd
 from gslb.config import example_config
 from gslb.lifecycle import running_server
+from support.dnswire import a_record_after, name_end, recv_up_to, signed_query
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("nsd") is None and not
@@ -39,33 +40,6 @@ def _edit(name, rdtype, edit, **kw) -> bytes:
     q = dns.message.make_query(name, rdtype, **kw)
     edit(q)
     return q.to_wire()
-
-
-def _signed(edns: bool) -> bytes:
-    """A query signed with HMAC-SHA256 by key `nokey.`, which the server does not have:
-    the TSIG record built by hand (dnspython's signer keeps module-level tables that other
-    tests' imports may replace)."""
-    import time as _time
-    from dns.rdtypes.ANY.TSIG import TSIG
-    q = dns.message.make_query("www.lblab.test", "A", use_edns=0 if edns else None)
-    wire = q.to_wire()
-    rdata = TSIG(dns.rdataclass.ANY, dns.rdatatype.TSIG, dns.name.from_text("hmac-sha256."),
-                 int(_time.time()), 300, bytes(32), q.id, 0, b"").to_wire()
-    record = (dns.name.from_text("nokey.").to_wire()
-              + struct.pack("!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata))
-              + rdata)
-    head = bytearray(wire[:12])
-    struct.pack_into("!H", head, 10, struct.unpack_from("!H", wire, 10)[0] + 1)
-    return bytes(head) + wire[12:] + record
-
-
-def _append_a(wire: bytes) -> bytes:
-    """An A record after everything else (after a TSIG: the TSIG is then not last)."""
-    extra = (dns.name.from_text("x.lblab.test.").to_wire()
-             + struct.pack("!HHIH", 1, 1, 0, 4) + bytes([1, 2, 3, 4]))
-    head = bytearray(wire[:12])
-    struct.pack_into("!H", head, 10, struct.unpack_from("!H", wire, 10)[0] + 1)
-    return bytes(head) + wire[12:] + extra
 
 
 def _opcode(q, code):
@@ -87,9 +61,9 @@ CASES = {   # name -> (query bytes, compare records too)
     "AXFR": (_q("lblab.test", "AXFR"), True),
     "IXFR with its SOA": (_edit("lblab.test", "IXFR", lambda q: q.authority.append(
         dns.rrset.from_text("lblab.test.", 0, "IN", "SOA", SOA_TEXT))), True),
-    "TSIG, unknown key, EDNS": (_signed(True), True),
-    "TSIG, unknown key": (_signed(False), True),
-    "TSIG not last": (_append_a(_signed(False)), True),
+    "TSIG, unknown key, EDNS": (signed_query(True), True),
+    "TSIG, unknown key": (signed_query(False), True),
+    "TSIG not last": (a_record_after(signed_query(False)), True),
     "stray additional record": (_edit("lblab.test", "SOA", lambda q: q.additional.append(
         dns.rrset.from_text("x.lblab.test.", 0, "IN", "A", "1.2.3.4"))), True),
     "QCLASS ANY, apex SOA": (_q("lblab.test", "SOA", rdclass="ANY"), True),
@@ -107,32 +81,14 @@ def _exchange(port: int, wire: bytes, tcp: bool) -> bytes | None:
         if tcp:
             with socket.create_connection((HOST, port), timeout=2) as sock:
                 sock.sendall(len(wire).to_bytes(2, "big") + wire)
-                head = _recv(sock, 2)
-                return _recv(sock, int.from_bytes(head, "big")) if head else None
+                head = recv_up_to(sock, 2)
+                return recv_up_to(sock, int.from_bytes(head, "big")) if head else None
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(2)
             sock.sendto(wire, (HOST, port))
             return sock.recv(65535)
     except (socket.timeout, ConnectionError):
         return None
-
-
-def _recv(sock, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            return out
-        out += chunk
-    return out
-
-
-def _name_end(data: bytes, off: int) -> int:
-    while data[off]:
-        if data[off] & 0xC0:
-            return off + 2
-        off += data[off] + 1
-    return off + 1
 
 
 def digest(reply: bytes | None, records: bool) -> tuple:
@@ -146,10 +102,10 @@ def digest(reply: bytes | None, records: bool) -> tuple:
     out += ["counts", qd, an, ns, ar]
     off = 12
     for _ in range(qd):
-        off = _name_end(reply, off) + 4
+        off = name_end(reply, off) + 4
     types = []
     for _ in range(an + ns + ar):
-        off = _name_end(reply, off)
+        off = name_end(reply, off)
         rtype, _, _, rdlen = struct.unpack_from("!HHIH", reply, off)
         types.append(dns.rdatatype.to_text(rtype))
         if rtype == dns.rdatatype.TSIG:

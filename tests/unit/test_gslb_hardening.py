@@ -23,6 +23,7 @@ import pytest
 from gslb import server as gslb_server
 from gslb.config import example_config
 from gslb.lifecycle import running_server
+from support.dnswire import a_record_after, name_end, recv_up_to, signed_query
 
 HOST = "127.0.0.1"
 
@@ -31,6 +32,12 @@ HOST = "127.0.0.1"
 def s():
     with running_server(example_config(policy="geo"), control_port=None) as srv:
         yield srv
+
+
+def _recv(sock, n: int) -> bytes:
+    out = recv_up_to(sock, n)
+    assert len(out) == n, "connection closed"
+    return out
 
 
 def _raw(srv, wire: bytes, tcp: bool) -> bytes:
@@ -43,15 +50,6 @@ def _raw(srv, wire: bytes, tcp: bool) -> bytes:
         sock.settimeout(3)
         sock.sendto(wire, (HOST, srv.port))
         return sock.recv(65535)
-
-
-def _recv(sock, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        assert chunk, "connection closed"
-        out += chunk
-    return out
 
 
 def _header(reply: bytes) -> tuple[int, int, int, int, int, int]:
@@ -78,33 +76,15 @@ def test_an_ixfr_query_with_its_soa_is_refused_not_a_formerr(s, tcp):
     assert r.rcode() == dns.rcode.REFUSED and len(r.question) == 1
 
 
-def _signed(edns: bool) -> bytes:
-    """A query signed with HMAC-SHA256 by key `nokey.`, which the server does not have:
-    the TSIG record built by hand (dnspython's signer keeps module-level tables that other
-    tests' imports may replace)."""
-    import time as _time
-    from dns.rdtypes.ANY.TSIG import TSIG
-    q = dns.message.make_query("www.lblab.test", "A", use_edns=0 if edns else None)
-    wire = q.to_wire()
-    rdata = TSIG(dns.rdataclass.ANY, dns.rdatatype.TSIG, dns.name.from_text("hmac-sha256."),
-                 int(_time.time()), 300, bytes(32), q.id, 0, b"").to_wire()
-    record = (dns.name.from_text("nokey.").to_wire()
-              + struct.pack("!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata))
-              + rdata)
-    head = bytearray(wire[:12])
-    struct.pack_into("!H", head, 10, struct.unpack_from("!H", wire, 10)[0] + 1)
-    return bytes(head) + wire[12:] + record
-
-
 def _last_rr(reply: bytes) -> tuple[int, bytes]:
     """(type, rdata) of the reply's last record (the TSIG, when there is one)."""
     off = 12
     qd, an, ns, ar = _header(reply)[2:]
     for _ in range(qd):
-        off = _name_end(reply, off) + 4
+        off = name_end(reply, off) + 4
     last = None
     for _ in range(an + ns + ar):
-        off = _name_end(reply, off)
+        off = name_end(reply, off)
         rtype, _, _, rdlen = struct.unpack_from("!HHIH", reply, off)
         off += 10
         last = (rtype, reply[off:off + rdlen])
@@ -113,20 +93,10 @@ def _last_rr(reply: bytes) -> tuple[int, bytes]:
     return last
 
 
-def _name_end(data: bytes, off: int) -> int:
-    while True:
-        n = data[off]
-        if n == 0:
-            return off + 1
-        if n & 0xC0:
-            return off + 2
-        off += n + 1
-
-
 @pytest.mark.parametrize("edns", [True, False])
 @pytest.mark.parametrize("tcp", [False, True])
 def test_an_unknown_tsig_key_gets_notauth_badkey_unsigned_and_last(s, edns, tcp):
-    reply = _raw(s, _signed(edns), tcp)
+    reply = _raw(s, signed_query(edns), tcp)
     qid, flags, qd, an, ns, ar = _header(reply)
     assert flags & 0xF == dns.rcode.NOTAUTH and qd == an == ns == 0    # as NSD: no question
     assert ar == (2 if edns else 1)
@@ -142,12 +112,7 @@ def test_a_tsig_that_is_not_last_or_a_stray_additional_record_is_a_formerr(s):
     qid, flags, qd, an, ns, ar = _header(_raw(s, q.to_wire(), False))
     assert flags & 0xF == dns.rcode.FORMERR and qd == an == ns == ar == 0
     # a TSIG followed by an A record: the TSIG is not last
-    wire = _signed(False)
-    extra = (dns.name.from_text("x.lblab.test.").to_wire()
-             + struct.pack("!HHIH", 1, 1, 0, 4) + bytes([1, 2, 3, 4]))
-    head = bytearray(wire[:12])
-    struct.pack_into("!H", head, 10, struct.unpack_from("!H", wire, 10)[0] + 1)
-    _, flags, *_ = _header(_raw(s, bytes(head) + wire[12:] + extra, False))
+    _, flags, *_ = _header(_raw(s, a_record_after(signed_query(False)), False))
     assert flags & 0xF == dns.rcode.FORMERR
 
 
